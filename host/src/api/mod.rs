@@ -1,0 +1,1 @@
+//! HTTP surfaces: health, admin API, business-app API, plugin webhooks.

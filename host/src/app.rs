@@ -1,0 +1,1 @@
+//! Wires configuration, store, plugin runtime and telephony into one app.

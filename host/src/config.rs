@@ -1,0 +1,169 @@
+//! Host configuration: embedded defaults, overridden by a TOML file, then by
+//! `LEANSYNC_*` environment variables, then by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// Everything `leansync serve` needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API, portal and widget listen on.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database, compiled-plugin cache and keys.
+    pub data_dir: PathBuf,
+    /// Directory holding one folder per connector plugin.
+    pub plugins_dir: PathBuf,
+    /// sqlx database URL; empty means SQLite in `data_dir/leansync.db`.
+    pub database_url: String,
+    /// Plugin sandbox limits.
+    pub plugins: PluginLimits,
+    /// Telephony provider selection and settings.
+    pub telephony: TelephonyConfig,
+    /// Days after which call event data (personal data) is purged.
+    pub retention_days: u32,
+}
+
+/// Limits applied to every plugin invocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Wall-clock deadline for one export call, milliseconds.
+    pub call_timeout_ms: u64,
+    /// Linear memory cap per instance, MiB.
+    pub memory_limit_mib: u64,
+    /// Consecutive failures after which a plugin is shown as `degraded`.
+    pub degraded_after: u32,
+    /// Upper bound on concurrently live instances across all plugins.
+    pub max_instances: u32,
+}
+
+/// Which telephony provider the host uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelephonyConfig {
+    /// `sim` (built-in simulated PBX, the default) or `sip`.
+    pub provider: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            data_dir: PathBuf::from("./data"),
+            plugins_dir: PathBuf::from("./plugins"),
+            database_url: String::new(),
+            plugins: PluginLimits::default(),
+            telephony: TelephonyConfig::default(),
+            retention_days: 90,
+        }
+    }
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: 5_000,
+            memory_limit_mib: 64,
+            degraded_after: 5,
+            max_instances: 1_000,
+        }
+    }
+}
+
+impl Default for TelephonyConfig {
+    fn default() -> Self {
+        Self {
+            provider: "sim".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the optional TOML file, then applies `LEANSYNC_*` variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| {
+                    format!(
+                        "config file {} is invalid (see README.md, section Configuration, for the keys)",
+                        path.display()
+                    )
+                })?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = get("LEANSYNC_LISTEN") {
+            self.listen = v
+                .parse()
+                .with_context(|| format!("LEANSYNC_LISTEN='{v}' is not an address like 127.0.0.1:8080"))?;
+        }
+        if let Some(v) = get("LEANSYNC_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("LEANSYNC_PLUGINS_DIR") {
+            self.plugins_dir = v.into();
+        }
+        if let Some(v) = get("LEANSYNC_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = get("LEANSYNC_TELEPHONY_PROVIDER") {
+            self.telephony.provider = v;
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("leansync.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// Where compiled plugin artifacts are cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_defaults() {
+        let mut cfg: Config = toml::from_str("listen = \"127.0.0.1:9000\"").unwrap();
+        cfg.apply_env(|k| (k == "LEANSYNC_DATA_DIR").then(|| "/tmp/x".to_string()))
+            .unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.telephony.provider, "sim");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("lisen = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_env_names_the_variable() {
+        let mut cfg = Config::default();
+        let err = cfg
+            .apply_env(|k| (k == "LEANSYNC_LISTEN").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("LEANSYNC_LISTEN='nope'"));
+    }
+}

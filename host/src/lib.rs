@@ -1,0 +1,12 @@
+//! LeanSync Voice host: licensing, telephony, the sandboxed connector
+//! runtime and the HTTP surfaces, wired together by [`app`].
+
+pub mod api;
+pub mod app;
+pub mod call;
+pub mod config;
+pub mod licensing;
+pub mod number;
+pub mod plugins;
+pub mod store;
+pub mod telephony;

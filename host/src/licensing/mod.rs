@@ -1,0 +1,1 @@
+//! Customers, consent, numbers, licenses, LeanSync Keys, usage, billing, audit.
