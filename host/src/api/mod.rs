@@ -1,1 +1,8 @@
-//! HTTP surfaces: health, admin API, business-app API, plugin webhooks.
+//! HTTP surfaces: health, plugin catalogue, admin API, business-app API,
+//! plugin webhooks. Handlers are thin: extract, call the domain, map errors.
+
+pub mod error;
+pub mod health;
+pub mod plugins;
+
+pub use error::ApiError;

@@ -1,1 +1,17 @@
-//! The sandboxed connector runtime.
+//! The sandboxed connector runtime: manifests, capabilities, API versions,
+//! the engine and its compile cache, invocation, health and hot reload.
+
+pub mod api;
+pub mod capabilities;
+pub mod cli;
+pub mod engine;
+pub mod manifest;
+pub mod runtime;
+pub mod sandbox;
+pub mod watcher;
+
+pub use runtime::{
+    ConfigIssue, Delivery, HttpRequest, HttpResponse, InvokeError, PluginInfo, PluginRuntime,
+    ReloadReport, Status,
+};
+pub use sandbox::{HostServices, Installation, MemoryServices};

@@ -1,0 +1,132 @@
+//! The one wasmtime engine (pooling allocator, epochs, async) and the on-disk
+//! cache of precompiled components.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::PluginLimits;
+
+/// How often the epoch advances; the granularity of per-call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Builds the engine every plugin runs in.
+pub fn build_engine(limits: &PluginLimits) -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    let instances = limits.max_instances.max(1);
+    // A Rust component holds a few core instances (its module plus shims).
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 4)
+        .max_core_instances_per_component(8)
+        .total_memories(instances * 2)
+        .max_memories_per_component(2)
+        .total_tables(instances * 4)
+        .total_stacks(instances)
+        .max_memory_size((limits.memory_limit_mib as usize) << 20);
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        // Keep virtual reservations proportional to the memory cap so a large
+        // pool fits in the address space.
+        .memory_reservation((limits.memory_limit_mib << 20).max(16 << 20))
+        .memory_guard_size(64 << 10);
+    Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:#}"))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Starts the ticker thread.
+    pub fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Precompiled components on disk, keyed by the engine's compatibility hash
+/// and the component's SHA-256, so an unchanged plugin is never recompiled.
+pub struct ArtifactCache {
+    dir: PathBuf,
+}
+
+/// Where a loaded component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Compiled now (and written to the cache).
+    Compiled,
+    /// Deserialized from the cache.
+    Cache,
+}
+
+impl ArtifactCache {
+    /// A cache under `dir/<engine compatibility hash>/`.
+    pub fn new(engine: &Engine, dir: &Path) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        Self {
+            dir: dir.join(format!("{:016x}", h.finish())),
+        }
+    }
+
+    /// Loads `wasm` from the cache or compiles and caches it.
+    pub fn load(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> anyhow::Result<(Component, Origin, String)> {
+        let digest = hex::encode(Sha256::digest(wasm));
+        let path = self.dir.join(format!("{digest}.cwasm"));
+        if path.exists() {
+            // SAFETY: only this host writes into the cache directory, with the
+            // same engine settings (the directory is keyed by the engine's
+            // compatibility hash), and files are renamed into place whole.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok((c, Origin::Cache, digest)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unreadable cached component");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = Component::new(engine, wasm)?;
+        if let Err(e) = self.store(&path, &component) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled component to the cache");
+        }
+        Ok((component, Origin::Compiled, digest))
+    }
+
+    fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, component.serialize()?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}

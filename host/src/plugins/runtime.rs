@@ -1,0 +1,734 @@
+//! Loading, versioning, invoking and health of connector plugins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+use semver::Version;
+use serde::Serialize;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use super::api::{self, Bindings, v1_0_0};
+use super::engine::{ArtifactCache, EpochTicker, Origin, build_engine};
+use super::manifest::{Capabilities, MANIFEST_FILE, Manifest};
+use super::sandbox::{CallScope, HostServices, Installation, MemoryServices, StoreState};
+use crate::call::{CallEvent, Contact};
+use crate::config::PluginLimits;
+
+/// How long a degraded plugin is left alone before one trial call.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Delivery metadata handed to `on-call-event`.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Stable across retries of one (event, installation) delivery.
+    pub idempotency_key: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// One problem with an installation's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigIssue {
+    /// JSON pointer of the field.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// An inbound webhook request for a plugin.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path below `/api/v1/apps/{installation}`.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Request headers.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Vec<u8>,
+}
+
+/// A plugin's answer to a webhook request.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+/// Why an invocation did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    /// No plugin of that name is loaded.
+    #[error("plugin '{0}' is not loaded; check `leansync plugin list` and the plugins directory")]
+    NotLoaded(String),
+    /// The connector asked to be retried.
+    #[error("retryable: {message}")]
+    Retryable {
+        /// The connector's explanation.
+        message: String,
+        /// Earliest retry, if the connector said.
+        retry_after_ms: Option<u64>,
+    },
+    /// The connector said retrying will not help.
+    #[error("permanent: {0}")]
+    Permanent(String),
+    /// The plugin trapped, panicked, ran out of memory or time.
+    #[error("plugin fault: {0}")]
+    Fault(String),
+    /// The plugin is degraded and this call was not attempted.
+    #[error(
+        "plugin '{plugin}' is degraded after repeated faults (last: {last_error}); calls resume after a successful trial or a reload"
+    )]
+    Degraded {
+        /// Plugin name.
+        plugin: String,
+        /// The fault that degraded it.
+        last_error: String,
+    },
+}
+
+impl InvokeError {
+    /// Whether a later attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, InvokeError::Permanent(_))
+    }
+
+    /// Minimum wait the connector asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            InvokeError::Retryable {
+                retry_after_ms: Some(ms),
+                ..
+            } => Some(Duration::from_millis(*ms)),
+            _ => None,
+        }
+    }
+}
+
+/// Health of a plugin as shown to admins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Serving normally.
+    Active,
+    /// Repeated faults; see `last_error`.
+    Degraded,
+    /// Could not be loaded; see `last_error`.
+    Failed,
+}
+
+/// What the API and CLI show about a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version (absent when it never loaded).
+    pub version: Option<String>,
+    /// Connector API version it is bound to.
+    pub api_version: Option<String>,
+    /// Current health.
+    pub status: Status,
+    /// Last fault or load problem.
+    pub last_error: Option<String>,
+    /// One-line description.
+    pub description: String,
+    /// Capabilities the manifest asks for.
+    pub capabilities: Option<Capabilities>,
+    /// Whether it implements contact lookup.
+    pub lookup: bool,
+    /// Whether the component came from the compile cache.
+    pub origin: Option<Origin>,
+    /// SHA-256 of the component.
+    pub digest: Option<String>,
+    /// Invocations and faults since load.
+    pub calls: u64,
+    /// Faults since load.
+    pub faults: u64,
+}
+
+/// A plugin ready to serve: validated manifest and pre-instantiated component.
+pub struct LoadedPlugin {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Folder it was loaded from.
+    pub dir: PathBuf,
+    /// The connector API version it is bound to.
+    pub api_version: Version,
+    /// SHA-256 of the component bytes.
+    pub digest: String,
+    /// Compiled now or loaded from the cache.
+    pub origin: Origin,
+    bindings: Bindings,
+    fingerprint: Fingerprint,
+    health: Health,
+}
+
+#[derive(Default)]
+struct Health {
+    consecutive: AtomicU32,
+    calls: AtomicU64,
+    faults: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    last_probe: Mutex<Option<Instant>>,
+}
+
+type Fingerprint = Vec<(u64, Option<SystemTime>)>;
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: ArtifactCache,
+    limits: PluginLimits,
+    services: RwLock<Arc<dyn HostServices>>,
+    /// Loaded plugins by name; swapped whole so readers see one consistent set.
+    plugins: RwLock<Arc<BTreeMap<String, Arc<LoadedPlugin>>>>,
+    /// Load problems by plugin folder name.
+    problems: RwLock<BTreeMap<String, String>>,
+    _ticker: EpochTicker,
+}
+
+/// The connector runtime: one engine, all loaded plugins, and invocation.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    inner: Arc<Inner>,
+}
+
+/// What a directory scan did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReloadReport {
+    /// Plugins newly loaded or replaced.
+    pub loaded: Vec<String>,
+    /// Plugins removed because their folder disappeared.
+    pub removed: Vec<String>,
+    /// Folder name and problem for every folder that failed to load.
+    pub failed: Vec<(String, String)>,
+}
+
+impl PluginRuntime {
+    /// Creates a runtime; compiled components are cached under `cache_dir`.
+    pub fn new(limits: PluginLimits, cache_dir: &Path) -> anyhow::Result<Self> {
+        let engine = build_engine(&limits)?;
+        let mut linker = Linker::new(&engine);
+        api::add_to_linker(&mut linker)?;
+        let cache = ArtifactCache::new(&engine, cache_dir);
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                cache,
+                limits,
+                services: RwLock::new(Arc::new(MemoryServices::default())),
+                plugins: RwLock::new(Arc::new(BTreeMap::new())),
+                problems: RwLock::new(BTreeMap::new()),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Replaces the host services plugins reach through their `host` import.
+    pub fn set_services(&self, services: Arc<dyn HostServices>) {
+        *self.inner.services.write() = services;
+    }
+
+    /// The engine, for benchmarks and tools.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Loads one plugin folder without registering it.
+    pub fn load(&self, dir: &Path) -> Result<LoadedPlugin, String> {
+        let manifest = Manifest::load(dir).map_err(|e| e.to_string())?;
+        let fingerprint = fingerprint(dir, &manifest);
+        let name = &manifest.name;
+        if api::resolve(&manifest.api).is_none() {
+            return Err(format!(
+                "plugin '{name}' requires connector API `{}`, but this host supports {}; rebuild it against a supported leansync-plugin-api or change `api` in {MANIFEST_FILE}",
+                manifest.api,
+                api::supported_list()
+            ));
+        }
+        let wasm_path = dir.join(&manifest.component);
+        let wasm = std::fs::read(&wasm_path).map_err(|e| {
+            format!(
+                "plugin '{name}': cannot read component {} ({e}); build it with `cargo build --target wasm32-wasip2 --release` and copy the .wasm next to {MANIFEST_FILE} (scripts/build-plugins.sh does this for bundled plugins)",
+                wasm_path.display()
+            )
+        })?;
+        let (component, origin, digest) = self
+            .inner
+            .cache
+            .load(&self.inner.engine, &wasm)
+            .map_err(|e| {
+                format!(
+                    "plugin '{name}': {} is not a valid WebAssembly component ({e:#}); build it for the wasm32-wasip2 target",
+                    wasm_path.display()
+                )
+            })?;
+        let exported = api::exported_version(&component, &self.inner.engine).ok_or_else(|| {
+            format!(
+                "plugin '{name}': the component does not export `leansync:connector/connector`; implement the Connector trait and call `leansync_plugin_api::export!`"
+            )
+        })?;
+        if !api::SUPPORTED.contains(&exported) {
+            return Err(format!(
+                "plugin '{name}': the component was built against connector API {exported}, but this host supports {}",
+                api::supported_list()
+            ));
+        }
+        if !manifest.api.matches(&exported) {
+            return Err(format!(
+                "plugin '{name}': {MANIFEST_FILE} says `api = \"{}\"` but the component exports connector API {exported}; make them agree",
+                manifest.api
+            ));
+        }
+        let bindings = self
+            .bind(&component, &exported)
+            .map_err(|e| format!("plugin '{name}': cannot link the component: {e:#}"))?;
+        Ok(LoadedPlugin {
+            manifest,
+            dir: dir.to_owned(),
+            api_version: exported,
+            digest,
+            origin,
+            bindings,
+            fingerprint,
+            health: Health::default(),
+        })
+    }
+
+    fn bind(&self, component: &Component, version: &Version) -> anyhow::Result<Bindings> {
+        let pre = self.inner.linker.instantiate_pre(component)?;
+        match (version.major, version.minor) {
+            (1, 0) => Ok(Bindings::V1_0(v1_0_0::PluginPre::new(pre)?)),
+            _ => anyhow::bail!("no bindings for connector API {version}"),
+        }
+    }
+
+    /// Scans `dir` and atomically swaps in the result: unchanged plugins stay,
+    /// changed ones are reloaded, removed ones dropped. A folder that fails to
+    /// load keeps its previous version serving and is reported.
+    pub fn reload_dir(&self, dir: &Path) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let current = self.inner.plugins.read().clone();
+        let mut next: BTreeMap<String, Arc<LoadedPlugin>> = BTreeMap::new();
+        let mut problems = BTreeMap::new();
+        let mut folders: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(MANIFEST_FILE).is_file())
+                .collect(),
+            Err(e) => {
+                let msg = format!("cannot read plugins directory {}: {e}", dir.display());
+                tracing::error!("{msg}");
+                report.failed.push((dir.display().to_string(), msg));
+                Vec::new()
+            }
+        };
+        folders.sort();
+        for folder in folders {
+            let folder_name = folder
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let previous = current.values().find(|p| p.dir == folder).cloned();
+            if let Some(prev) = &previous
+                && fingerprint(&folder, &prev.manifest) == prev.fingerprint
+            {
+                next.insert(prev.manifest.name.clone(), prev.clone());
+                continue;
+            }
+            match self.load(&folder) {
+                Ok(p) if next.contains_key(&p.manifest.name) => {
+                    let msg = format!(
+                        "plugin name '{}' in {} is already used by another folder; names must be unique",
+                        p.manifest.name,
+                        folder.display()
+                    );
+                    problems.insert(folder_name.clone(), msg.clone());
+                    report.failed.push((folder_name, msg));
+                }
+                Ok(p) => {
+                    tracing::info!(plugin = %p.manifest.name, version = %p.manifest.version, api = %p.api_version, origin = ?p.origin, "plugin loaded");
+                    report.loaded.push(p.manifest.name.clone());
+                    next.insert(p.manifest.name.clone(), Arc::new(p));
+                }
+                Err(msg) => {
+                    tracing::error!(folder = %folder.display(), "{msg}");
+                    if let Some(prev) = previous {
+                        tracing::warn!(plugin = %prev.manifest.name, version = %prev.manifest.version, "keeping the previous version serving");
+                        next.insert(prev.manifest.name.clone(), prev);
+                    }
+                    problems.insert(folder_name.clone(), msg.clone());
+                    report.failed.push((folder_name, msg));
+                }
+            }
+        }
+        for name in current.keys() {
+            if !next.contains_key(name) {
+                tracing::info!(plugin = %name, "plugin removed");
+                report.removed.push(name.clone());
+            }
+        }
+        *self.inner.plugins.write() = Arc::new(next);
+        *self.inner.problems.write() = problems;
+        report
+    }
+
+    /// The loaded plugin of that name.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.inner.plugins.read().get(name).cloned()
+    }
+
+    /// Every loaded plugin and every folder that failed to load.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let plugins = self.inner.plugins.read().clone();
+        let problems = self.inner.problems.read().clone();
+        let mut out: Vec<PluginInfo> = plugins
+            .values()
+            .map(|p| {
+                let folder = p.dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                let reload_problem = folder.and_then(|f| problems.get(&f).cloned());
+                let degraded = p.health.consecutive.load(Ordering::Relaxed)
+                    >= self.inner.limits.degraded_after;
+                PluginInfo {
+                    name: p.manifest.name.clone(),
+                    version: Some(p.manifest.version.to_string()),
+                    api_version: Some(p.api_version.to_string()),
+                    status: if degraded {
+                        Status::Degraded
+                    } else {
+                        Status::Active
+                    },
+                    last_error: reload_problem
+                        .map(|m| format!("new version not loaded, previous one still serving: {m}"))
+                        .or_else(|| p.health.last_error.lock().clone()),
+                    description: p.manifest.description.clone(),
+                    capabilities: Some(p.manifest.capabilities.clone()),
+                    lookup: p.manifest.lookup,
+                    origin: Some(p.origin),
+                    digest: Some(p.digest.clone()),
+                    calls: p.health.calls.load(Ordering::Relaxed),
+                    faults: p.health.faults.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        for (folder, problem) in problems {
+            if !plugins.values().any(|p| {
+                p.dir
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy() == folder)
+            }) {
+                out.push(PluginInfo {
+                    name: folder,
+                    version: None,
+                    api_version: None,
+                    status: Status::Failed,
+                    last_error: Some(problem),
+                    description: String::new(),
+                    capabilities: None,
+                    lookup: false,
+                    origin: None,
+                    digest: None,
+                    calls: 0,
+                    faults: 0,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Delivers one call event to an installation's plugin.
+    pub async fn on_call_event(
+        &self,
+        installation: &Arc<Installation>,
+        event: &CallEvent,
+        contact: Option<&Contact>,
+        delivery: &Delivery,
+    ) -> Result<(), InvokeError> {
+        let ev = v1_0_0::to_wit(event, &installation.id, contact);
+        let delivery = v1_0_0::types::Delivery {
+            idempotency_key: delivery.idempotency_key.clone(),
+            attempt: delivery.attempt,
+        };
+        match self
+            .invoke(installation, Request::Event(ev, delivery))
+            .await?
+        {
+            Reply::Event(r) => r.map_err(connector_error),
+            _ => unreachable!("reply matches request"),
+        }
+    }
+
+    /// Asks an installation's plugin to resolve a number to a contact.
+    pub async fn lookup_contact(
+        &self,
+        installation: &Arc<Installation>,
+        number: &str,
+    ) -> Result<Option<Contact>, InvokeError> {
+        match self
+            .invoke(installation, Request::Lookup(number.to_owned()))
+            .await?
+        {
+            Reply::Lookup(r) => r
+                .map(|c| c.map(v1_0_0::contact_from_wit))
+                .map_err(connector_error),
+            _ => unreachable!("reply matches request"),
+        }
+    }
+
+    /// Forwards a webhook request to an installation's plugin.
+    pub async fn handle_http(
+        &self,
+        installation: &Arc<Installation>,
+        req: HttpRequest,
+    ) -> Result<HttpResponse, InvokeError> {
+        let req = v1_0_0::types::HttpRequest {
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            headers: req.headers,
+            body: req.body,
+        };
+        match self.invoke(installation, Request::Http(req)).await? {
+            Reply::Http(r) => Ok(HttpResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            _ => unreachable!("reply matches request"),
+        }
+    }
+
+    /// Validates an installation config: the manifest's JSON schema first,
+    /// then the plugin's own `validate-config`.
+    pub async fn validate_config(
+        &self,
+        plugin: &str,
+        config: &serde_json::Value,
+    ) -> Result<Vec<ConfigIssue>, InvokeError> {
+        let loaded = self
+            .get(plugin)
+            .ok_or_else(|| InvokeError::NotLoaded(plugin.to_owned()))?;
+        let validator = jsonschema::validator_for(&loaded.manifest.config_schema).map_err(|e| {
+            InvokeError::Permanent(format!(
+                "plugin '{plugin}' has an invalid config schema: {e}"
+            ))
+        })?;
+        let issues: Vec<ConfigIssue> = validator
+            .iter_errors(config)
+            .map(|e| ConfigIssue {
+                field: e.instance_path().to_string(),
+                message: e.to_string(),
+            })
+            .collect();
+        if !issues.is_empty() {
+            return Ok(issues);
+        }
+        let installation = Arc::new(Installation {
+            id: "validate".into(),
+            plugin: plugin.to_owned(),
+            config: config.clone(),
+            ..Default::default()
+        });
+        match self
+            .invoke(&installation, Request::Validate(config.to_string()))
+            .await?
+        {
+            Reply::Validate(Ok(())) => Ok(Vec::new()),
+            Reply::Validate(Err(list)) => Ok(list
+                .into_iter()
+                .map(|i| ConfigIssue {
+                    field: i.field,
+                    message: i.message,
+                })
+                .collect()),
+            _ => unreachable!("reply matches request"),
+        }
+    }
+
+    async fn invoke(
+        &self,
+        installation: &Arc<Installation>,
+        request: Request,
+    ) -> Result<Reply, InvokeError> {
+        let plugin = self
+            .get(&installation.plugin)
+            .ok_or_else(|| InvokeError::NotLoaded(installation.plugin.clone()))?;
+        self.admit(&plugin)?;
+        let limits = &self.inner.limits;
+        let timeout = Duration::from_millis(limits.call_timeout_ms);
+        let scope = CallScope {
+            plugin: plugin.manifest.name.as_str().into(),
+            installation: installation.clone(),
+            key_value: plugin.manifest.capabilities.key_value,
+            secrets: plugin.manifest.capabilities.secrets,
+            services: self.inner.services.read().clone(),
+        };
+        let state = StoreState::new(
+            scope,
+            plugin.manifest.capabilities.outbound_hosts.clone(),
+            (limits.memory_limit_mib as usize) << 20,
+        );
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            if Instant::now() >= deadline {
+                ctx.data_mut().timed_out = true;
+                return Err(wasmtime::Error::msg("deadline exceeded"));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        plugin.health.calls.fetch_add(1, Ordering::Relaxed);
+        let outcome =
+            tokio::time::timeout(timeout, call(&plugin.bindings, &mut store, request)).await;
+        let result = match outcome {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(explain_fault(&e, store.data(), limits)),
+            Err(_) => Err(format!(
+                "exceeded its {} ms deadline while waiting on host I/O",
+                limits.call_timeout_ms
+            )),
+        };
+        match result {
+            Ok(reply) => {
+                if plugin.health.consecutive.swap(0, Ordering::Relaxed) >= limits.degraded_after {
+                    tracing::info!(plugin = %plugin.manifest.name, "plugin recovered");
+                }
+                Ok(reply)
+            }
+            Err(msg) => {
+                let n = plugin.health.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                plugin.health.faults.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plugin = %plugin.manifest.name, installation = %installation.id, consecutive = n, "plugin fault: {msg}");
+                if n == limits.degraded_after {
+                    tracing::error!(plugin = %plugin.manifest.name, "plugin degraded after {n} consecutive faults");
+                }
+                *plugin.health.last_error.lock() = Some(msg.clone());
+                Err(InvokeError::Fault(msg))
+            }
+        }
+    }
+
+    /// Circuit breaker: a degraded plugin gets one trial call per interval.
+    fn admit(&self, plugin: &LoadedPlugin) -> Result<(), InvokeError> {
+        if plugin.health.consecutive.load(Ordering::Relaxed) < self.inner.limits.degraded_after {
+            return Ok(());
+        }
+        let mut last = plugin.health.last_probe.lock();
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < PROBE_INTERVAL) {
+            return Err(InvokeError::Degraded {
+                plugin: plugin.manifest.name.clone(),
+                last_error: plugin.health.last_error.lock().clone().unwrap_or_default(),
+            });
+        }
+        *last = Some(now);
+        Ok(())
+    }
+}
+
+enum Request {
+    Event(v1_0_0::types::CallEvent, v1_0_0::types::Delivery),
+    Lookup(String),
+    Http(v1_0_0::types::HttpRequest),
+    Validate(String),
+}
+
+enum Reply {
+    Event(Result<(), v1_0_0::ConnectorError>),
+    Lookup(Result<Option<v1_0_0::types::Contact>, v1_0_0::ConnectorError>),
+    Http(v1_0_0::types::HttpResponse),
+    Validate(Result<(), Vec<v1_0_0::types::ConfigIssue>>),
+}
+
+async fn call(
+    bindings: &Bindings,
+    store: &mut Store<StoreState>,
+    request: Request,
+) -> wasmtime::Result<Reply> {
+    match bindings {
+        Bindings::V1_0(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let guest = instance.leansync_connector_connector();
+            Ok(match request {
+                Request::Event(ev, d) => {
+                    Reply::Event(guest.call_on_call_event(&mut *store, &ev, &d).await?)
+                }
+                Request::Lookup(n) => {
+                    Reply::Lookup(guest.call_lookup_contact(&mut *store, &n).await?)
+                }
+                Request::Http(r) => Reply::Http(guest.call_handle_http(&mut *store, &r).await?),
+                Request::Validate(c) => {
+                    Reply::Validate(guest.call_validate_config(&mut *store, &c).await?)
+                }
+            })
+        }
+    }
+}
+
+fn connector_error(e: v1_0_0::ConnectorError) -> InvokeError {
+    match e {
+        v1_0_0::ConnectorError::Retryable(r) => InvokeError::Retryable {
+            message: r.message,
+            retry_after_ms: r.retry_after_ms,
+        },
+        v1_0_0::ConnectorError::Permanent(m) => InvokeError::Permanent(m),
+    }
+}
+
+/// Turns a trap into a sentence an admin can act on.
+fn explain_fault(err: &wasmtime::Error, state: &StoreState, limits: &PluginLimits) -> String {
+    let stderr = String::from_utf8_lossy(&state.stderr.contents())
+        .trim()
+        .to_string();
+    if state.timed_out {
+        return format!(
+            "exceeded its {} ms deadline (it loops or computes too long) and was stopped",
+            limits.call_timeout_ms
+        );
+    }
+    if state.limiter.hit {
+        return format!(
+            "exceeded its memory limit of {} MiB and was stopped",
+            limits.memory_limit_mib
+        );
+    }
+    if let Some(pos) = stderr.find("panicked at") {
+        let detail: Vec<&str> = stderr[pos..].lines().take(2).collect();
+        return format!("{}", detail.join(" "));
+    }
+    let mut msg = format!("trapped: {}", err.root_cause());
+    if !stderr.is_empty() {
+        msg.push_str(&format!(
+            " (stderr: {})",
+            stderr.chars().take(500).collect::<String>()
+        ));
+    }
+    msg
+}
+
+/// Sizes and modification times of the manifest and component: cheap change detection.
+fn fingerprint(dir: &Path, manifest: &Manifest) -> Fingerprint {
+    [dir.join(MANIFEST_FILE), dir.join(&manifest.component)]
+        .iter()
+        .map(|p| match std::fs::metadata(p) {
+            Ok(m) => (m.len(), m.modified().ok()),
+            Err(_) => (0, None),
+        })
+        .collect()
+}

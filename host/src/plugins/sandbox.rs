@@ -1,0 +1,285 @@
+//! Per-call store state: what one plugin invocation may see and do.
+//!
+//! Each invocation gets a fresh store: no files, no environment, no sockets;
+//! outbound HTTP only through the policy hook; stderr captured to explain
+//! panics; memory capped by the limiter.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::capabilities::OutboundPolicy;
+use crate::call::CallEvent;
+
+/// One installation of a connector: whose config and grants a call runs with.
+#[derive(Debug, Clone, Default)]
+pub struct Installation {
+    /// Installation id (stable, shown to the plugin).
+    pub id: String,
+    /// Owning customer.
+    pub customer_id: String,
+    /// Plugin (connector) name.
+    pub plugin: String,
+    /// Non-secret configuration (a JSON object).
+    pub config: serde_json::Value,
+    /// Secret configuration fields by name.
+    pub secrets: HashMap<String, String>,
+    /// Outbound hosts the admin granted.
+    pub granted_hosts: Vec<super::capabilities::HostPattern>,
+}
+
+/// Services a plugin reaches through the `host` import, provided by the rest
+/// of the host (store, telephony, live stream). Scoped per installation.
+pub trait HostServices: Send + Sync + 'static {
+    /// Reads a key-value entry of an installation.
+    fn kv_get(&self, installation: &str, key: &str) -> Option<Vec<u8>>;
+    /// Writes a key-value entry; `Err` explains a refused write.
+    fn kv_set(
+        &self,
+        installation: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_secs: Option<u32>,
+    ) -> Result<(), String>;
+    /// Deletes a key-value entry.
+    fn kv_delete(&self, installation: &str, key: &str);
+    /// Places a click-to-call on behalf of an installation.
+    fn place_call(
+        &self,
+        installation: &Installation,
+        from: String,
+        to: String,
+    ) -> BoxFuture<'static, Result<String, String>>;
+    /// Shows a call on the installation's live screens.
+    fn push_to_screen(&self, installation: &Installation, event: CallEvent);
+}
+
+/// In-memory key-value store with TTLs; used when nothing better is wired.
+#[derive(Default)]
+pub struct MemoryServices {
+    kv: parking_lot::Mutex<HashMap<(String, String), (Vec<u8>, Option<Instant>)>>,
+}
+
+/// Largest value a plugin may store under one key.
+pub const KV_MAX_VALUE: usize = 64 * 1024;
+/// Most keys one installation may hold.
+pub const KV_MAX_KEYS: usize = 10_000;
+
+impl HostServices for MemoryServices {
+    fn kv_get(&self, installation: &str, key: &str) -> Option<Vec<u8>> {
+        let mut kv = self.kv.lock();
+        let k = (installation.to_owned(), key.to_owned());
+        match kv.get(&k) {
+            Some((_, Some(exp))) if *exp <= Instant::now() => {
+                kv.remove(&k);
+                None
+            }
+            Some((v, _)) => Some(v.clone()),
+            None => None,
+        }
+    }
+
+    fn kv_set(
+        &self,
+        installation: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_secs: Option<u32>,
+    ) -> Result<(), String> {
+        if value.len() > KV_MAX_VALUE {
+            return Err(format!(
+                "value for key '{key}' is {} bytes; the limit is {KV_MAX_VALUE} bytes",
+                value.len()
+            ));
+        }
+        let mut kv = self.kv.lock();
+        let count = kv.keys().filter(|(i, _)| i == installation).count();
+        let k = (installation.to_owned(), key.to_owned());
+        if count >= KV_MAX_KEYS && !kv.contains_key(&k) {
+            return Err(format!(
+                "installation already holds {KV_MAX_KEYS} keys; delete some or set a ttl"
+            ));
+        }
+        let exp = ttl_secs.map(|s| Instant::now() + std::time::Duration::from_secs(s.into()));
+        kv.insert(k, (value, exp));
+        Ok(())
+    }
+
+    fn kv_delete(&self, installation: &str, key: &str) {
+        self.kv
+            .lock()
+            .remove(&(installation.to_owned(), key.to_owned()));
+    }
+
+    fn place_call(
+        &self,
+        _: &Installation,
+        _: String,
+        _: String,
+    ) -> BoxFuture<'static, Result<String, String>> {
+        Box::pin(async { Err("click-to-call is not available in this host context".to_string()) })
+    }
+
+    fn push_to_screen(&self, _: &Installation, _: CallEvent) {}
+}
+
+/// What one invocation runs with.
+pub struct CallScope {
+    /// Plugin name.
+    pub plugin: Arc<str>,
+    /// Installation the call acts for.
+    pub installation: Arc<Installation>,
+    /// Whether the manifest asked for key-value state.
+    pub key_value: bool,
+    /// Whether the manifest asked for secrets.
+    pub secrets: bool,
+    /// Host services.
+    pub services: Arc<dyn HostServices>,
+}
+
+/// `T` of every plugin `Store<T>`.
+pub struct StoreState {
+    pub(super) scope: CallScope,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: HttpPolicyHooks,
+    pub(super) limiter: MemoryLimiter,
+    pub(super) stderr: MemoryOutputPipe,
+    /// Set by the epoch callback when the deadline passed.
+    pub(super) timed_out: bool,
+}
+
+impl StoreState {
+    /// Fresh sandbox state for one invocation.
+    pub fn new(
+        scope: CallScope,
+        requested: Vec<super::capabilities::HostPattern>,
+        memory_cap: usize,
+    ) -> Self {
+        let stderr = MemoryOutputPipe::new(8 * 1024);
+        let mut b = WasiCtx::builder();
+        b.stderr(stderr.clone());
+        let policy = OutboundPolicy {
+            plugin: scope.plugin.to_string(),
+            requested,
+            granted: scope.installation.granted_hosts.clone(),
+        };
+        Self {
+            scope,
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: HttpPolicyHooks { policy },
+            limiter: MemoryLimiter {
+                cap: memory_cap,
+                hit: false,
+            },
+            stderr,
+            timed_out: false,
+        }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Checks every outbound request against the installation's policy.
+struct HttpPolicyHooks {
+    policy: OutboundPolicy,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for HttpPolicyHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default().to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        if let Err(msg) = self.policy.check(&host, port) {
+            tracing::warn!(plugin = %self.policy.plugin, "{msg}");
+            return Box::new(
+                async move { Err(wasmtime_wasi_http::Error::InternalError(Some(msg))) },
+            );
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// Caps linear memory and remembers whether the cap was hit.
+pub struct MemoryLimiter {
+    cap: usize,
+    pub(super) hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

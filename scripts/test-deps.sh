@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing: the wasm32-wasip2
+# target and the Debian packages of the real peers (PBX stand-in, SIP phones,
+# CardDAV server, browser). Safe to run repeatedly; does nothing when all is there.
+set -euo pipefail
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  echo "==> rustup target add wasm32-wasip2"
+  rustup target add wasm32-wasip2
+fi
+
+# command-or-file the package provides -> Debian package
+declare -A need=(
+  [/usr/sbin/kamailio]=kamailio
+  [/usr/lib/x86_64-linux-gnu/kamailio/modules/presence.so]=kamailio-presence-modules
+  [/usr/bin/sipp]=sip-tester
+  [/usr/bin/baresip]=baresip
+  [/usr/bin/radicale]=radicale
+  [/usr/bin/chromium]=chromium
+  [/usr/bin/chromedriver]=chromium-driver
+)
+missing=()
+for path in "${!need[@]}"; do
+  [ -e "$path" ] || missing+=("${need[$path]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need
+# (wasm32-wasip2 target, Debian packages of the real peers), builds the
+# connectors and test plugins, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/test-deps.sh
+./scripts/build-plugins.sh
+cargo build --locked --workspace --all-targets
+cargo test --locked --workspace "$@"
