@@ -1,1 +1,7 @@
+//! End-to-end tests, compiled into one binary; one file per behaviour.
 
+mod plugin_faults;
+mod plugin_http;
+mod plugin_loading;
+mod plugin_reload;
+mod webhook;

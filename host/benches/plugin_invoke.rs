@@ -1,0 +1,151 @@
+//! Cost of delivering one call event to one plugin.
+//!
+//! (a) the host's full path (`PluginRuntime::on_call_event`: sandbox state,
+//!     deadline, memory cap, conversion, health accounting),
+//! (b) bare wasmtime doing the same work — a fresh store from a cached
+//!     `InstancePre` plus one call of the same export, same engine settings
+//!     (pooling, epochs) — the physical-limit baseline,
+//! (c) a call on a reused instance, for reference.
+//!
+//! Run: `cargo bench -p leansync-host --bench plugin_invoke` after
+//! `scripts/build-plugins.sh`. Prints median and p99 per variant and the
+//! ratio (a)/(b); the rounds interleave the variants so machine noise hits
+//! all of them alike.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leansync_host::call::{CallEvent, CallState, Direction, now_ms};
+use leansync_host::config::PluginLimits;
+use leansync_host::number::E164;
+use leansync_host::plugins::api::v1_0_0;
+use leansync_host::plugins::engine::build_engine;
+use leansync_host::plugins::{Delivery, Installation, PluginRuntime};
+use wasmtime::component::{Component, Linker};
+use wasmtime::Store;
+
+const ITERS: usize = 20_000;
+const ROUNDS: usize = 5;
+
+fn main() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let plugin_dir = root.join("tests/plugins/noop");
+    let wasm = plugin_dir.join("noop.wasm");
+    assert!(wasm.is_file(), "{} missing: run scripts/build-plugins.sh", wasm.display());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let limits = PluginLimits::default();
+    let scratch = std::env::temp_dir().join(format!("leansync-bench-{}", std::process::id()));
+
+    // (a) the host
+    let host = PluginRuntime::new(limits.clone(), &scratch).unwrap();
+    let plugins = scratch.join("plugins");
+    std::fs::create_dir_all(plugins.join("noop")).unwrap();
+    for f in ["plugin.toml", "noop.wasm"] {
+        std::fs::copy(plugin_dir.join(f), plugins.join("noop").join(f)).unwrap();
+    }
+    assert!(host.reload_dir(&plugins).failed.is_empty());
+    let inst = Arc::new(Installation {
+        id: "bench".into(),
+        plugin: "noop".into(),
+        config: serde_json::json!({}),
+        ..Default::default()
+    });
+    let event = CallEvent {
+        call_id: "bench-call".into(),
+        direction: Direction::Inbound,
+        state: CallState::Ringing,
+        caller: Some(E164::parse("+41791234567").unwrap()),
+        callee: E164::parse("+41441234567").unwrap(),
+        monitored: E164::parse("+41441234567").unwrap(),
+        started_at_ms: now_ms(),
+        answered_at_ms: None,
+        ended_at_ms: None,
+        duration_secs: None,
+    };
+    let delivery = Delivery {
+        idempotency_key: "bench".into(),
+        attempt: 1,
+    };
+
+    // (b) and (c): bare wasmtime, same engine settings, imports stubbed.
+    let engine = build_engine(&limits).unwrap();
+    let component = Component::from_file(&engine, &wasm).unwrap();
+    let mut linker = Linker::<()>::new(&engine);
+    linker.define_unknown_imports_as_traps(&component).unwrap();
+    let pre = v1_0_0::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let wit_event = v1_0_0::to_wit(&event, "bench", None);
+    let wit_delivery = v1_0_0::types::Delivery {
+        idempotency_key: "bench".into(),
+        attempt: 1,
+    };
+    let bare_store = || {
+        let mut s = Store::new(&engine, ());
+        s.set_epoch_deadline(u64::MAX / 2);
+        s
+    };
+    let mut reused_store = bare_store();
+    let reused = rt.block_on(pre.instantiate_async(&mut reused_store)).unwrap();
+
+    let mut a = Vec::with_capacity(ITERS * ROUNDS);
+    let mut b = Vec::with_capacity(ITERS * ROUNDS);
+    let mut c = Vec::with_capacity(ITERS * ROUNDS);
+    rt.block_on(async {
+        for round in 0..=ROUNDS {
+            let warmup = round == 0;
+            for _ in 0..ITERS {
+                let t = Instant::now();
+                host.on_call_event(&inst, &event, None, &delivery).await.unwrap();
+                let da = t.elapsed();
+
+                let t = Instant::now();
+                let mut store = bare_store();
+                let i = pre.instantiate_async(&mut store).await.unwrap();
+                i.leansync_connector_connector()
+                    .call_on_call_event(&mut store, &wit_event, &wit_delivery)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                drop(store);
+                let db = t.elapsed();
+
+                let t = Instant::now();
+                reused
+                    .leansync_connector_connector()
+                    .call_on_call_event(&mut reused_store, &wit_event, &wit_delivery)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let dc = t.elapsed();
+                if !warmup {
+                    a.push(da);
+                    b.push(db);
+                    c.push(dc);
+                }
+            }
+        }
+    });
+    let (am, ap) = stats(&mut a);
+    let (bm, bp) = stats(&mut b);
+    let (cm, cp) = stats(&mut c);
+    println!("plugin_invoke: {} iterations x {ROUNDS} rounds, {} cores", ITERS, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("| variant | median | p99 |");
+    println!("|---|---|---|");
+    println!("| (a) host on_call_event | {} | {} |", us(am), us(ap));
+    println!("| (b) bare wasmtime: fresh store from InstancePre + call | {} | {} |", us(bm), us(bp));
+    println!("| (c) bare wasmtime: call on reused instance | {} | {} |", us(cm), us(cp));
+    println!(
+        "ratio (a)/(b): median {:.2}x, p99 {:.2}x",
+        am.as_secs_f64() / bm.as_secs_f64(),
+        ap.as_secs_f64() / bp.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+fn stats(v: &mut [Duration]) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[v.len() * 99 / 100])
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}

@@ -1,0 +1,117 @@
+//! Loading plugins: success, version refusal, manifest and component errors,
+//! compile-cache reuse across restarts, and the `plugin check` command.
+
+use leansync_host::plugins::engine::Origin;
+use leansync_host::plugins::{Delivery, Status};
+use leansync_tests::plugins::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_valid_plugin_loads_lists_and_answers() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("plugins");
+    install("healthy", &dir);
+    let rt = runtime(scratch.path(), test_limits());
+    let report = rt.reload_dir(&dir);
+    assert_eq!(report.loaded, vec!["healthy".to_string()], "{report:?}");
+    let info = rt.list();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].status, Status::Active);
+    assert_eq!(info[0].api_version.as_deref(), Some("1.0.0"));
+    let inst = installation("healthy", json!({}), &[]);
+    let d = Delivery {
+        idempotency_key: "k1".into(),
+        attempt: 1,
+    };
+    rt.on_call_event(&inst, &ringing("c1"), None, &d).await.unwrap();
+    assert_eq!(rt.list()[0].calls, 1);
+}
+
+#[test]
+fn an_unsupported_api_version_is_refused_listing_supported_versions() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = install("healthy", scratch.path());
+    edit_manifest(&dir, "api", "\"^2.0\"");
+    let rt = runtime(scratch.path(), test_limits());
+    let err = rt.load(&dir).err().expect("must be refused");
+    assert!(
+        err.contains("requires connector API `^2.0`, but this host supports 1.0.0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_component_says_how_to_build_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = install("healthy", scratch.path());
+    edit_manifest(&dir, "component", "\"missing.wasm\"");
+    let err = runtime(scratch.path(), test_limits()).load(&dir).err().unwrap();
+    assert!(err.contains("cannot read component"), "{err}");
+    assert!(err.contains("cargo build --target wasm32-wasip2 --release"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = install("healthy", scratch.path());
+    std::fs::write(dir.join("garbage.wasm"), b"\0asm not really").unwrap();
+    edit_manifest(&dir, "component", "\"garbage.wasm\"");
+    let err = runtime(scratch.path(), test_limits()).load(&dir).err().unwrap();
+    assert!(err.contains("is not a valid WebAssembly component"), "{err}");
+}
+
+#[test]
+fn a_manifest_error_names_file_key_and_fix() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = install("healthy", scratch.path());
+    edit_manifest(&dir, "version", "\"one\"");
+    let err = runtime(scratch.path(), test_limits()).load(&dir).err().unwrap();
+    assert!(err.contains("plugin.toml: `version = \"one\"` is not a semver version"), "{err}");
+}
+
+#[test]
+fn a_restart_reuses_the_compiled_component() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = install("healthy", scratch.path());
+    let first = runtime(scratch.path(), test_limits()).load(&dir).ok().unwrap();
+    assert_eq!(first.origin, Origin::Compiled);
+    // A new runtime is a restarted host: same cache dir, fresh engine.
+    let second = runtime(scratch.path(), test_limits()).load(&dir).ok().unwrap();
+    assert_eq!(second.origin, Origin::Cache);
+    assert_eq!(first.digest, second.digest);
+    // A changed component is compiled again.
+    let other = install("fault-trap", scratch.path());
+    let third = runtime(scratch.path(), test_limits()).load(&other).ok().unwrap();
+    assert_eq!(third.origin, Origin::Compiled);
+}
+
+#[test]
+fn plugin_check_exits_non_zero_with_the_problem() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = install("healthy", scratch.path());
+    let ok = std::process::Command::new(leansync_bin())
+        .args(["plugin", "check"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: healthy"), "{ok:?}");
+
+    edit_manifest(&dir, "api", "\"^3\"");
+    let bad = std::process::Command::new(leansync_bin())
+        .args(["plugin", "check"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("this host supports 1.0.0"), "{stderr}");
+}
+
+/// The `leansync` binary built by `cargo build --workspace`.
+fn leansync_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("leansync");
+    assert!(bin.is_file(), "{} missing: run `cargo build -p leansync-host`", bin.display());
+    bin
+}
