@@ -7,6 +7,7 @@ pub mod call;
 pub mod config;
 pub mod licensing;
 pub mod number;
+pub mod pipeline;
 pub mod plugins;
 pub mod store;
 pub mod telephony;
