@@ -3,5 +3,6 @@
 mod plugin_faults;
 mod plugin_http;
 mod plugin_loading;
+mod pipeline_delivery;
 mod plugin_reload;
 mod webhook;

@@ -1,4 +1,5 @@
 //! Shared helpers for the end-to-end tests (`tests/all`).
 
+pub mod db;
 pub mod plugins;
 pub mod receiver;
