@@ -1,6 +1,7 @@
 //! HTTP surfaces: health, plugin catalogue, admin API, business-app API,
 //! plugin webhooks. Handlers are thin: extract, call the domain, map errors.
 
+pub mod business;
 pub mod error;
 pub mod health;
 pub mod plugins;

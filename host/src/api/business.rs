@@ -1,0 +1,337 @@
+//! The business-app API, authenticated by a LeanSync Key:
+//! click-to-call, call status, the SSE event stream, and plugin webhooks.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use futures::future::BoxFuture;
+use futures::stream::Stream;
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use crate::number::E164;
+use crate::pipeline::{Pipeline, Routing, StoredEvent};
+use crate::plugins::{HttpRequest, PluginRuntime};
+
+/// What a valid LeanSync Key grants: one license on one number.
+#[derive(Debug, Clone)]
+pub struct KeyScope {
+    /// Key id (never the secret).
+    pub key_id: String,
+    /// License the key is assigned to.
+    pub license_id: String,
+    /// Customer owning it.
+    pub customer_id: String,
+    /// Installation (business application) of the license.
+    pub installation_id: String,
+    /// The licensed number.
+    pub number: E164,
+}
+
+/// Resolves LeanSync Keys; only assigned, unrevoked, unblocked keys resolve.
+pub trait KeyResolver: Send + Sync + 'static {
+    /// The scope of `secret`, or `None`.
+    fn resolve(&self, secret: &str) -> Option<KeyScope>;
+}
+
+/// Places click-to-calls after every policy check.
+pub trait Dialer: Send + Sync + 'static {
+    /// Rings the key's phone, then `to`; returns the call id.
+    fn place(&self, scope: KeyScope, to: String) -> BoxFuture<'static, Result<String, ApiError>>;
+}
+
+/// Everything the business API needs.
+#[derive(Clone)]
+pub struct BusinessApi {
+    /// The pipeline (stored events, live stream).
+    pub pipeline: Pipeline,
+    /// Key resolution.
+    pub keys: Arc<dyn KeyResolver>,
+    /// Click-to-call.
+    pub dialer: Arc<dyn Dialer>,
+    /// Installation lookup for webhook routes.
+    pub routing: Arc<dyn Routing>,
+    /// Plugins, for webhook routes.
+    pub plugins: PluginRuntime,
+}
+
+/// Largest webhook body forwarded to a plugin.
+const WEBHOOK_BODY_LIMIT: usize = 1 << 20;
+
+/// Business-app routes.
+pub fn router(api: BusinessApi) -> Router {
+    Router::new()
+        .route("/api/v1/calls", post(place_call))
+        .route("/api/v1/calls/{id}", get(call_status))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/apps/{installation}", any(webhook_root))
+        .route("/api/v1/apps/{installation}/{*path}", any(webhook))
+        .layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
+        .with_state(api)
+}
+
+#[derive(Deserialize, Default)]
+struct KeyQuery {
+    /// For EventSource, which cannot send headers.
+    key: Option<String>,
+    last_event_id: Option<i64>,
+}
+
+fn scope(api: &BusinessApi, headers: &HeaderMap, query_key: Option<&str>) -> Result<KeyScope, ApiError> {
+    let from_header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(secret) = from_header.or(query_key) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_key",
+            "send the LeanSync Key as `Authorization: Bearer <key>` (or `?key=` for EventSource)",
+        ));
+    };
+    api.keys.resolve(secret.trim()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_key",
+            "this LeanSync Key is unknown, revoked, unassigned or blocked; ask your admin for a valid key",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct PlaceCall {
+    to: String,
+}
+
+#[derive(Serialize)]
+struct Placed {
+    call_id: String,
+    from: String,
+    to: String,
+}
+
+async fn place_call(
+    State(api): State<BusinessApi>,
+    headers: HeaderMap,
+    body: Result<Json<PlaceCall>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Placed>), ApiError> {
+    let scope = scope(&api, &headers, None)?;
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("expected JSON like {{\"to\": \"+41441234567\"}}: {e}"),
+        )
+    })?;
+    let from = scope.number.to_string();
+    let call_id = api.dialer.place(scope, body.to.clone()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Placed {
+            call_id,
+            from,
+            to: body.to,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+struct CallStatus {
+    call_id: String,
+    state: Option<String>,
+    events: Vec<serde_json::Value>,
+}
+
+async fn call_status(State(api): State<BusinessApi>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<CallStatus>, ApiError> {
+    let scope = scope(&api, &headers, None)?;
+    let events = api
+        .pipeline
+        .outbox()
+        .call_events(&id)
+        .await
+        .map_err(internal)?;
+    let mine: Vec<&StoredEvent> = events.iter().filter(|e| e.event.monitored == scope.number).collect();
+    if mine.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no call '{id}' on {}; use the call_id returned by POST /api/v1/calls",
+            scope.number
+        )));
+    }
+    Ok(Json(CallStatus {
+        call_id: id,
+        state: mine.last().map(|e| e.event.state.as_str().to_string()),
+        events: mine.iter().map(|e| event_json(e)).collect(),
+    }))
+}
+
+/// The JSON every listener sees for one event.
+pub fn event_json(e: &StoredEvent) -> serde_json::Value {
+    let ev = &e.event;
+    serde_json::json!({
+        "seq": e.seq,
+        "call_id": ev.call_id,
+        "state": ev.state,
+        "direction": ev.direction,
+        "caller": ev.caller,
+        "callee": ev.callee,
+        "number": ev.monitored,
+        "started_at_ms": ev.started_at_ms,
+        "answered_at_ms": ev.answered_at_ms,
+        "ended_at_ms": ev.ended_at_ms,
+        "duration_secs": ev.duration_secs,
+        "contact": e.contact,
+    })
+}
+
+fn sse_event(e: &StoredEvent) -> Event {
+    Event::default()
+        .id(e.seq.to_string())
+        .event("call")
+        .data(event_json(e).to_string())
+}
+
+async fn events(
+    State(api): State<BusinessApi>,
+    headers: HeaderMap,
+    Query(q): Query<KeyQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let scope = scope(&api, &headers, q.key.as_deref())?;
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or(q.key.clone())
+        .unwrap_or_default();
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .or(q.last_event_id);
+    // Subscribe before replaying so nothing falls between the two.
+    let mut live = api.pipeline.subscribe();
+    let replay = match last {
+        Some(after) => api
+            .pipeline
+            .outbox()
+            .events_after(scope.number.as_str(), after, 1000)
+            .await
+            .map_err(internal)?,
+        None => Vec::new(),
+    };
+    let stream = async_stream(move |tx| async move {
+        let mut high = last.unwrap_or(0);
+        for e in &replay {
+            high = high.max(e.seq);
+            if tx.send(sse_event(e)).await.is_err() {
+                return;
+            }
+        }
+        // Re-check the key often so a revoked key stops within a second.
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                msg = live.recv() => match msg {
+                    Ok(e) if e.event.monitored == scope.number && e.seq > high => {
+                        if api.keys.resolve(&secret).is_none() { return; }
+                        high = e.seq;
+                        if tx.send(sse_event(&e)).await.is_err() { return; }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Catch up from the store rather than lose events.
+                        if let Ok(missed) = api.pipeline.outbox().events_after(scope.number.as_str(), high, 1000).await {
+                            for e in missed {
+                                high = high.max(e.seq);
+                                if tx.send(sse_event(&e)).await.is_err() { return; }
+                            }
+                        }
+                    }
+                    Err(_) => return,
+                },
+                _ = check.tick() => {
+                    if api.keys.resolve(&secret).is_none() { return; }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A stream fed by a task through a channel.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) })
+}
+
+async fn webhook_root(
+    State(api): State<BusinessApi>,
+    Path(installation): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    forward(api, installation, String::new(), method, uri, headers, body).await
+}
+
+async fn webhook(
+    State(api): State<BusinessApi>,
+    Path((installation, path)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    forward(api, installation, path, method, uri, headers, body).await
+}
+
+async fn forward(api: BusinessApi, installation: String, path: String, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(target) = api.routing.installation(&installation) else {
+        return ApiError::not_found(format!(
+            "no active installation '{installation}'; check the id in the portal and that its license is active"
+        ))
+        .into_response();
+    };
+    let req = HttpRequest {
+        method: method.to_string(),
+        path: format!("/{path}"),
+        query: uri.query().unwrap_or_default().to_owned(),
+        headers: headers
+            .iter()
+            .filter(|(k, _)| *k != axum::http::header::AUTHORIZATION && *k != axum::http::header::COOKIE)
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        body: body.to_vec(),
+    };
+    match api.plugins.handle_http(&target.installation, req).await {
+        Ok(r) => {
+            let mut resp = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY), r.body).into_response();
+            for (k, v) in r.headers {
+                if let (Ok(k), Ok(v)) = (axum::http::HeaderName::try_from(k), axum::http::HeaderValue::try_from(v)) {
+                    resp.headers_mut().insert(k, v);
+                }
+            }
+            resp
+        }
+        Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", format!("the installation's connector failed: {e}")).into_response(),
+    }
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = %e, "internal error");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the host log")
+}
