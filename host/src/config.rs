@@ -104,9 +104,9 @@ impl Config {
 
     fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
         if let Some(v) = get("LEANSYNC_LISTEN") {
-            self.listen = v
-                .parse()
-                .with_context(|| format!("LEANSYNC_LISTEN='{v}' is not an address like 127.0.0.1:8080"))?;
+            self.listen = v.parse().with_context(|| {
+                format!("LEANSYNC_LISTEN='{v}' is not an address like 127.0.0.1:8080")
+            })?;
         }
         if let Some(v) = get("LEANSYNC_DATA_DIR") {
             self.data_dir = v.into();
@@ -126,7 +126,10 @@ impl Config {
     /// The database URL in force: the configured one or SQLite in the data dir.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("leansync.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("leansync.db").display()
+            )
         } else {
             self.database_url.clone()
         }
@@ -154,7 +157,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = toml::from_str::<Config>("lisen = \"x\"").unwrap_err().to_string();
+        let err = toml::from_str::<Config>("lisen = \"x\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lisen"), "{err}");
     }
 

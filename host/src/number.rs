@@ -47,9 +47,12 @@ impl E164 {
             .chars()
             .all(|c| c.is_ascii_digit() || " +-./()\u{a0}".contains(c))
         {
-            return Err(err("it contains characters other than digits, spaces, + - . / ( )"));
+            return Err(err(
+                "it contains characters other than digits, spaces, + - . / ( )",
+            ));
         }
-        let parsed = phonenumber::parse(Some(region), trimmed).map_err(|_| err("it cannot be parsed"))?;
+        let parsed =
+            phonenumber::parse(Some(region), trimmed).map_err(|_| err("it cannot be parsed"))?;
         if !parsed.is_valid() {
             return Err(err("no such number range exists"));
         }
@@ -116,13 +119,23 @@ mod tests {
             "0041441234567",
             "(044) 123-45-67",
         ] {
-            assert_eq!(E164::parse(input).unwrap().as_str(), "+41441234567", "{input}");
+            assert_eq!(
+                E164::parse(input).unwrap().as_str(),
+                "+41441234567",
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn garbage_is_rejected_with_the_input_named() {
-        for input in ["", "abc", "12", "+41 44 123 45 67 89 00 11", "044 123 45 67; drop table"] {
+        for input in [
+            "",
+            "abc",
+            "12",
+            "+41 44 123 45 67 89 00 11",
+            "044 123 45 67; drop table",
+        ] {
             let e = E164::parse(input).unwrap_err();
             assert!(e.to_string().contains(&format!("'{input}'")), "{e}");
         }
@@ -130,6 +143,9 @@ mod tests {
 
     #[test]
     fn national_display() {
-        assert_eq!(E164::parse("+41441234567").unwrap().national(), "044 123 45 67");
+        assert_eq!(
+            E164::parse("+41441234567").unwrap().national(),
+            "044 123 45 67"
+        );
     }
 }
