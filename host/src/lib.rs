@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod call;
 pub mod config;
+pub mod dialing;
 pub mod licensing;
 pub mod number;
 pub mod pipeline;

@@ -85,7 +85,11 @@ struct KeyQuery {
     last_event_id: Option<i64>,
 }
 
-fn scope(api: &BusinessApi, headers: &HeaderMap, query_key: Option<&str>) -> Result<KeyScope, ApiError> {
+fn scope(
+    api: &BusinessApi,
+    headers: &HeaderMap,
+    query_key: Option<&str>,
+) -> Result<KeyScope, ApiError> {
     let from_header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -150,7 +154,11 @@ struct CallStatus {
     events: Vec<serde_json::Value>,
 }
 
-async fn call_status(State(api): State<BusinessApi>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<CallStatus>, ApiError> {
+async fn call_status(
+    State(api): State<BusinessApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CallStatus>, ApiError> {
     let scope = scope(&api, &headers, None)?;
     let events = api
         .pipeline
@@ -158,7 +166,10 @@ async fn call_status(State(api): State<BusinessApi>, headers: HeaderMap, Path(id
         .call_events(&id)
         .await
         .map_err(internal)?;
-    let mine: Vec<&StoredEvent> = events.iter().filter(|e| e.event.monitored == scope.number).collect();
+    let mine: Vec<&StoredEvent> = events
+        .iter()
+        .filter(|e| e.event.monitored == scope.number)
+        .collect();
     if mine.is_empty() {
         return Err(ApiError::not_found(format!(
             "no call '{id}' on {}; use the call_id returned by POST /api/v1/calls",
@@ -274,7 +285,10 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(f(tx));
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) })
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+    )
 }
 
 async fn webhook_root(
@@ -299,7 +313,15 @@ async fn webhook(
     forward(api, installation, path, method, uri, headers, body).await
 }
 
-async fn forward(api: BusinessApi, installation: String, path: String, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn forward(
+    api: BusinessApi,
+    installation: String,
+    path: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(target) = api.routing.installation(&installation) else {
         return ApiError::not_found(format!(
             "no active installation '{installation}'; check the id in the portal and that its license is active"
@@ -312,26 +334,44 @@ async fn forward(api: BusinessApi, installation: String, path: String, method: M
         query: uri.query().unwrap_or_default().to_owned(),
         headers: headers
             .iter()
-            .filter(|(k, _)| *k != axum::http::header::AUTHORIZATION && *k != axum::http::header::COOKIE)
+            .filter(|(k, _)| {
+                *k != axum::http::header::AUTHORIZATION && *k != axum::http::header::COOKIE
+            })
             .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
             .collect(),
         body: body.to_vec(),
     };
     match api.plugins.handle_http(&target.installation, req).await {
         Ok(r) => {
-            let mut resp = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY), r.body).into_response();
+            let mut resp = (
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
+                r.body,
+            )
+                .into_response();
             for (k, v) in r.headers {
-                if let (Ok(k), Ok(v)) = (axum::http::HeaderName::try_from(k), axum::http::HeaderValue::try_from(v)) {
+                if let (Ok(k), Ok(v)) = (
+                    axum::http::HeaderName::try_from(k),
+                    axum::http::HeaderValue::try_from(v),
+                ) {
                     resp.headers_mut().insert(k, v);
                 }
             }
             resp
         }
-        Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, "plugin_failed", format!("the installation's connector failed: {e}")).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "plugin_failed",
+            format!("the installation's connector failed: {e}"),
+        )
+        .into_response(),
     }
 }
 
 fn internal(e: anyhow::Error) -> ApiError {
     tracing::error!(error = %e, "internal error");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the host log")
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the host log",
+    )
 }

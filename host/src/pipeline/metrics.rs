@@ -52,11 +52,16 @@ impl Metrics {
         if e.samples.len() == WINDOW {
             e.samples.pop_front();
         }
-        e.samples.push_back(took.as_micros().min(u32::MAX as u128) as u32);
+        e.samples
+            .push_back(took.as_micros().min(u32::MAX as u128) as u32);
     }
 
     pub(super) fn delivered(&self, installation: &str) {
-        self.entries.lock().entry(installation.to_owned()).or_default().delivered += 1;
+        self.entries
+            .lock()
+            .entry(installation.to_owned())
+            .or_default()
+            .delivered += 1;
     }
 
     pub(super) fn retried(&self, installation: &str, error: &str) {
@@ -81,7 +86,11 @@ impl Metrics {
             .map(|(id, e)| {
                 let mut s: Vec<u32> = e.samples.iter().copied().collect();
                 s.sort_unstable();
-                let pct = |p: usize| s.get((s.len() * p / 100).min(s.len().saturating_sub(1))).copied().unwrap_or(0) as u64;
+                let pct = |p: usize| {
+                    s.get((s.len() * p / 100).min(s.len().saturating_sub(1)))
+                        .copied()
+                        .unwrap_or(0) as u64
+                };
                 InstallationFlow {
                     installation_id: id.clone(),
                     delivered: e.delivered,
@@ -100,16 +109,31 @@ impl Metrics {
         let snap = self.snapshot();
         let mut out = String::new();
         let series: [(&str, &str, fn(&InstallationFlow) -> f64); 5] = [
-            ("leansync_deliveries_delivered_total", "counter", |f| f.delivered as f64),
-            ("leansync_deliveries_retried_total", "counter", |f| f.retried as f64),
-            ("leansync_deliveries_dead_total", "counter", |f| f.dead as f64),
-            ("leansync_plugin_time_p50_seconds", "gauge", |f| f.p50_us as f64 / 1e6),
-            ("leansync_plugin_time_p99_seconds", "gauge", |f| f.p99_us as f64 / 1e6),
+            ("leansync_deliveries_delivered_total", "counter", |f| {
+                f.delivered as f64
+            }),
+            ("leansync_deliveries_retried_total", "counter", |f| {
+                f.retried as f64
+            }),
+            ("leansync_deliveries_dead_total", "counter", |f| {
+                f.dead as f64
+            }),
+            ("leansync_plugin_time_p50_seconds", "gauge", |f| {
+                f.p50_us as f64 / 1e6
+            }),
+            ("leansync_plugin_time_p99_seconds", "gauge", |f| {
+                f.p99_us as f64 / 1e6
+            }),
         ];
         for (name, kind, get) in series {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for f in &snap {
-                let _ = writeln!(out, "{name}{{installation=\"{}\"}} {}", escape(&f.installation_id), get(f));
+                let _ = writeln!(
+                    out,
+                    "{name}{{installation=\"{}\"}} {}",
+                    escape(&f.installation_id),
+                    get(f)
+                );
             }
         }
         out
@@ -117,5 +141,7 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -106,7 +106,12 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts the pipeline and re-queues every delivery left pending by a
     /// previous run (crash recovery).
-    pub async fn start(outbox: Outbox, plugins: PluginRuntime, routing: Arc<dyn Routing>, settings: Settings) -> anyhow::Result<Self> {
+    pub async fn start(
+        outbox: Outbox,
+        plugins: PluginRuntime,
+        routing: Arc<dyn Routing>,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
         let (ingest_tx, ingest_rx) = mpsc::channel(10_000);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (live, _) = broadcast::channel(4096);
@@ -129,7 +134,10 @@ impl Pipeline {
         tokio::spawn(record_loop(p.inner.outbox.clone(), done_rx));
         let pending = p.inner.outbox.pending().await?;
         if !pending.is_empty() {
-            tracing::info!(count = pending.len(), "re-queueing deliveries pending from the previous run");
+            tracing::info!(
+                count = pending.len(),
+                "re-queueing deliveries pending from the previous run"
+            );
         }
         let mut events: HashMap<i64, Arc<StoredEvent>> = HashMap::new();
         for row in pending {
@@ -172,7 +180,8 @@ impl Pipeline {
             .send((event, Some(tx)))
             .await
             .map_err(|_| anyhow::anyhow!("the pipeline is shutting down"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("the pipeline is shutting down"))?
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the pipeline is shutting down"))?
     }
 
     /// Live events (after storage) for SSE listeners.
@@ -226,8 +235,10 @@ impl Pipeline {
     async fn ingest_loop(self, mut rx: mpsc::Receiver<(CallEvent, Option<Ack>)>) {
         let mut batch = Vec::with_capacity(512);
         while rx.recv_many(&mut batch, 512).await > 0 {
-            let routed: Vec<(CallEvent, Vec<NewDelivery>)> =
-                batch.iter().map(|(ev, _)| (ev.clone(), self.route(ev))).collect();
+            let routed: Vec<(CallEvent, Vec<NewDelivery>)> = batch
+                .iter()
+                .map(|(ev, _)| (ev.clone(), self.route(ev)))
+                .collect();
             let stored = self.inner.outbox.append(&routed).await;
             match stored {
                 Ok(results) => {
@@ -268,7 +279,9 @@ impl Pipeline {
     }
 
     fn is_internal(&self, ev: &CallEvent) -> bool {
-        let Some(caller) = &ev.caller else { return false };
+        let Some(caller) = &ev.caller else {
+            return false;
+        };
         let r = &self.inner.routing;
         match (r.customer_of(caller), r.customer_of(&ev.callee)) {
             (Some(a), Some(b)) => a == b,
@@ -276,7 +289,13 @@ impl Pipeline {
         }
     }
 
-    fn accepted(&self, seq: i64, event: CallEvent, _targets: Vec<NewDelivery>, rows: Vec<DeliveryRow>) {
+    fn accepted(
+        &self,
+        seq: i64,
+        event: CallEvent,
+        _targets: Vec<NewDelivery>,
+        rows: Vec<DeliveryRow>,
+    ) {
         let contact = if event.state == CallState::Ringing {
             self.start_lookup(&event)
         } else {
@@ -300,7 +319,11 @@ impl Pipeline {
             {
                 tracing::warn!(error = %e, "cannot store the resolved contact");
             }
-            let stored = Arc::new(StoredEvent { seq, event, contact });
+            let stored = Arc::new(StoredEvent {
+                seq,
+                event,
+                contact,
+            });
             let _ = this.inner.live.send(stored.clone());
             for row in rows {
                 this.enqueue(Job {
@@ -328,10 +351,15 @@ impl Pipeline {
         let plugins = self.inner.plugins.clone();
         let fut: BoxFuture<'static, Option<Contact>> = Box::pin(async move {
             for t in lookups {
-                match plugins.lookup_contact(&t.installation, caller.as_str()).await {
+                match plugins
+                    .lookup_contact(&t.installation, caller.as_str())
+                    .await
+                {
                     Ok(Some(c)) => return Some(c),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(installation = %t.installation.id, error = %e, "contact lookup failed"),
+                    Err(e) => {
+                        tracing::warn!(installation = %t.installation.id, error = %e, "contact lookup failed")
+                    }
                 }
             }
             None
@@ -347,15 +375,17 @@ impl Pipeline {
     fn enqueue(&self, job: Job) {
         let mut lanes = self.inner.lanes.lock();
         let n = self.inner.settings.lanes.max(1);
-        let senders = lanes.entry(job.row.installation_id.clone()).or_insert_with(|| {
-            (0..n)
-                .map(|_| {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(self.clone().lane(rx));
-                    tx
-                })
-                .collect()
-        });
+        let senders = lanes
+            .entry(job.row.installation_id.clone())
+            .or_insert_with(|| {
+                (0..n)
+                    .map(|_| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        tokio::spawn(self.clone().lane(rx));
+                        tx
+                    })
+                    .collect()
+            });
         let mut h = std::collections::hash_map::DefaultHasher::new();
         job.row.call_id.hash(&mut h);
         let lane = (h.finish() % n as u64) as usize;
@@ -394,16 +424,25 @@ impl Pipeline {
             let result = self
                 .inner
                 .plugins
-                .on_call_event(&target.installation, &event.event, event.contact.as_ref(), &delivery)
+                .on_call_event(
+                    &target.installation,
+                    &event.event,
+                    event.contact.as_ref(),
+                    &delivery,
+                )
                 .await;
-            self.inner.metrics.observe(&row.installation_id, t.elapsed());
+            self.inner
+                .metrics
+                .observe(&row.installation_id, t.elapsed());
             match result {
                 Ok(()) => {
                     self.finish(&row, DeliveryStatus::Delivered, attempts, None);
                     return;
                 }
                 Err(e) if e.is_retryable() && attempts < s.max_attempts => {
-                    self.inner.metrics.retried(&row.installation_id, &e.to_string());
+                    self.inner
+                        .metrics
+                        .retried(&row.installation_id, &e.to_string());
                     let wait = backoff(s, attempts, &e);
                     tracing::debug!(delivery = row.id, attempt = attempts, ?wait, error = %e, "delivery will be retried");
                     tokio::time::sleep(wait).await;
@@ -422,7 +461,13 @@ impl Pipeline {
         }
     }
 
-    fn finish(&self, row: &DeliveryRow, status: DeliveryStatus, attempts: u32, error: Option<String>) {
+    fn finish(
+        &self,
+        row: &DeliveryRow,
+        status: DeliveryStatus,
+        attempts: u32,
+        error: Option<String>,
+    ) {
         match status {
             DeliveryStatus::Delivered => self.inner.metrics.delivered(&row.installation_id),
             DeliveryStatus::Dead => self
@@ -440,7 +485,9 @@ impl Pipeline {
 
 /// Exponential backoff with full jitter, at least what Retry-After asked.
 fn backoff(s: &Settings, attempt: u32, e: &InvokeError) -> Duration {
-    let exp = s.base_backoff.saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
+    let exp = s
+        .base_backoff
+        .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
     let cap = exp.min(s.max_backoff);
     let jittered = cap.mul_f64(0.5 + rand::random::<f64>() * 0.5);
     match e.retry_after() {
@@ -450,7 +497,10 @@ fn backoff(s: &Settings, attempt: u32, e: &InvokeError) -> Duration {
 }
 
 /// Writes attempt outcomes in batches.
-async fn record_loop(outbox: Outbox, mut rx: mpsc::UnboundedReceiver<(i64, DeliveryStatus, i32, Option<String>)>) {
+async fn record_loop(
+    outbox: Outbox,
+    mut rx: mpsc::UnboundedReceiver<(i64, DeliveryStatus, i32, Option<String>)>,
+) {
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
         let mut tries = 0;
@@ -474,7 +524,10 @@ mod tests {
         let b1 = backoff(&s, 1, &plain);
         assert!(b1 >= s.base_backoff / 2 && b1 <= s.base_backoff, "{b1:?}");
         let b5 = backoff(&s, 5, &plain);
-        assert!(b5 >= s.base_backoff * 8 && b5 <= s.base_backoff * 16, "{b5:?}");
+        assert!(
+            b5 >= s.base_backoff * 8 && b5 <= s.base_backoff * 16,
+            "{b5:?}"
+        );
         assert!(backoff(&s, 30, &plain) <= s.max_backoff);
         let ra = InvokeError::Retryable {
             message: "429".into(),

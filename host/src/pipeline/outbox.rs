@@ -116,15 +116,22 @@ impl Outbox {
         } else {
             Backend::Sqlite
         };
-        let opts = AnyConnectOptions::from_str(url).with_context(|| format!("invalid database URL {url}"))?;
+        let opts = AnyConnectOptions::from_str(url)
+            .with_context(|| format!("invalid database URL {url}"))?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous=FULL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous=FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=5000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -188,7 +195,10 @@ impl Outbox {
 
     /// Writes events and their deliveries in one transaction; returns, per
     /// event, its sequence number and the delivery rows created.
-    pub async fn append(&self, batch: &[(CallEvent, Vec<NewDelivery>)]) -> anyhow::Result<Vec<(i64, Vec<DeliveryRow>)>> {
+    pub async fn append(
+        &self,
+        batch: &[(CallEvent, Vec<NewDelivery>)],
+    ) -> anyhow::Result<Vec<(i64, Vec<DeliveryRow>)>> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms() as i64;
         let mut out = Vec::with_capacity(batch.len());
@@ -208,7 +218,12 @@ impl Outbox {
             .try_get(0)?;
             let mut rows = Vec::with_capacity(targets.len());
             for t in targets {
-                let key = format!("{}:{}:{}", event.event_id(), t.installation_id, t.license_id);
+                let key = format!(
+                    "{}:{}:{}",
+                    event.event_id(),
+                    t.installation_id,
+                    t.license_id
+                );
                 let id: i64 = sqlx::query(
                     "INSERT INTO deliveries (event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8) RETURNING id",
                 )
@@ -244,7 +259,10 @@ impl Outbox {
     }
 
     /// Records attempt outcomes in one transaction.
-    pub async fn record(&self, updates: &[(i64, DeliveryStatus, i32, Option<String>)]) -> anyhow::Result<()> {
+    pub async fn record(
+        &self,
+        updates: &[(i64, DeliveryStatus, i32, Option<String>)],
+    ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms() as i64;
         for (id, status, attempts, error) in updates {
@@ -282,20 +300,32 @@ impl Outbox {
     }
 
     /// Recent deliveries, newest first, optionally of one customer.
-    pub async fn recent(&self, customer_id: Option<&str>, limit: i64) -> anyhow::Result<Vec<DeliveryRow>> {
+    pub async fn recent(
+        &self,
+        customer_id: Option<&str>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
         let mut rows = self.deliveries_where("1 = 1", customer_id).await?;
         rows.reverse();
         rows.truncate(limit.max(0) as usize);
         Ok(rows)
     }
 
-    async fn deliveries_where(&self, cond: &str, customer_id: Option<&str>) -> anyhow::Result<Vec<DeliveryRow>> {
+    async fn deliveries_where(
+        &self,
+        cond: &str,
+        customer_id: Option<&str>,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
         let sql = format!(
             "SELECT id, event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, last_error, created_at_ms
              FROM deliveries WHERE {cond} AND ($1 = '' OR customer_id = $2) ORDER BY id"
         );
         let c = customer_id.unwrap_or("");
-        let rows = sqlx::query(&sql).bind(c).bind(c).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(c)
+            .bind(c)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(delivery_from_row).collect()
     }
 
@@ -330,7 +360,12 @@ impl Outbox {
     }
 
     /// Events on `number` after sequence `after`, oldest first (SSE resume).
-    pub async fn events_after(&self, number: &str, after: i64, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
+    pub async fn events_after(
+        &self,
+        number: &str,
+        after: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<StoredEvent>> {
         let rows = sqlx::query("SELECT seq, payload, contact FROM call_events WHERE number = $1 AND seq > $2 ORDER BY seq LIMIT $3")
             .bind(number)
             .bind(after)
@@ -342,10 +377,12 @@ impl Outbox {
 
     /// All events of one call, oldest first.
     pub async fn call_events(&self, call_id: &str) -> anyhow::Result<Vec<StoredEvent>> {
-        let rows = sqlx::query("SELECT seq, payload, contact FROM call_events WHERE call_id = $1 ORDER BY seq")
-            .bind(call_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, payload, contact FROM call_events WHERE call_id = $1 ORDER BY seq",
+        )
+        .bind(call_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(event_from_row).collect()
     }
 
