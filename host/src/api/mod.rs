@@ -5,5 +5,6 @@ pub mod business;
 pub mod error;
 pub mod health;
 pub mod plugins;
+pub mod widget;
 
 pub use error::ApiError;
