@@ -75,6 +75,14 @@ pub fn router(api: BusinessApi) -> Router {
         .route("/api/v1/apps/{installation}", any(webhook_root))
         .route("/api/v1/apps/{installation}/{*path}", any(webhook))
         .layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
+        // The widget runs inside business apps on other origins; it
+        // authenticates with the key, never with cookies.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE]),
+        )
         .with_state(api)
 }
 
