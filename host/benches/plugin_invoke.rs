@@ -21,18 +21,28 @@ use leansync_host::number::E164;
 use leansync_host::plugins::api::v1_0_0;
 use leansync_host::plugins::engine::build_engine;
 use leansync_host::plugins::{Delivery, Installation, PluginRuntime};
-use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
 
 const ITERS: usize = 20_000;
 const ROUNDS: usize = 5;
 
 fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let plugin_dir = root.join("tests/plugins/noop");
     let wasm = plugin_dir.join("noop.wasm");
-    assert!(wasm.is_file(), "{} missing: run scripts/build-plugins.sh", wasm.display());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert!(
+        wasm.is_file(),
+        "{} missing: run scripts/build-plugins.sh",
+        wasm.display()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let limits = PluginLimits::default();
     let scratch = std::env::temp_dir().join(format!("leansync-bench-{}", std::process::id()));
 
@@ -84,7 +94,9 @@ fn main() {
         s
     };
     let mut reused_store = bare_store();
-    let reused = rt.block_on(pre.instantiate_async(&mut reused_store)).unwrap();
+    let reused = rt
+        .block_on(pre.instantiate_async(&mut reused_store))
+        .unwrap();
 
     let mut a = Vec::with_capacity(ITERS * ROUNDS);
     let mut b = Vec::with_capacity(ITERS * ROUNDS);
@@ -94,7 +106,9 @@ fn main() {
             let warmup = round == 0;
             for _ in 0..ITERS {
                 let t = Instant::now();
-                host.on_call_event(&inst, &event, None, &delivery).await.unwrap();
+                host.on_call_event(&inst, &event, None, &delivery)
+                    .await
+                    .unwrap();
                 let da = t.elapsed();
 
                 let t = Instant::now();
@@ -127,12 +141,26 @@ fn main() {
     let (am, ap) = stats(&mut a);
     let (bm, bp) = stats(&mut b);
     let (cm, cp) = stats(&mut c);
-    println!("plugin_invoke: {} iterations x {ROUNDS} rounds, {} cores", ITERS, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "plugin_invoke: {} iterations x {ROUNDS} rounds, {} cores",
+        ITERS,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("| variant | median | p99 |");
     println!("|---|---|---|");
     println!("| (a) host on_call_event | {} | {} |", us(am), us(ap));
-    println!("| (b) bare wasmtime: fresh store from InstancePre + call | {} | {} |", us(bm), us(bp));
-    println!("| (c) bare wasmtime: call on reused instance | {} | {} |", us(cm), us(cp));
+    println!(
+        "| (b) bare wasmtime: fresh store from InstancePre + call | {} | {} |",
+        us(bm),
+        us(bp)
+    );
+    println!(
+        "| (c) bare wasmtime: call on reused instance | {} | {} |",
+        us(cm),
+        us(cp)
+    );
     println!(
         "ratio (a)/(b): median {:.2}x, p99 {:.2}x",
         am.as_secs_f64() / bm.as_secs_f64(),

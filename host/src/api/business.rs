@@ -81,7 +81,10 @@ pub fn router(api: BusinessApi) -> Router {
             tower_http::cors::CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)
                 .allow_methods([Method::GET, Method::POST])
-                .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE]),
+                .allow_headers([
+                    axum::http::header::AUTHORIZATION,
+                    axum::http::header::CONTENT_TYPE,
+                ]),
         )
         .with_state(api)
 }
@@ -173,7 +176,7 @@ async fn call_status(
         .outbox()
         .call_events(&id)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let mine: Vec<&StoredEvent> = events
         .iter()
         .filter(|e| e.event.monitored == scope.number)
@@ -243,7 +246,7 @@ async fn events(
             .outbox()
             .events_after(scope.number.as_str(), after, 1000)
             .await
-            .map_err(internal)?,
+            .map_err(ApiError::internal)?,
         None => Vec::new(),
     };
     let stream = async_stream(move |tx| async move {
@@ -373,13 +376,4 @@ async fn forward(
         )
         .into_response(),
     }
-}
-
-fn internal(e: anyhow::Error) -> ApiError {
-    tracing::error!(error = %e, "internal error");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error; see the host log",
-    )
 }

@@ -28,6 +28,16 @@ impl ApiError {
         }
     }
 
+    /// 500 for an unexpected failure; the detail goes to the log only.
+    pub fn internal(e: anyhow::Error) -> Self {
+        tracing::error!(error = %format!("{e:#}"), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the host log",
+        )
+    }
+
     /// Adds a `Retry-After` header.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);

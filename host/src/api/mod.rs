@@ -3,6 +3,7 @@
 
 pub mod business;
 pub mod error;
+pub mod flow;
 pub mod health;
 pub mod plugins;
 pub mod widget;

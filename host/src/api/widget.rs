@@ -13,7 +13,12 @@ pub fn router() -> Router {
     Router::new()
         .route(
             "/widget.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT) }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    SCRIPT,
+                )
+            }),
         )
         .route(
             "/widget",

@@ -217,6 +217,26 @@ impl Pipeline {
         Ok(true)
     }
 
+    /// Purges call events (personal data) older than `days`, now and then
+    /// every hour, for as long as the pipeline runs.
+    pub fn spawn_retention(&self, days: u32) {
+        let outbox = self.inner.outbox.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let cutoff = crate::call::now_ms() as i64 - i64::from(days) * 86_400_000;
+                match outbox.purge_before(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, days, "purged call events past retention"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention purge failed; will retry in an hour")
+                    }
+                }
+            }
+        });
+    }
+
     /// Waits until no delivery is in flight, at most `deadline`; returns how
     /// many were still running.
     pub async fn drain(&self, deadline: Duration) -> usize {
