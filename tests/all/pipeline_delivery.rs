@@ -2,55 +2,18 @@
 //! plugins: licensed routing, ordered delivery, retries, dead letters and
 //! re-drive, isolation between installations.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leansync_host::call::{CallEvent, CallState};
 use leansync_host::number::E164;
-use leansync_host::pipeline::{DeliveryStatus, Outbox, Pipeline, Routing, Settings, Target};
+use leansync_host::pipeline::routing::StaticRouting;
+use leansync_host::pipeline::{DeliveryStatus, Outbox, Pipeline, Settings, Target};
 use leansync_host::plugins::PluginRuntime;
 use leansync_tests::db::{Backend, TestDb};
 use leansync_tests::plugins::*;
 use leansync_tests::receiver::Receiver;
-use parking_lot::Mutex;
 use serde_json::json;
-
-/// Routing from a fixed table: number -> targets.
-#[derive(Default)]
-struct StaticRouting {
-    by_number: Mutex<HashMap<String, Vec<Target>>>,
-}
-
-impl StaticRouting {
-    fn add(&self, number: &str, target: Target) {
-        self.by_number
-            .lock()
-            .entry(E164::parse(number).unwrap().to_string())
-            .or_default()
-            .push(target);
-    }
-    fn clear(&self) {
-        self.by_number.lock().clear();
-    }
-}
-
-impl Routing for StaticRouting {
-    fn targets(&self, number: &E164) -> Vec<Target> {
-        self.by_number.lock().get(number.as_str()).cloned().unwrap_or_default()
-    }
-    fn installation(&self, id: &str) -> Option<Target> {
-        self.by_number
-            .lock()
-            .values()
-            .flatten()
-            .find(|t| t.installation.id == id)
-            .cloned()
-    }
-    fn customer_of(&self, _: &E164) -> Option<String> {
-        None
-    }
-}
 
 fn webhook_target(id: &str, url: &str) -> Target {
     let mut inst = (*installation("webhook", json!({ "url": url }), &["127.0.0.1:*"])).clone();
@@ -79,12 +42,18 @@ async fn bench(db: &TestDb, settings: Settings) -> Bench {
     assert!(rt.reload_dir(&dir).failed.is_empty());
     let routing = Arc::new(StaticRouting::default());
     let outbox = Outbox::connect(&db.url).await.unwrap();
-    let pipeline = Pipeline::start(outbox, rt, routing.clone(), settings).await.unwrap();
+    let pipeline = Pipeline::start(outbox, rt, routing.clone(), settings)
+        .await
+        .unwrap();
     Bench {
         pipeline,
         routing,
         _scratch: scratch,
     }
+}
+
+fn num(s: &str) -> E164 {
+    E164::parse(s).unwrap()
 }
 
 fn fast_settings() -> Settings {
@@ -115,67 +84,136 @@ async fn routes_only_to_licensed_installations_in_call_order(backend: Backend) {
     let db = TestDb::new(backend).await;
     let receiver = Receiver::start().await;
     let b = bench(&db, fast_settings()).await;
-    b.routing.add("044 123 45 67", webhook_target("inst-a", &receiver.url()));
+    b.routing.add(
+        num("044 123 45 67"),
+        webhook_target("inst-a", &receiver.url()),
+    );
     for state in [CallState::Ringing, CallState::Answered, CallState::Ended] {
-        b.pipeline.submit(event("call-1", state, "044 123 45 67")).await.unwrap();
+        b.pipeline
+            .submit(event("call-1", state, "044 123 45 67"))
+            .await
+            .unwrap();
     }
     // Unlicensed number: stored, delivered nowhere.
-    b.pipeline.submit(event("call-2", CallState::Ringing, "044 999 99 99")).await.unwrap();
-    wait_until("3 deliveries", Duration::from_secs(10), async || receiver.received().len() >= 3).await;
+    b.pipeline
+        .submit(event("call-2", CallState::Ringing, "044 999 99 99"))
+        .await
+        .unwrap();
+    wait_until("3 deliveries", Duration::from_secs(10), async || {
+        receiver.received().len() >= 3
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let got = receiver.received();
     assert_eq!(got.len(), 3, "only the licensed number's events arrive");
     let states: Vec<String> = got
         .iter()
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap().to_string())
-        .map(|s| ["ringing", "answered", "ended"].into_iter().find(|st| s.contains(&format!("\"{st}\""))).unwrap().to_string())
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body)
+                .unwrap()
+                .to_string()
+        })
+        .map(|s| {
+            ["ringing", "answered", "ended"]
+                .into_iter()
+                .find(|st| s.contains(&format!("\"{st}\"")))
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(states, ["ringing", "answered", "ended"]);
-    assert!(got.iter().all(|r| !String::from_utf8_lossy(&r.body).contains("call-2")));
+    assert!(
+        got.iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("call-2"))
+    );
     db.drop_db().await;
 }
 
-async fn a_failing_installation_retries_dies_and_is_redriven_without_delaying_others(backend: Backend) {
+async fn a_failing_installation_retries_dies_and_is_redriven_without_delaying_others(
+    backend: Backend,
+) {
     let db = TestDb::new(backend).await;
     let failing = Receiver::start().await;
     failing.script(&[(500, &[]), (429, &[("retry-after", "1")]), (500, &[])]);
     let healthy = Receiver::start().await;
     let b = bench(&db, fast_settings()).await;
-    b.routing.add("044 123 45 67", webhook_target("inst-failing", &failing.url()));
-    b.routing.add("044 123 45 67", webhook_target("inst-healthy", &healthy.url()));
+    b.routing.add(
+        num("044 123 45 67"),
+        webhook_target("inst-failing", &failing.url()),
+    );
+    b.routing.add(
+        num("044 123 45 67"),
+        webhook_target("inst-healthy", &healthy.url()),
+    );
     let t = Instant::now();
-    b.pipeline.submit(event("call-9", CallState::Ringing, "044 123 45 67")).await.unwrap();
+    b.pipeline
+        .submit(event("call-9", CallState::Ringing, "044 123 45 67"))
+        .await
+        .unwrap();
 
-    wait_until("the healthy installation", Duration::from_secs(5), async || !healthy.received().is_empty()).await;
-    assert!(t.elapsed() < Duration::from_millis(900), "healthy waited for the failing one: {:?}", t.elapsed());
+    wait_until(
+        "the healthy installation",
+        Duration::from_secs(5),
+        async || !healthy.received().is_empty(),
+    )
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "healthy waited for the failing one: {:?}",
+        t.elapsed()
+    );
 
     let outbox = b.pipeline.outbox().clone();
-    wait_until("a dead letter", Duration::from_secs(10), async || !outbox.dead(None).await.unwrap().is_empty()).await;
+    wait_until("a dead letter", Duration::from_secs(10), async || {
+        !outbox.dead(None).await.unwrap().is_empty()
+    })
+    .await;
     // 500, then 429 honoured (>= 1 s), then 500: three attempts.
-    assert!(t.elapsed() >= Duration::from_secs(1), "Retry-After not respected");
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "Retry-After not respected"
+    );
     assert_eq!(failing.received().len(), 3);
     let dead = outbox.dead(None).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].installation_id, "inst-failing");
     assert_eq!(dead[0].attempts, 3);
-    assert!(dead[0].last_error.as_deref().unwrap().contains("gave up after 3 attempts"), "{:?}", dead[0]);
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 3 attempts"),
+        "{:?}",
+        dead[0]
+    );
     let keys: Vec<String> = failing
         .received()
         .iter()
         .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_string())
         .collect();
-    assert!(keys.windows(2).all(|w| w[0] == w[1]), "same idempotency key on every attempt: {keys:?}");
+    assert!(
+        keys.windows(2).all(|w| w[0] == w[1]),
+        "same idempotency key on every attempt: {keys:?}"
+    );
 
     // Re-drive: the receiver now answers 200.
     assert!(b.pipeline.redrive(dead[0].id).await.unwrap());
-    wait_until("the re-driven delivery", Duration::from_secs(5), async || {
-        outbox.delivery(dead[0].id).await.unwrap().unwrap().status == DeliveryStatus::Delivered
-    })
+    wait_until(
+        "the re-driven delivery",
+        Duration::from_secs(5),
+        async || {
+            outbox.delivery(dead[0].id).await.unwrap().unwrap().status == DeliveryStatus::Delivered
+        },
+    )
     .await;
     assert_eq!(failing.received().len(), 4);
     assert_eq!(healthy.received().len(), 1);
     let flow = b.pipeline.metrics().snapshot();
-    let f = flow.iter().find(|f| f.installation_id == "inst-failing").unwrap();
+    let f = flow
+        .iter()
+        .find(|f| f.installation_id == "inst-failing")
+        .unwrap();
     assert_eq!((f.delivered, f.retried, f.dead), (1, 2, 1));
     db.drop_db().await;
 }
@@ -187,15 +225,39 @@ async fn pending_deliveries_survive_a_restart(backend: Backend) {
         // The receiver is down-like (503) so nothing completes, then the
         // pipeline is dropped as if the host died.
         receiver.script(&[(503, &[]), (503, &[]), (503, &[])]);
-        let b = bench(&db, Settings { base_backoff: Duration::from_secs(30), ..fast_settings() }).await;
-        b.routing.add("044 123 45 67", webhook_target("inst-a", &receiver.url()));
-        b.pipeline.submit(event("call-r", CallState::Ringing, "044 123 45 67")).await.unwrap();
-        wait_until("the first attempt", Duration::from_secs(5), async || !receiver.received().is_empty()).await;
+        let b = bench(
+            &db,
+            Settings {
+                base_backoff: Duration::from_secs(30),
+                ..fast_settings()
+            },
+        )
+        .await;
+        b.routing.add(
+            num("044 123 45 67"),
+            webhook_target("inst-a", &receiver.url()),
+        );
+        b.pipeline
+            .submit(event("call-r", CallState::Ringing, "044 123 45 67"))
+            .await
+            .unwrap();
+        wait_until("the first attempt", Duration::from_secs(5), async || {
+            !receiver.received().is_empty()
+        })
+        .await;
     }
     let b = bench(&db, fast_settings()).await;
-    b.routing.add("044 123 45 67", webhook_target("inst-a", &receiver.url()));
+    b.routing.add(
+        num("044 123 45 67"),
+        webhook_target("inst-a", &receiver.url()),
+    );
     // Restarted pipeline picks the pending delivery up again (503 x2 more, then 200).
-    wait_until("redelivery after restart", Duration::from_secs(10), async || receiver.received().len() >= 4).await;
+    wait_until(
+        "redelivery after restart",
+        Duration::from_secs(10),
+        async || receiver.received().len() >= 4,
+    )
+    .await;
     let keys: std::collections::HashSet<String> = receiver
         .received()
         .iter()
@@ -209,11 +271,23 @@ async fn a_revoked_license_stops_delivery(backend: Backend) {
     let db = TestDb::new(backend).await;
     let receiver = Receiver::start().await;
     let b = bench(&db, fast_settings()).await;
-    b.routing.add("044 123 45 67", webhook_target("inst-a", &receiver.url()));
-    b.pipeline.submit(event("c1", CallState::Ringing, "044 123 45 67")).await.unwrap();
-    wait_until("first delivery", Duration::from_secs(5), async || receiver.received().len() == 1).await;
+    b.routing.add(
+        num("044 123 45 67"),
+        webhook_target("inst-a", &receiver.url()),
+    );
+    b.pipeline
+        .submit(event("c1", CallState::Ringing, "044 123 45 67"))
+        .await
+        .unwrap();
+    wait_until("first delivery", Duration::from_secs(5), async || {
+        receiver.received().len() == 1
+    })
+    .await;
     b.routing.clear();
-    b.pipeline.submit(event("c2", CallState::Ringing, "044 123 45 67")).await.unwrap();
+    b.pipeline
+        .submit(event("c2", CallState::Ringing, "044 123 45 67"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 1);
     db.drop_db().await;

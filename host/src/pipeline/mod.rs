@@ -4,6 +4,7 @@
 
 pub mod metrics;
 pub mod outbox;
+pub mod routing;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
