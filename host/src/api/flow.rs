@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::ApiError;
+use crate::call::CallEvent;
 use crate::pipeline::Pipeline;
 use crate::pipeline::metrics::InstallationFlow;
 use crate::pipeline::outbox::DeliveryRow;
@@ -21,6 +22,7 @@ pub fn operator_router(pipeline: Pipeline) -> Router {
         .route("/api/v1/deliveries", get(deliveries))
         .route("/api/v1/deliveries/dead", get(dead))
         .route("/api/v1/deliveries/{id}/redrive", post(redrive))
+        .route("/api/v1/ingest", post(ingest))
         .with_state(pipeline)
 }
 
@@ -69,6 +71,30 @@ async fn dead(
         .await
         .map(Json)
         .map_err(ApiError::internal)
+}
+
+/// Accepts a normalised call event from an external source (another
+/// telephony bridge, replays, tests); answers once it is durably stored.
+async fn ingest(
+    State(p): State<Pipeline>,
+    body: Result<Json<CallEvent>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(event) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+            format!("expected a call event (call_id, direction, state, caller, callee, monitored, started_at_ms, ...): {e}"),
+        )
+    })?;
+    let seq = p.submit(event).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_stored",
+            format!("{e:#}"),
+        )
+        .with_retry_after(1)
+    })?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "seq": seq }))))
 }
 
 async fn redrive(
