@@ -615,8 +615,12 @@ impl PluginRuntime {
                 let n = plugin.health.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
                 plugin.health.faults.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %plugin.manifest.name, installation = %installation.id, consecutive = n, "plugin fault: {msg}");
-                if n == limits.degraded_after {
-                    tracing::error!(plugin = %plugin.manifest.name, "plugin degraded after {n} consecutive faults");
+                if n >= limits.degraded_after {
+                    // The breaker opens now; the next trial waits a full interval.
+                    *plugin.health.last_probe.lock() = Some(Instant::now());
+                    if n == limits.degraded_after {
+                        tracing::error!(plugin = %plugin.manifest.name, "plugin degraded after {n} consecutive faults");
+                    }
                 }
                 *plugin.health.last_error.lock() = Some(msg.clone());
                 Err(InvokeError::Fault(msg))
