@@ -1,2 +1,75 @@
 //! Telephony providers behind one trait; the rest of the host sees only
 //! [`crate::call::CallEvent`].
+
+pub mod cli;
+pub mod sim;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::call::CallEvent;
+use crate::config::TelephonyConfig;
+use crate::number::E164;
+
+/// A click-to-call request: ring `phone` first, then `destination`.
+#[derive(Debug, Clone)]
+pub struct Originate {
+    /// The user's (licensed) number whose phone rings first.
+    pub phone: E164,
+    /// Whom to call.
+    pub destination: E164,
+}
+
+/// Why telephony could not do something.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TelephonyError {
+    /// The provider is not connected (registration failed, PBX down).
+    #[error("telephony provider unavailable: {0}")]
+    Unavailable(String),
+    /// The request was refused by the PBX or the provider.
+    #[error("call refused: {0}")]
+    Refused(String),
+}
+
+/// Connection state shown to admins.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderStatus {
+    /// `sim` or `sip`.
+    pub kind: &'static str,
+    /// Whether the provider can currently monitor and originate.
+    pub connected: bool,
+    /// Numbers currently monitored.
+    pub monitored: usize,
+    /// Last error, e.g. wrong credentials.
+    pub last_error: Option<String>,
+}
+
+/// A telephony provider: turns PBX activity into [`CallEvent`]s (sent on the
+/// channel it was built with) and originates click-to-calls.
+pub trait Provider: Send + Sync + 'static {
+    /// Provider kind.
+    fn kind(&self) -> &'static str;
+    /// Replaces the set of monitored numbers (follows the licenses).
+    fn set_monitored(&self, numbers: BTreeSet<E164>);
+    /// Starts a click-to-call; returns the call id.
+    fn originate(&self, req: Originate) -> BoxFuture<'static, Result<String, TelephonyError>>;
+    /// Current status.
+    fn status(&self) -> ProviderStatus;
+}
+
+/// Builds the configured provider; events go to `events`.
+pub fn build(
+    config: &TelephonyConfig,
+    events: mpsc::Sender<CallEvent>,
+) -> anyhow::Result<Arc<dyn Provider>> {
+    match config.provider.as_str() {
+        "sim" => Ok(Arc::new(sim::SimProvider::new(events))),
+        other => anyhow::bail!(
+            "telephony provider '{other}' is not available in this build; set `telephony.provider = \"sim\"` (the SIP provider is tracked in issue 4)"
+        ),
+    }
+}
