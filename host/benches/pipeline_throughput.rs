@@ -152,7 +152,10 @@ async fn run(name: &str, url: &str, dir: &std::path::Path) {
     let seen = stamps.0.lock();
     let mut lat: Vec<Duration> = sent
         .iter()
-        .filter_map(|(id, t0)| seen.get(&format!("seen:{id}")).map(|t| t.duration_since(*t0)))
+        .filter_map(|(id, t0)| {
+            seen.get(&format!("seen:{id}"))
+                .map(|t| t.duration_since(*t0))
+        })
         .collect();
     lat.sort();
     let p = |q: usize| lat[(lat.len() * q / 100).min(lat.len() - 1)];

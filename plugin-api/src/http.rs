@@ -88,7 +88,8 @@ impl Response {
 
     /// The body parsed as JSON.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_slice(&self.body).map_err(|e| format!("response is not the expected JSON: {e}"))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("response is not the expected JSON: {e}"))
     }
 
     /// `Ok(self)` for 2xx; otherwise the connector error the status calls
@@ -99,7 +100,10 @@ impl Response {
         if (200..300).contains(&status) {
             return Ok(self);
         }
-        let snippet: String = String::from_utf8_lossy(&self.body).chars().take(200).collect();
+        let snippet: String = String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(200)
+            .collect();
         let message = format!("HTTP {status}: {snippet}");
         match status {
             429 | 503 => {
@@ -131,7 +135,10 @@ fn send(req: &Request) -> Result<Response, String> {
     } else if let Some(r) = req.url.strip_prefix("http://") {
         (Scheme::Http, r)
     } else {
-        return Err(format!("URL '{}' must start with http:// or https://", req.url));
+        return Err(format!(
+            "URL '{}' must start with http:// or https://",
+            req.url
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -157,17 +164,25 @@ fn send(req: &Request) -> Result<Response, String> {
         "HEAD" => Method::Head,
         other => Method::Other(other.to_string()),
     };
-    outgoing.set_method(&method).map_err(|_| "invalid method".to_string())?;
-    outgoing.set_scheme(Some(&scheme)).map_err(|_| "invalid scheme".to_string())?;
+    outgoing
+        .set_method(&method)
+        .map_err(|_| "invalid method".to_string())?;
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|_| "invalid scheme".to_string())?;
     outgoing
         .set_authority(Some(authority))
         .map_err(|_| format!("invalid host '{authority}'"))?;
     outgoing
         .set_path_with_query(Some(&path))
         .map_err(|_| format!("invalid path '{path}'"))?;
-    let body = outgoing.body().map_err(|_| "request body unavailable".to_string())?;
+    let body = outgoing
+        .body()
+        .map_err(|_| "request body unavailable".to_string())?;
     {
-        let stream = body.write().map_err(|_| "request body stream unavailable".to_string())?;
+        let stream = body
+            .write()
+            .map_err(|_| "request body stream unavailable".to_string())?;
         for chunk in req.body.chunks(4096) {
             stream
                 .blocking_write_and_flush(chunk)
@@ -190,9 +205,13 @@ fn send(req: &Request) -> Result<Response, String> {
         .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
         .collect();
     let mut bytes = Vec::new();
-    let body = incoming.consume().map_err(|_| "response body unavailable".to_string())?;
+    let body = incoming
+        .consume()
+        .map_err(|_| "response body unavailable".to_string())?;
     {
-        let stream = body.stream().map_err(|_| "response body stream unavailable".to_string())?;
+        let stream = body
+            .stream()
+            .map_err(|_| "response body stream unavailable".to_string())?;
         loop {
             match stream.blocking_read(64 * 1024) {
                 Ok(chunk) => bytes.extend_from_slice(&chunk),

@@ -62,7 +62,10 @@ pub trait Connector {
 
     /// Handles a webhook request from the business app.
     fn handle_http(_request: HttpRequest) -> HttpResponse {
-        json_response(404, &serde_json::json!({ "error": "this connector has no webhook routes" }))
+        json_response(
+            404,
+            &serde_json::json!({ "error": "this connector has no webhook routes" }),
+        )
     }
 }
 
@@ -124,8 +127,8 @@ pub fn permanent(message: impl Into<String>) -> ConnectorError {
 
 /// Logging into the host's log, tagged with plugin and installation.
 pub mod log {
-    use super::bindings::leansync::connector::host;
     use super::LogLevel;
+    use super::bindings::leansync::connector::host;
 
     /// Logs at debug level.
     pub fn debug(message: &str) {
@@ -148,7 +151,11 @@ pub mod log {
 /// The installation's configuration (secrets removed), deserialized.
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, ConnectorError> {
     let raw = bindings::leansync::connector::host::config();
-    serde_json::from_str(&raw).map_err(|e| permanent(format!("installation config does not fit this connector: {e}")))
+    serde_json::from_str(&raw).map_err(|e| {
+        permanent(format!(
+            "installation config does not fit this connector: {e}"
+        ))
+    })
 }
 
 /// A secret config field (marked `"x-secret": true` in the schema).

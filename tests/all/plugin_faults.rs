@@ -28,7 +28,10 @@ async fn fault_costs_one_call(fault: &str, expected: &str) {
         tokio::spawn(async move {
             let mut errors = vec![];
             for i in 0..limits.degraded_after {
-                errors.push(rt.on_call_event(&bad, &ringing(&format!("bad{i}")), None, &d(i)).await);
+                errors.push(
+                    rt.on_call_event(&bad, &ringing(&format!("bad{i}")), None, &d(i))
+                        .await,
+                );
             }
             errors
         })
@@ -39,22 +42,32 @@ async fn fault_costs_one_call(fault: &str, expected: &str) {
     // times at least, for faults that end fast).
     while !faults.is_finished() || healthy_calls < 5 {
         let t = Instant::now();
-        rt.on_call_event(&good, &ringing(&format!("good{healthy_calls}")), None, &d(0))
-            .await
-            .expect("healthy plugin keeps answering");
+        rt.on_call_event(
+            &good,
+            &ringing(&format!("good{healthy_calls}")),
+            None,
+            &d(0),
+        )
+        .await
+        .expect("healthy plugin keeps answering");
         slowest = slowest.max(t.elapsed());
         healthy_calls += 1;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     for r in faults.await.unwrap() {
         match r {
-            Err(InvokeError::Fault(msg)) => assert!(msg.contains(expected), "`{expected}` not in `{msg}`"),
+            Err(InvokeError::Fault(msg)) => {
+                assert!(msg.contains(expected), "`{expected}` not in `{msg}`")
+            }
             other => panic!("expected a fault, got {other:?}"),
         }
     }
     assert!(healthy_calls > 0);
     // Far below the 1 s deadline the faulty plugin burns: it was not starved.
-    assert!(slowest < Duration::from_millis(500), "healthy call took {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "healthy call took {slowest:?}"
+    );
 
     let list = rt.list();
     let f = list.iter().find(|p| p.name == fault).unwrap();
@@ -64,8 +77,18 @@ async fn fault_costs_one_call(fault: &str, expected: &str) {
     assert_eq!(h.status, Status::Active);
 
     // Circuit open: the next call is not attempted.
-    let next = rt.on_call_event(&installation(fault, json!({}), &[]), &ringing("x"), None, &d(9)).await;
-    assert!(matches!(next, Err(InvokeError::Degraded { .. })), "{next:?}");
+    let next = rt
+        .on_call_event(
+            &installation(fault, json!({}), &[]),
+            &ringing("x"),
+            None,
+            &d(9),
+        )
+        .await;
+    assert!(
+        matches!(next, Err(InvokeError::Degraded { .. })),
+        "{next:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +124,9 @@ async fn a_degraded_plugin_recovers_on_reload() {
         attempt: 1,
     };
     for i in 0..3 {
-        let _ = rt.on_call_event(&inst, &ringing(&format!("c{i}")), None, &d).await;
+        let _ = rt
+            .on_call_event(&inst, &ringing(&format!("c{i}")), None, &d)
+            .await;
     }
     assert_eq!(rt.list()[0].status, Status::Degraded);
     edit_manifest(&folder, "version", "\"1.0.1\"");

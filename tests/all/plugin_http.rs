@@ -23,7 +23,9 @@ async fn an_asked_and_granted_host_is_reached() {
     rt.reload_dir(&dir);
     let url = format!("{}/probe", receiver.url());
     let inst = installation("http-probe", json!({ "url": url }), &["127.0.0.1:*"]);
-    rt.on_call_event(&inst, &ringing("c1"), None, &d()).await.unwrap();
+    rt.on_call_event(&inst, &ringing("c1"), None, &d())
+        .await
+        .unwrap();
     let got = receiver.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].uri.path(), "/probe");
@@ -37,11 +39,21 @@ async fn an_ungranted_host_is_denied_with_the_grant_to_add() {
     install("http-probe", &dir);
     let rt = runtime(scratch.path(), test_limits());
     rt.reload_dir(&dir);
-    let inst = installation("http-probe", json!({ "url": receiver.url() }), &["api.example.com"]);
-    let err = rt.on_call_event(&inst, &ringing("c1"), None, &d()).await.unwrap_err();
+    let inst = installation(
+        "http-probe",
+        json!({ "url": receiver.url() }),
+        &["api.example.com"],
+    );
+    let err = rt
+        .on_call_event(&inst, &ringing("c1"), None, &d())
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains(&format!("outbound HTTP to 127.0.0.1:{} denied", receiver.addr.port())),
+        msg.contains(&format!(
+            "outbound HTTP to 127.0.0.1:{} denied",
+            receiver.addr.port()
+        )),
         "{msg}"
     );
     assert!(msg.contains("has not granted this host"), "{msg}");
@@ -56,13 +68,23 @@ async fn a_host_the_manifest_does_not_ask_for_is_denied_even_if_granted() {
     install("fault-denied-host", &dir);
     let rt = runtime(scratch.path(), test_limits());
     rt.reload_dir(&dir);
-    let inst = installation("fault-denied-host", json!({ "url": receiver.url() }), &["*"]);
-    let err = rt.on_call_event(&inst, &ringing("c1"), None, &d()).await.unwrap_err();
+    let inst = installation(
+        "fault-denied-host",
+        json!({ "url": receiver.url() }),
+        &["*"],
+    );
+    let err = rt
+        .on_call_event(&inst, &ringing("c1"), None, &d())
+        .await
+        .unwrap_err();
     let msg = match &err {
         InvokeError::Permanent(m) => m.clone(),
         other => panic!("expected the plugin to report the denial, got {other:?}"),
     };
-    assert!(msg.contains("denied: plugin 'fault-denied-host' does not ask for it"), "{msg}");
+    assert!(
+        msg.contains("denied: plugin 'fault-denied-host' does not ask for it"),
+        "{msg}"
+    );
     assert!(msg.contains("capabilities.outbound-hosts"), "{msg}");
     assert!(receiver.received().is_empty());
 }

@@ -23,7 +23,9 @@ async fn a_valid_plugin_loads_lists_and_answers() {
         idempotency_key: "k1".into(),
         attempt: 1,
     };
-    rt.on_call_event(&inst, &ringing("c1"), None, &d).await.unwrap();
+    rt.on_call_event(&inst, &ringing("c1"), None, &d)
+        .await
+        .unwrap();
     assert_eq!(rt.list()[0].calls, 1);
 }
 
@@ -45,9 +47,15 @@ fn a_missing_component_says_how_to_build_it() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = install("healthy", scratch.path());
     edit_manifest(&dir, "component", "\"missing.wasm\"");
-    let err = runtime(scratch.path(), test_limits()).load(&dir).err().unwrap();
+    let err = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .err()
+        .unwrap();
     assert!(err.contains("cannot read component"), "{err}");
-    assert!(err.contains("cargo build --target wasm32-wasip2 --release"), "{err}");
+    assert!(
+        err.contains("cargo build --target wasm32-wasip2 --release"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -56,8 +64,14 @@ fn a_file_that_is_not_a_component_is_refused() {
     let dir = install("healthy", scratch.path());
     std::fs::write(dir.join("garbage.wasm"), b"\0asm not really").unwrap();
     edit_manifest(&dir, "component", "\"garbage.wasm\"");
-    let err = runtime(scratch.path(), test_limits()).load(&dir).err().unwrap();
-    assert!(err.contains("is not a valid WebAssembly component"), "{err}");
+    let err = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("is not a valid WebAssembly component"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -65,23 +79,38 @@ fn a_manifest_error_names_file_key_and_fix() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = install("healthy", scratch.path());
     edit_manifest(&dir, "version", "\"one\"");
-    let err = runtime(scratch.path(), test_limits()).load(&dir).err().unwrap();
-    assert!(err.contains("plugin.toml: `version = \"one\"` is not a semver version"), "{err}");
+    let err = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("plugin.toml: `version = \"one\"` is not a semver version"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_restart_reuses_the_compiled_component() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = install("healthy", scratch.path());
-    let first = runtime(scratch.path(), test_limits()).load(&dir).ok().unwrap();
+    let first = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .ok()
+        .unwrap();
     assert_eq!(first.origin, Origin::Compiled);
     // A new runtime is a restarted host: same cache dir, fresh engine.
-    let second = runtime(scratch.path(), test_limits()).load(&dir).ok().unwrap();
+    let second = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .ok()
+        .unwrap();
     assert_eq!(second.origin, Origin::Cache);
     assert_eq!(first.digest, second.digest);
     // A changed component is compiled again.
     let other = install("fault-trap", scratch.path());
-    let third = runtime(scratch.path(), test_limits()).load(&other).ok().unwrap();
+    let third = runtime(scratch.path(), test_limits())
+        .load(&other)
+        .ok()
+        .unwrap();
     assert_eq!(third.origin, Origin::Compiled);
 }
 
@@ -95,7 +124,10 @@ fn plugin_check_exits_non_zero_with_the_problem() {
         .output()
         .unwrap();
     assert!(ok.status.success(), "{ok:?}");
-    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: healthy"), "{ok:?}");
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).starts_with("ok: healthy"),
+        "{ok:?}"
+    );
 
     edit_manifest(&dir, "api", "\"^3\"");
     let bad = std::process::Command::new(leansync_bin())
@@ -112,6 +144,10 @@ fn plugin_check_exits_non_zero_with_the_problem() {
 fn leansync_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("leansync");
-    assert!(bin.is_file(), "{} missing: run `cargo build -p leansync-host`", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo build -p leansync-host`",
+        bin.display()
+    );
     bin
 }

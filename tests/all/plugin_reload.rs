@@ -13,7 +13,10 @@ use serde_json::json;
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !cond() {
-        assert!(t.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     t.elapsed()
@@ -80,16 +83,24 @@ async fn a_broken_new_version_leaves_the_old_one_serving() {
     let info = &rt.list()[0];
     assert_eq!(info.status, Status::Active);
     assert!(
-        info.last_error.as_deref().unwrap().contains("previous one still serving"),
+        info.last_error
+            .as_deref()
+            .unwrap()
+            .contains("previous one still serving"),
         "{info:?}"
     );
     let d = Delivery {
         idempotency_key: "k".into(),
         attempt: 1,
     };
-    rt.on_call_event(&installation("healthy", json!({}), &[]), &ringing("c"), None, &d)
-        .await
-        .unwrap();
+    rt.on_call_event(
+        &installation("healthy", json!({}), &[]),
+        &ringing("c"),
+        None,
+        &d,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,10 @@ use leansync_tests::receiver::Receiver;
 use serde_json::json;
 use sha2::Sha256;
 
-fn webhook_installation(url: &str, secret: &str) -> std::sync::Arc<leansync_host::plugins::Installation> {
+fn webhook_installation(
+    url: &str,
+    secret: &str,
+) -> std::sync::Arc<leansync_host::plugins::Installation> {
     let base = installation("webhook", json!({ "url": url }), &["127.0.0.1:*"]);
     let mut inst = (*base).clone();
     inst.secrets.insert("secret".into(), secret.into());
@@ -40,7 +43,10 @@ async fn delivers_a_signed_event() {
     let sig = req.headers["x-leansync-signature"].to_str().unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
     mac.update(&req.body);
-    assert_eq!(sig, format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+    assert_eq!(
+        sig,
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
     assert_eq!(req.headers["idempotency-key"], "idem-42");
     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
     let text = body.to_string();
@@ -62,9 +68,15 @@ async fn receiver_errors_map_to_retryable_and_permanent() {
         idempotency_key: "k".into(),
         attempt: 1,
     };
-    let first = rt.on_call_event(&inst, &ringing("c"), None, &d).await.unwrap_err();
+    let first = rt
+        .on_call_event(&inst, &ringing("c"), None, &d)
+        .await
+        .unwrap_err();
     assert!(first.is_retryable(), "{first:?}");
     assert_eq!(first.retry_after(), Some(std::time::Duration::from_secs(7)));
-    let second = rt.on_call_event(&inst, &ringing("c"), None, &d).await.unwrap_err();
+    let second = rt
+        .on_call_event(&inst, &ringing("c"), None, &d)
+        .await
+        .unwrap_err();
     assert!(matches!(second, InvokeError::Permanent(_)), "{second:?}");
 }

@@ -12,13 +12,19 @@ use leansync_host::plugins::{Installation, PluginRuntime};
 
 /// Repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// The built folder of a bundled (`plugins/NAME`) or test (`tests/plugins/NAME`) plugin.
 pub fn built(name: &str) -> PathBuf {
     let root = repo_root();
-    for dir in [root.join("plugins").join(name), root.join("tests/plugins").join(name)] {
+    for dir in [
+        root.join("plugins").join(name),
+        root.join("tests/plugins").join(name),
+    ] {
         if dir.join("plugin.toml").is_file() {
             let manifest = std::fs::read_to_string(dir.join("plugin.toml")).unwrap();
             let component = manifest
@@ -66,7 +72,9 @@ pub fn edit_manifest(dir: &Path, key: &str, value: &str) {
     let out: Vec<String> = text
         .lines()
         .map(|l| {
-            if !found && l.trim_start().starts_with(&format!("{key} ")) || l.trim_start().starts_with(&format!("{key}=")) {
+            if !found && l.trim_start().starts_with(&format!("{key} "))
+                || l.trim_start().starts_with(&format!("{key}="))
+            {
                 found = true;
                 format!("{key} = {value}")
             } else {
@@ -101,7 +109,10 @@ pub fn installation(plugin: &str, config: serde_json::Value, grants: &[&str]) ->
         plugin: plugin.into(),
         config,
         secrets: Default::default(),
-        granted_hosts: grants.iter().map(|g| HostPattern::parse(g).unwrap()).collect(),
+        granted_hosts: grants
+            .iter()
+            .map(|g| HostPattern::parse(g).unwrap())
+            .collect(),
     })
 }
 
@@ -133,7 +144,13 @@ impl leansync_host::plugins::HostServices for RecordingServices {
     fn kv_get(&self, installation: &str, key: &str) -> Option<Vec<u8>> {
         self.inner.kv_get(installation, key)
     }
-    fn kv_set(&self, installation: &str, key: &str, value: Vec<u8>, ttl: Option<u32>) -> Result<(), String> {
+    fn kv_set(
+        &self,
+        installation: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<u32>,
+    ) -> Result<(), String> {
         self.kv_sets
             .lock()
             .unwrap()

@@ -41,22 +41,29 @@ impl Receiver {
     pub async fn start() -> Self {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let s = shared.clone();
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let s = s.clone();
-            async move {
-                let mut g = s.lock().unwrap();
-                g.received.push(Received { method, uri, headers, body });
-                let (status, headers) = g.script.pop_front().unwrap_or((200, vec![]));
-                let mut resp = (StatusCode::from_u16(status).unwrap(), "{}").into_response();
-                for (k, v) in headers {
-                    resp.headers_mut().insert(
-                        axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                        v.parse().unwrap(),
-                    );
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let s = s.clone();
+                async move {
+                    let mut g = s.lock().unwrap();
+                    g.received.push(Received {
+                        method,
+                        uri,
+                        headers,
+                        body,
+                    });
+                    let (status, headers) = g.script.pop_front().unwrap_or((200, vec![]));
+                    let mut resp = (StatusCode::from_u16(status).unwrap(), "{}").into_response();
+                    for (k, v) in headers {
+                        resp.headers_mut().insert(
+                            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                            v.parse().unwrap(),
+                        );
+                    }
+                    resp
                 }
-                resp
-            }
-        });
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -74,7 +81,10 @@ impl Receiver {
         for (status, headers) in responses {
             g.script.push_back((
                 *status,
-                headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             ));
         }
     }

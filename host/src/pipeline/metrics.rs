@@ -108,7 +108,8 @@ impl Metrics {
     pub fn prometheus(&self) -> String {
         let snap = self.snapshot();
         let mut out = String::new();
-        let series: [(&str, &str, fn(&InstallationFlow) -> f64); 5] = [
+        type Series = (&'static str, &'static str, fn(&InstallationFlow) -> f64);
+        let series: [Series; 5] = [
             ("leansync_deliveries_delivered_total", "counter", |f| {
                 f.delivered as f64
             }),

@@ -464,7 +464,7 @@ impl PluginRuntime {
             attempt: delivery.attempt,
         };
         match self
-            .invoke(installation, Request::Event(ev, delivery))
+            .invoke(installation, Request::Event(Box::new(ev), delivery))
             .await?
         {
             Reply::Event(r) => r.map_err(connector_error),
@@ -647,7 +647,7 @@ impl PluginRuntime {
 }
 
 enum Request {
-    Event(v1_0_0::types::CallEvent, v1_0_0::types::Delivery),
+    Event(Box<v1_0_0::types::CallEvent>, v1_0_0::types::Delivery),
     Lookup(String),
     Http(v1_0_0::types::HttpRequest),
     Validate(String),
@@ -714,7 +714,7 @@ fn explain_fault(err: &wasmtime::Error, state: &StoreState, limits: &PluginLimit
     }
     if let Some(pos) = stderr.find("panicked at") {
         let detail: Vec<&str> = stderr[pos..].lines().take(2).collect();
-        return format!("{}", detail.join(" "));
+        return detail.join(" ");
     }
     let mut msg = format!("trapped: {}", err.root_cause());
     if !stderr.is_empty() {

@@ -64,8 +64,13 @@ pub trait HostServices: Send + Sync + 'static {
 /// In-memory key-value store with TTLs; used when nothing better is wired.
 #[derive(Default)]
 pub struct MemoryServices {
-    kv: parking_lot::Mutex<HashMap<(String, String), (Vec<u8>, Option<Instant>)>>,
+    kv: parking_lot::Mutex<HashMap<KvKey, KvEntry>>,
 }
+
+/// (installation, key).
+type KvKey = (String, String);
+/// Value and optional expiry.
+type KvEntry = (Vec<u8>, Option<Instant>);
 
 /// Largest value a plugin may store under one key.
 pub const KV_MAX_VALUE: usize = 64 * 1024;

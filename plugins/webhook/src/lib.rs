@@ -40,7 +40,9 @@ impl Connector for Webhook {
         } else {
             Err(vec![ConfigIssue {
                 field: "/url".into(),
-                message: format!("'{url}' is not an http(s) URL; enter the full receiver URL, e.g. https://app.example.com/leansync"),
+                message: format!(
+                    "'{url}' is not an http(s) URL; enter the full receiver URL, e.g. https://app.example.com/leansync"
+                ),
             }])
         }
     }

@@ -10,7 +10,10 @@ impl Connector for Denied {
         let cfg: serde_json::Value = config()?;
         let url = cfg["url"].as_str().unwrap_or("http://127.0.0.1:9/");
         match http::Request::get(url).send() {
-            Ok(r) => Err(permanent(format!("unexpectedly reached {url}: HTTP {}", r.status))),
+            Ok(r) => Err(permanent(format!(
+                "unexpectedly reached {url}: HTTP {}",
+                r.status
+            ))),
             Err(e) => Err(permanent(e)),
         }
     }
