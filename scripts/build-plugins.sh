@@ -10,11 +10,11 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
-build() { # workspace dir
-  local ws=$1
+build() { # workspace dir, then the glob of its plugin manifests
+  local ws=$1 pattern=$2
   echo "==> building $ws (wasm32-wasip2, release)"
   (cd "$ws" && cargo build --locked --quiet --target wasm32-wasip2 --release)
-  for manifest in "$ws"/*/plugin.toml; do
+  for manifest in $pattern; do
     local dir name component crate src
     dir=$(dirname "$manifest")
     name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -1)
@@ -33,7 +33,6 @@ build() { # workspace dir
   done
 }
 
-build plugins
-build tests/plugins
-[ -d examples/hello-connector ] && build examples
-true
+build plugins 'plugins/*/plugin.toml'
+build tests/plugins 'tests/plugins/*/plugin.toml'
+build examples/hello-connector 'examples/hello-connector/plugin.toml'

@@ -151,3 +151,15 @@ fn leansync_bin() -> std::path::PathBuf {
     );
     bin
 }
+
+#[test]
+fn the_example_connector_passes_plugin_check() {
+    let dir = repo_root().join("examples/hello-connector");
+    let out = std::process::Command::new(leansync_bin())
+        .args(["plugin", "check"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: hello-connector 0.1.0 (connector API 1.0.0)"));
+}
