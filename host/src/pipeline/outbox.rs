@@ -4,22 +4,10 @@
 //! Works on SQLite (embedded default, WAL) and PostgreSQL through sqlx's
 //! `Any` driver; only the DDL differs by backend.
 
-use std::str::FromStr;
-
-use anyhow::Context;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 use crate::call::{CallEvent, Contact, now_ms};
-
-/// Which SQL dialect the pool speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// SQLite file or memory database.
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
+use crate::store::Db;
 
 /// State of one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -104,51 +92,24 @@ pub struct NewDelivery {
 #[derive(Clone)]
 pub struct Outbox {
     pool: AnyPool,
-    backend: Backend,
+    db: Db,
 }
 
 impl Outbox {
     /// Connects to `url` (sqlite:… or postgres:…) and creates the tables.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres") {
-            Backend::Postgres
-        } else {
-            Backend::Sqlite
-        };
-        let opts = AnyConnectOptions::from_str(url)
-            .with_context(|| format!("invalid database URL {url}"))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA journal_mode=WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous=FULL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout=5000")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
-            .await
-            .with_context(|| format!("cannot open the database {url}"))?;
-        let outbox = Self { pool, backend };
+        Self::open(Db::connect(url).await?).await
+    }
+
+    /// Uses an open database and creates the tables.
+    pub async fn open(db: Db) -> anyhow::Result<Self> {
+        let outbox = Self { pool: db.pool.clone(), db };
         outbox.migrate().await?;
         Ok(outbox)
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
-        let serial = match self.backend {
-            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
-        };
+        let serial = self.db.serial();
         let ddl = [
             format!(
                 "CREATE TABLE IF NOT EXISTS call_events (
@@ -184,13 +145,7 @@ impl Outbox {
             "CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, id)".into(),
             "CREATE INDEX IF NOT EXISTS deliveries_installation ON deliveries (installation_id, status, id)".into(),
         ];
-        for stmt in ddl {
-            sqlx::query(&stmt)
-                .execute(&self.pool)
-                .await
-                .with_context(|| format!("cannot create outbox tables: {stmt}"))?;
-        }
-        Ok(())
+        self.db.ensure("outbox", &ddl).await
     }
 
     /// Writes events and their deliveries in one transaction; returns, per
