@@ -1,1 +1,1085 @@
-//! Customers, consent, numbers, licenses, LeanSync Keys, usage, billing, audit.
+//! Customers, consent, numbers, installations, licenses, LeanSync Keys,
+//! blocking, usage report and audit. Every mutation is audited and rebuilds
+//! the in-memory index that the call path reads (no database on lookups).
+
+pub mod crypto;
+pub mod index;
+pub mod keys;
+mod schema;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use sqlx::Row;
+use tokio::sync::watch;
+
+use crate::call::now_ms;
+use crate::number::E164;
+use crate::store::Db;
+pub use crypto::Sealer;
+pub use index::Index;
+pub use keys::Secret;
+
+/// A licensing error: a stable code and a message naming input and fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    /// Kind, mapped to an HTTP status at the API boundary.
+    pub kind: ErrorKind,
+    /// Stable code, e.g. `license_not_available`.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+}
+
+/// Error kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input.
+    Invalid,
+    /// No such thing (or not visible to the caller).
+    NotFound,
+    /// Not allowed in the current state.
+    Conflict,
+    /// Not allowed for this caller.
+    Forbidden,
+    /// Storage failure.
+    Internal,
+}
+
+impl Error {
+    fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(code: &'static str, m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, code, m)
+    }
+    fn not_found(what: &str, id: &str) -> Self {
+        Self::new(ErrorKind::NotFound, "not_found", format!("no {what} '{id}'"))
+    }
+    fn conflict(code: &'static str, m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, code, m)
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "licensing storage error");
+        Self::new(ErrorKind::Internal, "internal", "storage error; see the host log")
+    }
+}
+
+/// Result of licensing operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Who performs an action (for authorisation and the audit log).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// Account id.
+    pub account_id: String,
+    /// Display (e-mail).
+    pub name: String,
+    /// `None` for operators; the customer for customer admins.
+    pub customer_id: Option<String>,
+    /// Shared/impersonal account (flagged in the audit log).
+    pub impersonal: bool,
+}
+
+impl Actor {
+    /// The host itself (automatic actions such as the burst rule).
+    pub fn system() -> Self {
+        Self {
+            account_id: "system".into(),
+            name: "system".into(),
+            customer_id: None,
+            impersonal: false,
+        }
+    }
+
+    /// Whether this actor runs the service for all customers.
+    pub fn is_operator(&self) -> bool {
+        self.customer_id.is_none()
+    }
+
+    /// Fails unless the actor may act on `customer`. Other customers' data
+    /// is reported as not found, so its existence is not revealed.
+    pub fn check_customer(&self, customer: &str) -> Result<()> {
+        match &self.customer_id {
+            None => Ok(()),
+            Some(c) if c == customer => Ok(()),
+            Some(_) => Err(Error::not_found("customer", customer)),
+        }
+    }
+
+    /// Fails unless the actor is an operator.
+    pub fn require_operator(&self) -> Result<()> {
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::Forbidden, "operator_only", "only an operator admin may do this"))
+        }
+    }
+}
+
+/// Validates installation configs against connector schemas (the plugin
+/// runtime implements it).
+pub trait ConnectorCatalog: Send + Sync + 'static {
+    /// Secret field names of `connector`, or `None` if it is not loaded.
+    fn secret_fields(&self, connector: &str) -> Option<Vec<String>>;
+    /// Problems with `config` for `connector` (empty when valid).
+    fn validate(&self, connector: &str, config: &serde_json::Value) -> futures::future::BoxFuture<'static, std::result::Result<Vec<String>, String>>;
+}
+
+/// The licensing service (cheap to clone).
+#[derive(Clone)]
+pub struct Licensing {
+    db: Db,
+    sealer: Sealer,
+    index: Arc<RwLock<Arc<Index>>>,
+    monitored: watch::Sender<BTreeSet<E164>>,
+    catalog: Arc<dyn ConnectorCatalog>,
+}
+
+fn id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+impl Licensing {
+    /// Opens the licensing tables on `db` and loads the index.
+    pub async fn open(db: Db, sealer: Sealer, catalog: Arc<dyn ConnectorCatalog>) -> anyhow::Result<Self> {
+        db.ensure("licensing", &schema::ddl(&db)).await?;
+        let (monitored, _) = watch::channel(BTreeSet::new());
+        let l = Self {
+            db,
+            sealer,
+            index: Arc::new(RwLock::new(Arc::new(Index::default()))),
+            monitored,
+            catalog,
+        };
+        l.refresh().await?;
+        Ok(l)
+    }
+
+    /// The current index snapshot (lock-free for the caller afterwards).
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().clone()
+    }
+
+    /// Numbers with at least one active license, updated on every change.
+    pub fn monitored_numbers(&self) -> watch::Receiver<BTreeSet<E164>> {
+        self.monitored.subscribe()
+    }
+
+    /// Rebuilds the in-memory index from the database.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let idx = Index::load(&self.db, &self.sealer).await?;
+        let numbers: BTreeSet<E164> = idx.monitored();
+        *self.index.write() = Arc::new(idx);
+        self.monitored.send_replace(numbers);
+        Ok(())
+    }
+
+    async fn changed(&self) -> Result<()> {
+        self.refresh().await.map_err(|e| {
+            tracing::error!(error = %e, "cannot rebuild the licensing index");
+            Error::new(ErrorKind::Internal, "internal", "index rebuild failed; see the host log")
+        })
+    }
+
+    /// Appends to the audit log.
+    pub async fn audit(&self, actor: &Actor, customer: Option<&str>, action: &str, target: &str, before: Option<serde_json::Value>, after: Option<serde_json::Value>) -> Result<()> {
+        sqlx::query("INSERT INTO audit (at_ms, actor_id, actor_name, impersonal, customer_id, action, target, before_json, after_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(now_ms() as i64)
+            .bind(&actor.account_id)
+            .bind(&actor.name)
+            .bind(actor.impersonal as i32)
+            .bind(customer.map(str::to_owned))
+            .bind(action)
+            .bind(target)
+            .bind(before.map(|v| v.to_string()))
+            .bind(after.map(|v| v.to_string()))
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn notify(&self, customer: &str, kind: &str, message: &str) -> Result<()> {
+        sqlx::query("INSERT INTO notifications (at_ms, customer_id, kind, message) VALUES ($1, $2, $3, $4)")
+            .bind(now_ms() as i64)
+            .bind(customer)
+            .bind(kind)
+            .bind(message)
+            .execute(&self.db.pool)
+            .await?;
+        tracing::info!(customer, kind, "{message}");
+        Ok(())
+    }
+
+    // ---- accounts -------------------------------------------------------
+
+    /// Creates an account and returns it with its API token (shown once).
+    pub async fn create_account(&self, actor: &Actor, customer: Option<&str>, email: &str, impersonal: bool) -> Result<(AccountView, Secret)> {
+        match customer {
+            None => actor.require_operator()?,
+            Some(c) => {
+                actor.check_customer(c)?;
+                self.customer_exists(c).await?;
+            }
+        }
+        let email = email.trim();
+        if !email.contains('@') || email.len() > 200 {
+            return Err(Error::invalid("invalid_email", format!("'{email}' is not an e-mail address; personal accounts are identified by e-mail")));
+        }
+        let token = Secret::generate("lsa");
+        let acc_id = id("acc");
+        let res = sqlx::query("INSERT INTO accounts (id, email, customer_id, token_hash, impersonal, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&acc_id)
+            .bind(email)
+            .bind(customer.map(str::to_owned))
+            .bind(token.hash())
+            .bind(impersonal as i32)
+            .bind(now_ms() as i64)
+            .execute(&self.db.pool)
+            .await;
+        if let Err(sqlx::Error::Database(e)) = &res
+            && e.is_unique_violation()
+        {
+            return Err(Error::conflict("email_taken", format!("an account for '{email}' already exists")));
+        }
+        res?;
+        let view = AccountView {
+            id: acc_id.clone(),
+            email: email.into(),
+            customer_id: customer.map(str::to_owned),
+            role: if customer.is_some() { "customer_admin" } else { "operator" },
+            impersonal,
+        };
+        self.audit(actor, customer, "account.create", &acc_id, None, Some(serde_json::to_value(&view).unwrap_or_default())).await?;
+        Ok((view, token))
+    }
+
+    /// The account an API token belongs to.
+    pub async fn authenticate(&self, token: &str) -> Option<Actor> {
+        let h = keys::hash(token);
+        let row = sqlx::query("SELECT id, email, customer_id, impersonal, token_hash FROM accounts WHERE token_hash = $1")
+            .bind(&h)
+            .fetch_optional(&self.db.pool)
+            .await
+            .ok()??;
+        let stored: String = row.try_get(4).ok()?;
+        if !keys::same(&stored, &h) {
+            return None;
+        }
+        Some(Actor {
+            account_id: row.try_get(0).ok()?,
+            name: row.try_get(1).ok()?,
+            customer_id: row.try_get(2).ok()?,
+            impersonal: row.try_get::<i32, _>(3).ok()? != 0,
+        })
+    }
+
+    /// Whether any operator account exists (for `admin bootstrap`).
+    pub async fn has_operator(&self) -> Result<bool> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM accounts WHERE customer_id IS NULL")
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n > 0)
+    }
+
+    // ---- customers ------------------------------------------------------
+
+    async fn customer_exists(&self, c: &str) -> Result<()> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM customers WHERE id = $1").bind(c).fetch_one(&self.db.pool).await?.try_get(0)?;
+        if n == 0 {
+            return Err(Error::not_found("customer", c));
+        }
+        Ok(())
+    }
+
+    /// Creates a customer (operator only).
+    pub async fn create_customer(&self, actor: &Actor, name: &str) -> Result<CustomerView> {
+        actor.require_operator()?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(Error::invalid("invalid_name", "customer name must be 1-200 characters"));
+        }
+        let cid = id("cus");
+        sqlx::query("INSERT INTO customers (id, name, allow_international, allow_premium, created_at_ms) VALUES ($1, $2, 0, 0, $3)")
+            .bind(&cid)
+            .bind(name)
+            .bind(now_ms() as i64)
+            .execute(&self.db.pool)
+            .await?;
+        let view = self.customer(actor, &cid).await?;
+        self.audit(actor, Some(&cid), "customer.create", &cid, None, Some(serde_json::to_value(&view).unwrap_or_default())).await?;
+        Ok(view)
+    }
+
+    /// One customer.
+    pub async fn customer(&self, actor: &Actor, cid: &str) -> Result<CustomerView> {
+        actor.check_customer(cid)?;
+        let row = sqlx::query("SELECT id, name, blocked_reason, allow_international, allow_premium FROM customers WHERE id = $1")
+            .bind(cid)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| Error::not_found("customer", cid))?;
+        Ok(CustomerView {
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
+            blocked_reason: row.try_get(2)?,
+            allow_international: row.try_get::<i32, _>(3)? != 0,
+            allow_premium: row.try_get::<i32, _>(4)? != 0,
+        })
+    }
+
+    /// Customers visible to the actor.
+    pub async fn customers(&self, actor: &Actor) -> Result<Vec<CustomerView>> {
+        let rows = sqlx::query("SELECT id FROM customers ORDER BY id").fetch_all(&self.db.pool).await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let cid: String = r.try_get(0)?;
+            if actor.check_customer(&cid).is_ok() {
+                out.push(self.customer(actor, &cid).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Blocks (`Some(reason)`) or unblocks (`None`) a customer at once.
+    pub async fn set_customer_block(&self, actor: &Actor, cid: &str, reason: Option<&str>) -> Result<CustomerView> {
+        actor.require_operator()?;
+        let before = self.customer(actor, cid).await?;
+        if let Some(r) = reason
+            && r.trim().is_empty()
+        {
+            return Err(Error::invalid("reason_required", "give a reason for blocking; it is shown to the customer and kept in the audit log"));
+        }
+        sqlx::query("UPDATE customers SET blocked_reason = $1 WHERE id = $2").bind(reason.map(str::to_owned)).bind(cid).execute(&self.db.pool).await?;
+        self.changed().await?;
+        let after = self.customer(actor, cid).await?;
+        let action = if reason.is_some() { "customer.block" } else { "customer.unblock" };
+        self.audit(actor, Some(cid), action, cid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        Ok(after)
+    }
+
+    /// Sets what a customer may dial (operator only).
+    pub async fn set_dial_permissions(&self, actor: &Actor, cid: &str, international: bool, premium: bool) -> Result<CustomerView> {
+        actor.require_operator()?;
+        let before = self.customer(actor, cid).await?;
+        sqlx::query("UPDATE customers SET allow_international = $1, allow_premium = $2 WHERE id = $3")
+            .bind(international as i32)
+            .bind(premium as i32)
+            .bind(cid)
+            .execute(&self.db.pool)
+            .await?;
+        self.changed().await?;
+        let after = self.customer(actor, cid).await?;
+        self.audit(actor, Some(cid), "customer.dial_permissions", cid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        Ok(after)
+    }
+
+    // ---- telephony accounts and consent ---------------------------------
+
+    /// Adds a telephony account; `secret` is stored encrypted, never returned.
+    pub async fn create_telephony_account(&self, actor: &Actor, cid: &str, provider: &str, settings: serde_json::Value, secret: Option<&str>) -> Result<TelephonyAccountView> {
+        actor.check_customer(cid)?;
+        self.customer_exists(cid).await?;
+        if !["sim", "sip"].contains(&provider) {
+            return Err(Error::invalid("invalid_provider", format!("provider '{provider}' is unknown; use \"sim\" or \"sip\"")));
+        }
+        if !settings.is_object() {
+            return Err(Error::invalid("invalid_settings", "settings must be a JSON object, e.g. {\"registrar\": \"sip.example.ch\", \"username\": \"...\"}"));
+        }
+        let tid = id("tel");
+        sqlx::query("INSERT INTO telephony_accounts (id, customer_id, provider, settings, secret_sealed, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&tid)
+            .bind(cid)
+            .bind(provider)
+            .bind(settings.to_string())
+            .bind(secret.map(|s| self.sealer.seal(s)))
+            .bind(now_ms() as i64)
+            .execute(&self.db.pool)
+            .await?;
+        let view = self.telephony_account(actor, &tid).await?;
+        self.audit(actor, Some(cid), "telephony_account.create", &tid, None, serde_json::to_value(&view).ok()).await?;
+        Ok(view)
+    }
+
+    /// One telephony account (without its secret).
+    pub async fn telephony_account(&self, actor: &Actor, tid: &str) -> Result<TelephonyAccountView> {
+        let row = sqlx::query("SELECT id, customer_id, provider, settings, secret_sealed IS NOT NULL, consent_by, consent_at_ms, consent_scope FROM telephony_accounts WHERE id = $1")
+            .bind(tid)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| Error::not_found("telephony account", tid))?;
+        let view = TelephonyAccountView {
+            id: row.try_get(0)?,
+            customer_id: row.try_get(1)?,
+            provider: row.try_get(2)?,
+            settings: serde_json::from_str(&row.try_get::<String, _>(3)?).unwrap_or_default(),
+            has_secret: row.try_get::<bool, _>(4).or_else(|_| row.try_get::<i32, _>(4).map(|v| v != 0))?,
+            consent: match row.try_get::<Option<String>, _>(5)? {
+                Some(by) => Some(Consent {
+                    by,
+                    at_ms: row.try_get(6)?,
+                    scope: row.try_get(7)?,
+                }),
+                None => None,
+            },
+        };
+        actor.check_customer(&view.customer_id).map_err(|_| Error::not_found("telephony account", tid))?;
+        Ok(view)
+    }
+
+    /// Records explicit consent to read the account's numbers.
+    pub async fn grant_consent(&self, actor: &Actor, tid: &str, scope: &str) -> Result<TelephonyAccountView> {
+        let before = self.telephony_account(actor, tid).await?;
+        if actor.is_operator() {
+            return Err(Error::new(ErrorKind::Forbidden, "customer_admin_only", "consent must be given by an admin of the customer, not by the operator"));
+        }
+        sqlx::query("UPDATE telephony_accounts SET consent_by = $1, consent_at_ms = $2, consent_scope = $3 WHERE id = $4")
+            .bind(&actor.name)
+            .bind(now_ms() as i64)
+            .bind(scope)
+            .bind(tid)
+            .execute(&self.db.pool)
+            .await?;
+        self.changed().await?;
+        let after = self.telephony_account(actor, tid).await?;
+        self.audit(actor, Some(&after.customer_id), "consent.grant", tid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        self.notify(&after.customer_id, "consent.grant", &format!("{} gave consent to read the numbers of telephony account {tid} ({scope})", actor.name)).await?;
+        Ok(after)
+    }
+
+    /// Revokes consent: monitoring and click-to-call stop at once.
+    pub async fn revoke_consent(&self, actor: &Actor, tid: &str) -> Result<TelephonyAccountView> {
+        let before = self.telephony_account(actor, tid).await?;
+        sqlx::query("UPDATE telephony_accounts SET consent_by = NULL, consent_at_ms = NULL, consent_scope = NULL WHERE id = $1").bind(tid).execute(&self.db.pool).await?;
+        self.changed().await?;
+        let after = self.telephony_account(actor, tid).await?;
+        self.audit(actor, Some(&after.customer_id), "consent.revoke", tid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        self.notify(&after.customer_id, "consent.revoke", &format!("{} revoked consent for telephony account {tid}", actor.name)).await?;
+        Ok(after)
+    }
+
+    /// Imports numbers read from the telephony account; refused without consent.
+    pub async fn import_numbers(&self, actor: &Actor, tid: &str, numbers: &[String]) -> Result<Vec<NumberView>> {
+        let acc = self.telephony_account(actor, tid).await?;
+        if acc.consent.is_none() {
+            return Err(Error::conflict("consent_required", format!("telephony account {tid} has no consent; a customer admin must grant consent before numbers are imported")));
+        }
+        let parsed: Vec<E164> = numbers
+            .iter()
+            .map(|n| E164::parse(n).map_err(|e| Error::invalid("invalid_number", e.to_string())))
+            .collect::<Result<_>>()?;
+        let mut tx = self.db.pool.begin().await?;
+        for n in &parsed {
+            let owner: Option<String> = sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1").bind(n.as_str()).fetch_optional(&mut *tx).await?.map(|r| r.try_get(0)).transpose()?;
+            match owner {
+                Some(o) if o != acc.customer_id => {
+                    return Err(Error::conflict("number_taken", format!("{n} belongs to another customer")));
+                }
+                Some(_) => {}
+                None => {
+                    sqlx::query("INSERT INTO numbers (e164, customer_id, telephony_account_id, created_at_ms) VALUES ($1, $2, $3, $4)")
+                        .bind(n.as_str())
+                        .bind(&acc.customer_id)
+                        .bind(tid)
+                        .bind(now_ms() as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        self.changed().await?;
+        self.audit(actor, Some(&acc.customer_id), "numbers.import", tid, None, Some(serde_json::json!(parsed))).await?;
+        self.numbers(actor, &acc.customer_id).await
+    }
+
+    /// Numbers of a customer.
+    pub async fn numbers(&self, actor: &Actor, cid: &str) -> Result<Vec<NumberView>> {
+        actor.check_customer(cid)?;
+        let rows = sqlx::query("SELECT e164, telephony_account_id FROM numbers WHERE customer_id = $1 ORDER BY e164").bind(cid).fetch_all(&self.db.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let e: String = r.try_get(0)?;
+                let n = E164::parse(&e).map_err(|er| Error::invalid("invalid_number", er.to_string()))?;
+                Ok(NumberView {
+                    national: n.national(),
+                    e164: e,
+                    telephony_account_id: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- installations ---------------------------------------------------
+
+    /// Enables a connector for a customer with a validated config.
+    pub async fn create_installation(&self, actor: &Actor, cid: &str, req: NewInstallation) -> Result<InstallationView> {
+        actor.check_customer(cid)?;
+        self.customer_exists(cid).await?;
+        let secret_names = self.catalog.secret_fields(&req.connector).ok_or_else(|| {
+            Error::invalid("unknown_connector", format!("connector '{}' is not loaded; GET /api/v1/plugins lists the available ones", req.connector))
+        })?;
+        let problems = self.catalog.validate(&req.connector, &req.config).await.map_err(|e| Error::invalid("invalid_config", e))?;
+        if !problems.is_empty() {
+            return Err(Error::invalid("invalid_config", format!("config for '{}' is invalid: {}", req.connector, problems.join("; "))));
+        }
+        let mut config = req.config.clone();
+        let mut secrets = serde_json::Map::new();
+        if let Some(obj) = config.as_object_mut() {
+            for name in &secret_names {
+                if let Some(v) = obj.remove(name) {
+                    secrets.insert(name.clone(), v);
+                }
+            }
+        }
+        for h in &req.granted_hosts {
+            crate::plugins::capabilities::HostPattern::parse(h).map_err(|m| Error::invalid("invalid_host", format!("granted host '{h}': {m}")))?;
+        }
+        let iid = id("ins");
+        sqlx::query("INSERT INTO installations (id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&iid)
+            .bind(cid)
+            .bind(&req.connector)
+            .bind(config.to_string())
+            .bind(self.sealer.seal(&serde_json::Value::Object(secrets).to_string()))
+            .bind(serde_json::to_string(&req.granted_hosts).unwrap_or_default())
+            .bind(req.deliver_internal as i32)
+            .bind(now_ms() as i64)
+            .execute(&self.db.pool)
+            .await?;
+        self.changed().await?;
+        let view = self.installation(actor, &iid).await?;
+        self.audit(actor, Some(cid), "installation.create", &iid, None, serde_json::to_value(&view).ok()).await?;
+        Ok(view)
+    }
+
+    /// One installation (secrets never included).
+    pub async fn installation(&self, actor: &Actor, iid: &str) -> Result<InstallationView> {
+        let row = sqlx::query("SELECT id, customer_id, connector, config, granted_hosts, deliver_internal FROM installations WHERE id = $1")
+            .bind(iid)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| Error::not_found("installation", iid))?;
+        let view = InstallationView {
+            id: row.try_get(0)?,
+            customer_id: row.try_get(1)?,
+            connector: row.try_get(2)?,
+            config: serde_json::from_str(&row.try_get::<String, _>(3)?).unwrap_or_default(),
+            granted_hosts: serde_json::from_str(&row.try_get::<String, _>(4)?).unwrap_or_default(),
+            deliver_internal: row.try_get::<i32, _>(5)? != 0,
+        };
+        actor.check_customer(&view.customer_id).map_err(|_| Error::not_found("installation", iid))?;
+        Ok(view)
+    }
+
+    // ---- licenses and keys ----------------------------------------------
+
+    /// Orders `count` licenses for an installation (state `ordered`).
+    pub async fn order_licenses(&self, actor: &Actor, iid: &str, count: u32) -> Result<Vec<LicenseView>> {
+        let inst = self.installation(actor, iid).await?;
+        if !(1..=1000).contains(&count) {
+            return Err(Error::invalid("invalid_count", format!("count {count} is out of range; order 1 to 1000 licenses at a time")));
+        }
+        let mut ids = Vec::new();
+        let mut tx = self.db.pool.begin().await?;
+        for _ in 0..count {
+            let lid = id("lic");
+            sqlx::query("INSERT INTO licenses (id, customer_id, installation_id, state, ordered_at_ms) VALUES ($1, $2, $3, 'ordered', $4)")
+                .bind(&lid)
+                .bind(&inst.customer_id)
+                .bind(iid)
+                .bind(now_ms() as i64)
+                .execute(&mut *tx)
+                .await?;
+            ids.push(lid);
+        }
+        tx.commit().await?;
+        self.audit(actor, Some(&inst.customer_id), "license.order", iid, None, Some(serde_json::json!({ "licenses": ids }))).await?;
+        let mut out = Vec::new();
+        for l in ids {
+            out.push(self.license(actor, &l).await?);
+        }
+        Ok(out)
+    }
+
+    /// One license.
+    pub async fn license(&self, actor: &Actor, lid: &str) -> Result<LicenseView> {
+        let row = sqlx::query("SELECT id, customer_id, installation_id, state, number, ordered_at_ms, provisioned_at_ms, cancelled_at_ms FROM licenses WHERE id = $1")
+            .bind(lid)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| Error::not_found("license", lid))?;
+        let mut view = LicenseView {
+            id: row.try_get(0)?,
+            customer_id: row.try_get(1)?,
+            installation_id: row.try_get(2)?,
+            state: row.try_get(3)?,
+            number: row.try_get(4)?,
+            ordered_at_ms: row.try_get(5)?,
+            provisioned_at_ms: row.try_get(6)?,
+            cancelled_at_ms: row.try_get(7)?,
+            keys: Vec::new(),
+        };
+        actor.check_customer(&view.customer_id).map_err(|_| Error::not_found("license", lid))?;
+        let keys = sqlx::query("SELECT id, masked, revoked_at_ms, blocked_reason FROM license_keys WHERE license_id = $1 ORDER BY created_at_ms").bind(lid).fetch_all(&self.db.pool).await?;
+        for k in keys {
+            view.keys.push(KeyView {
+                id: k.try_get(0)?,
+                masked: k.try_get(1)?,
+                revoked: k.try_get::<Option<i64>, _>(2)?.is_some(),
+                blocked_reason: k.try_get(3)?,
+            });
+        }
+        Ok(view)
+    }
+
+    /// Licenses of a customer.
+    pub async fn licenses(&self, actor: &Actor, cid: &str) -> Result<Vec<LicenseView>> {
+        actor.check_customer(cid)?;
+        let rows = sqlx::query("SELECT id FROM licenses WHERE customer_id = $1 ORDER BY id").bind(cid).fetch_all(&self.db.pool).await?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(self.license(actor, &r.try_get::<String, _>(0)?).await?);
+        }
+        Ok(out)
+    }
+
+    /// Provisions an ordered license (operator): billing starts today and a
+    /// LeanSync Key is generated, returned once.
+    pub async fn provision(&self, actor: &Actor, lid: &str) -> Result<(LicenseView, Secret)> {
+        actor.require_operator()?;
+        let before = self.license(actor, lid).await?;
+        if before.state != "ordered" {
+            return Err(Error::conflict("illegal_transition", format!("license {lid} is {}; only an ordered license can be provisioned", before.state)));
+        }
+        sqlx::query("UPDATE licenses SET state = 'provisioned', provisioned_at_ms = $1 WHERE id = $2").bind(now_ms() as i64).bind(lid).execute(&self.db.pool).await?;
+        let key = self.insert_key(lid).await?;
+        self.changed().await?;
+        let after = self.license(actor, lid).await?;
+        self.audit(actor, Some(&after.customer_id), "license.provision", lid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        Ok((after, key))
+    }
+
+    async fn insert_key(&self, lid: &str) -> Result<Secret> {
+        let key = Secret::generate("lsk");
+        sqlx::query("INSERT INTO license_keys (id, license_id, secret_hash, masked, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id("key"))
+            .bind(lid)
+            .bind(key.hash())
+            .bind(key.masked())
+            .bind(now_ms() as i64)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(key)
+    }
+
+    /// Assigns a provisioned license to one of the customer's numbers.
+    pub async fn assign(&self, actor: &Actor, lid: &str, number: &str) -> Result<LicenseView> {
+        let before = self.license(actor, lid).await?;
+        if before.state != "provisioned" {
+            return Err(Error::conflict("illegal_transition", format!("license {lid} is {}; only a provisioned license can be assigned", before.state)));
+        }
+        let n = E164::parse(number).map_err(|e| Error::invalid("invalid_number", e.to_string()))?;
+        let owner: Option<String> = sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1").bind(n.as_str()).fetch_optional(&self.db.pool).await?.map(|r| r.try_get(0)).transpose()?;
+        if owner.as_deref() != Some(before.customer_id.as_str()) {
+            return Err(Error::invalid("unknown_number", format!("{n} is not a number of this customer; import it from the telephony account first")));
+        }
+        let taken: i64 = sqlx::query("SELECT COUNT(*) FROM licenses WHERE installation_id = $1 AND number = $2 AND state = 'provisioned' AND id <> $3")
+            .bind(&before.installation_id)
+            .bind(n.as_str())
+            .bind(lid)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get(0)?;
+        if taken > 0 {
+            return Err(Error::conflict("already_licensed", format!("{n} already has a license for this business application")));
+        }
+        sqlx::query("UPDATE licenses SET number = $1 WHERE id = $2").bind(n.as_str()).bind(lid).execute(&self.db.pool).await?;
+        self.changed().await?;
+        let after = self.license(actor, lid).await?;
+        self.audit(actor, Some(&after.customer_id), "license.assign", lid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        Ok(after)
+    }
+
+    /// Cancels a license (any day, no minimum term): billing stops today.
+    pub async fn cancel(&self, actor: &Actor, lid: &str) -> Result<LicenseView> {
+        let before = self.license(actor, lid).await?;
+        if before.state == "cancelled" {
+            return Err(Error::conflict("illegal_transition", format!("license {lid} is already cancelled")));
+        }
+        sqlx::query("UPDATE licenses SET state = 'cancelled', cancelled_at_ms = $1 WHERE id = $2").bind(now_ms() as i64).bind(lid).execute(&self.db.pool).await?;
+        self.changed().await?;
+        let after = self.license(actor, lid).await?;
+        self.audit(actor, Some(&after.customer_id), "license.cancel", lid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        Ok(after)
+    }
+
+    /// Replaces a license's keys with a new one (returned once).
+    pub async fn rotate_key(&self, actor: &Actor, lid: &str) -> Result<(LicenseView, Secret)> {
+        let before = self.license(actor, lid).await?;
+        if before.state != "provisioned" {
+            return Err(Error::conflict("illegal_transition", format!("license {lid} is {}; keys exist only for provisioned licenses", before.state)));
+        }
+        sqlx::query("UPDATE license_keys SET revoked_at_ms = $1 WHERE license_id = $2 AND revoked_at_ms IS NULL").bind(now_ms() as i64).bind(lid).execute(&self.db.pool).await?;
+        let key = self.insert_key(lid).await?;
+        self.changed().await?;
+        let after = self.license(actor, lid).await?;
+        self.audit(actor, Some(&after.customer_id), "key.rotate", lid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        Ok((after, key))
+    }
+
+    async fn key_license(&self, actor: &Actor, kid: &str) -> Result<LicenseView> {
+        let lid: String = sqlx::query("SELECT license_id FROM license_keys WHERE id = $1")
+            .bind(kid)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| Error::not_found("key", kid))?
+            .try_get(0)?;
+        self.license(actor, &lid).await.map_err(|_| Error::not_found("key", kid))
+    }
+
+    /// Revokes a key at once.
+    pub async fn revoke_key(&self, actor: &Actor, kid: &str) -> Result<LicenseView> {
+        let before = self.key_license(actor, kid).await?;
+        sqlx::query("UPDATE license_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL").bind(now_ms() as i64).bind(kid).execute(&self.db.pool).await?;
+        self.changed().await?;
+        let after = self.license(actor, &before.id).await?;
+        self.audit(actor, Some(&after.customer_id), "key.revoke", kid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        Ok(after)
+    }
+
+    /// Blocks (`Some(reason)`) or unblocks a single key at once.
+    pub async fn set_key_block(&self, actor: &Actor, kid: &str, reason: Option<&str>) -> Result<LicenseView> {
+        actor.require_operator()?;
+        let before = self.key_license(actor, kid).await?;
+        sqlx::query("UPDATE license_keys SET blocked_reason = $1 WHERE id = $2").bind(reason.map(str::to_owned)).bind(kid).execute(&self.db.pool).await?;
+        self.changed().await?;
+        let after = self.license(actor, &before.id).await?;
+        let action = if reason.is_some() { "key.block" } else { "key.unblock" };
+        self.audit(actor, Some(&after.customer_id), action, kid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        Ok(after)
+    }
+
+    /// Deletes a customer's licenses and keys (termination; operator only).
+    pub async fn delete_licenses(&self, actor: &Actor, cid: &str) -> Result<u64> {
+        actor.require_operator()?;
+        self.customer_exists(cid).await?;
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query("DELETE FROM license_keys WHERE license_id IN (SELECT id FROM licenses WHERE customer_id = $1)").bind(cid).execute(&mut *tx).await?;
+        let n = sqlx::query("DELETE FROM licenses WHERE customer_id = $1").bind(cid).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        self.changed().await?;
+        self.audit(actor, Some(cid), "licenses.delete", cid, None, Some(serde_json::json!({ "deleted": n }))).await?;
+        Ok(n)
+    }
+
+    // ---- reports ----------------------------------------------------------
+
+    /// The usage report ("Mengenreport") of a customer, at this moment.
+    pub async fn usage(&self, actor: &Actor, cid: &str) -> Result<UsageReport> {
+        let customer = self.customer(actor, cid).await?;
+        let licenses = self.licenses(actor, cid).await?;
+        let rows = sqlx::query("SELECT id, connector FROM installations WHERE customer_id = $1 ORDER BY id").bind(cid).fetch_all(&self.db.pool).await?;
+        let mut applications = Vec::new();
+        for r in rows {
+            let iid: String = r.try_get(0)?;
+            let connector: String = r.try_get(1)?;
+            let mine: Vec<&LicenseView> = licenses.iter().filter(|l| l.installation_id == iid).collect();
+            let live = |l: &&&LicenseView| l.state != "cancelled";
+            applications.push(ApplicationUsage {
+                installation_id: iid.clone(),
+                connector,
+                ordered: mine.iter().filter(live).count(),
+                provisioned: mine.iter().filter(|l| l.state == "provisioned").count(),
+                available: mine.iter().filter(|l| l.state == "provisioned" && l.number.is_none()).count(),
+                assigned: mine
+                    .iter()
+                    .filter(|l| l.state == "provisioned" && l.number.is_some())
+                    .map(|l| AssignedLicense {
+                        license_id: l.id.clone(),
+                        number: l.number.clone().unwrap_or_default(),
+                        keys: l.keys.iter().filter(|k| !k.revoked).map(|k| k.masked.clone()).collect(),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(UsageReport {
+            customer_id: customer.id,
+            customer_name: customer.name,
+            generated_at_ms: now_ms(),
+            numbers: self.numbers(actor, cid).await?.into_iter().map(|n| n.e164).collect(),
+            applications,
+        })
+    }
+
+    /// Audit entries of a customer (operators: all when `cid` is `None`).
+    pub async fn audit_log(&self, actor: &Actor, cid: Option<&str>) -> Result<Vec<AuditEntry>> {
+        let cid = match cid {
+            Some(c) => {
+                actor.check_customer(c)?;
+                Some(c.to_owned())
+            }
+            None => {
+                actor.require_operator()?;
+                None
+            }
+        };
+        let rows = sqlx::query("SELECT seq, at_ms, actor_name, impersonal, customer_id, action, target, before_json, after_json FROM audit WHERE ($1 = '' OR customer_id = $2) ORDER BY seq")
+            .bind(cid.clone().unwrap_or_default())
+            .bind(cid.unwrap_or_default())
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    seq: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    impersonal_actor: r.try_get::<i32, _>(3)? != 0,
+                    customer_id: r.try_get(4)?,
+                    action: r.try_get(5)?,
+                    target: r.try_get(6)?,
+                    before: r.try_get::<Option<String>, _>(7)?.and_then(|s| serde_json::from_str(&s).ok()),
+                    after: r.try_get::<Option<String>, _>(8)?.and_then(|s| serde_json::from_str(&s).ok()),
+                })
+            })
+            .collect()
+    }
+}
+
+/// An account as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    /// Id.
+    pub id: String,
+    /// E-mail.
+    pub email: String,
+    /// Customer for customer admins.
+    pub customer_id: Option<String>,
+    /// `operator` or `customer_admin`.
+    pub role: &'static str,
+    /// Shared/impersonal account: flagged, personal accounts are recommended.
+    pub impersonal: bool,
+}
+
+/// A customer.
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Why it is blocked, if it is.
+    pub blocked_reason: Option<String>,
+    /// May dial international destinations.
+    pub allow_international: bool,
+    /// May dial premium-rate numbers.
+    pub allow_premium: bool,
+}
+
+/// Recorded consent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Consent {
+    /// Who gave it.
+    pub by: String,
+    /// When.
+    pub at_ms: i64,
+    /// What it covers.
+    pub scope: String,
+}
+
+/// A telephony account (its secret is never shown).
+#[derive(Debug, Clone, Serialize)]
+pub struct TelephonyAccountView {
+    /// Id.
+    pub id: String,
+    /// Customer.
+    pub customer_id: String,
+    /// `sim` or `sip`.
+    pub provider: String,
+    /// Non-secret connection settings.
+    pub settings: serde_json::Value,
+    /// Whether a secret is stored (encrypted).
+    pub has_secret: bool,
+    /// Consent, if given.
+    pub consent: Option<Consent>,
+}
+
+/// A number.
+#[derive(Debug, Clone, Serialize)]
+pub struct NumberView {
+    /// E.164.
+    pub e164: String,
+    /// National display form.
+    pub national: String,
+    /// The telephony account it was imported from.
+    pub telephony_account_id: Option<String>,
+}
+
+/// A request to enable a connector.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct NewInstallation {
+    /// Connector (plugin) name.
+    pub connector: String,
+    /// Config, secrets included (they are split off and sealed).
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Outbound hosts granted to it.
+    #[serde(default)]
+    pub granted_hosts: Vec<String>,
+    /// Deliver internal calls too.
+    #[serde(default)]
+    pub deliver_internal: bool,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// An installation (business application).
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallationView {
+    /// Id.
+    pub id: String,
+    /// Customer.
+    pub customer_id: String,
+    /// Connector name.
+    pub connector: String,
+    /// Non-secret config.
+    pub config: serde_json::Value,
+    /// Granted outbound hosts.
+    pub granted_hosts: Vec<String>,
+    /// Whether internal calls are delivered.
+    pub deliver_internal: bool,
+}
+
+/// A key as listings show it (masked).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    /// Id.
+    pub id: String,
+    /// Masked secret.
+    pub masked: String,
+    /// Revoked.
+    pub revoked: bool,
+    /// Why it is blocked.
+    pub blocked_reason: Option<String>,
+}
+
+/// A license.
+#[derive(Debug, Clone, Serialize)]
+pub struct LicenseView {
+    /// Id.
+    pub id: String,
+    /// Customer.
+    pub customer_id: String,
+    /// Installation (business application).
+    pub installation_id: String,
+    /// `ordered`, `provisioned` or `cancelled`.
+    pub state: String,
+    /// Assigned number.
+    pub number: Option<String>,
+    /// Ordered at.
+    pub ordered_at_ms: i64,
+    /// Provisioned at (billing starts).
+    pub provisioned_at_ms: Option<i64>,
+    /// Cancelled at (billing ends).
+    pub cancelled_at_ms: Option<i64>,
+    /// Keys (masked).
+    pub keys: Vec<KeyView>,
+}
+
+/// The usage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    /// Customer.
+    pub customer_id: String,
+    /// Customer name.
+    pub customer_name: String,
+    /// When it was made.
+    pub generated_at_ms: u64,
+    /// The customer's numbers.
+    pub numbers: Vec<String>,
+    /// Per business application.
+    pub applications: Vec<ApplicationUsage>,
+}
+
+/// Usage of one business application.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplicationUsage {
+    /// Installation.
+    pub installation_id: String,
+    /// Connector.
+    pub connector: String,
+    /// Licenses ordered and not cancelled.
+    pub ordered: usize,
+    /// Provisioned.
+    pub provisioned: usize,
+    /// Provisioned, not assigned.
+    pub available: usize,
+    /// Assigned licenses with their number and masked keys.
+    pub assigned: Vec<AssignedLicense>,
+}
+
+/// An assigned license in the usage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssignedLicense {
+    /// License.
+    pub license_id: String,
+    /// Number.
+    pub number: String,
+    /// Masked active keys.
+    pub keys: Vec<String>,
+}
+
+impl UsageReport {
+    /// CSV: one row per application and assignment.
+    pub fn to_csv(&self) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let _ = w.write_record(["customer", "installation", "connector", "ordered", "provisioned", "available", "license", "number", "keys"]);
+        for a in &self.applications {
+            let counts = [a.ordered.to_string(), a.provisioned.to_string(), a.available.to_string()];
+            if a.assigned.is_empty() {
+                let _ = w.write_record([&self.customer_id, &a.installation_id, &a.connector, &counts[0], &counts[1], &counts[2], "", "", ""]);
+            }
+            for l in &a.assigned {
+                let _ = w.write_record([&self.customer_id, &a.installation_id, &a.connector, &counts[0], &counts[1], &counts[2], &l.license_id, &l.number, &l.keys.join(" ")]);
+            }
+        }
+        String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    /// Sequence.
+    pub seq: i64,
+    /// When.
+    pub at_ms: i64,
+    /// Who (e-mail or `system`).
+    pub actor: String,
+    /// Whether the actor is a shared/impersonal account.
+    pub impersonal_actor: bool,
+    /// Customer concerned.
+    pub customer_id: Option<String>,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// State before.
+    pub before: Option<serde_json::Value>,
+    /// State after.
+    pub after: Option<serde_json::Value>,
+}
