@@ -1,15 +1,24 @@
-//! Wires configuration, plugin runtime and the HTTP surfaces into one app,
-//! and runs it until SIGTERM or Ctrl-C.
+//! Wires configuration, store, licensing, plugins, pipeline, telephony and
+//! the HTTP surfaces into one app, and runs it until SIGTERM or Ctrl-C.
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 
+use crate::api;
 use crate::config::Config;
+use crate::dialing::ClickToCall;
+use crate::licensing::{Licensing, Sealer};
+use crate::pipeline::{Outbox, Pipeline, Settings};
 use crate::plugins::PluginRuntime;
 use crate::plugins::watcher::{self, WatchHandle};
+use crate::store::Db;
+use crate::telephony::Provider;
+use crate::telephony::sim::SimProvider;
+use crate::wiring::{Catalog, HostBridge, Licensed, Telephony};
 
 /// Shared state of a running host (cheap to clone).
 #[derive(Clone)]
@@ -21,6 +30,20 @@ pub struct AppInner {
     pub config: Config,
     /// Connector runtime.
     pub plugins: PluginRuntime,
+    /// Database.
+    pub db: Db,
+    /// Licensing service.
+    pub licensing: Licensing,
+    /// Call pipeline.
+    pub pipeline: Pipeline,
+    /// Telephony provider.
+    pub telephony: Arc<dyn Provider>,
+    /// The simulated PBX, when it is the provider.
+    pub sim: Option<Arc<SimProvider>>,
+    /// Click-to-call.
+    pub dialer: Arc<ClickToCall>,
+    /// Licensing adapters.
+    pub licensed: Licensed,
 }
 
 impl Deref for App {
@@ -28,6 +51,20 @@ impl Deref for App {
     fn deref(&self) -> &AppInner {
         &self.0
     }
+}
+
+/// Opens the database and licensing alone (for CLI commands that run
+/// without a host: bootstrap, reports).
+pub async fn open_licensing(
+    config: &Config,
+    plugins: PluginRuntime,
+) -> anyhow::Result<(Db, Licensing)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let db = Db::connect(&config.database_url()).await?;
+    let sealer = Sealer::from_key_file(&config.secret_key_path())?;
+    let licensing = Licensing::open(db.clone(), sealer, Arc::new(Catalog(plugins))).await?;
+    Ok((db, licensing))
 }
 
 impl App {
@@ -46,20 +83,114 @@ impl App {
             tracing::warn!(%folder, "plugin not loaded: {problem}");
         }
         tracing::info!(loaded = report.loaded.len(), failed = report.failed.len(), dir = %config.plugins_dir.display(), "plugins scanned");
-        Ok(App(Arc::new(AppInner { config, plugins })))
+
+        let (db, licensing) = open_licensing(&config, plugins.clone()).await?;
+        let licensed = Licensed {
+            licensing: licensing.clone(),
+            plugins: plugins.clone(),
+        };
+        let bridge = Arc::new(HostBridge::new(licensed.clone()));
+        plugins.set_services(bridge.clone());
+        let outbox = Outbox::open(db.clone()).await?;
+        let pipeline = Pipeline::start(
+            outbox,
+            plugins.clone(),
+            Arc::new(licensed.clone()),
+            Settings::default(),
+        )
+        .await?;
+
+        let (telephony, sim): (Arc<dyn Provider>, Option<Arc<SimProvider>>) =
+            match config.telephony.provider.as_str() {
+                "sim" => {
+                    let sim = Arc::new(SimProvider::new(pipeline.events()));
+                    (sim.clone(), Some(sim))
+                }
+                _ => (
+                    crate::telephony::build(&config.telephony, pipeline.events())?,
+                    None,
+                ),
+            };
+        // Monitoring follows the licenses, at run time.
+        let mut monitored = licensing.monitored_numbers();
+        telephony.set_monitored(monitored.borrow_and_update().clone());
+        {
+            let telephony = telephony.clone();
+            tokio::spawn(async move {
+                while monitored.changed().await.is_ok() {
+                    let set = monitored.borrow_and_update().clone();
+                    tracing::debug!(numbers = set.len(), "monitored numbers changed");
+                    telephony.set_monitored(set);
+                }
+            });
+        }
+        let dialer = Arc::new(ClickToCall::new(
+            config.dialing.clone(),
+            Arc::new(licensed.clone()),
+            Arc::new(Telephony(telephony.clone())),
+        ));
+        bridge.set_dialer(dialer.clone());
+        pipeline.spawn_retention(config.retention_days);
+        Ok(App(Arc::new(AppInner {
+            config,
+            plugins,
+            db,
+            licensing,
+            pipeline,
+            telephony,
+            sim,
+            dialer,
+            licensed,
+        })))
     }
 
     /// The HTTP router with every surface.
     pub fn router(&self) -> Router {
-        Router::new()
-            .merge(crate::api::health::router())
-            .merge(crate::api::plugins::router())
+        let operator = |r: Router| {
+            r.route_layer(axum::middleware::from_fn_with_state(
+                self.licensing.clone(),
+                api::auth::require_operator,
+            ))
+        };
+        let mut router = Router::new()
+            .merge(api::health::router())
+            .merge(api::plugins::router())
             .with_state(self.clone())
+            .merge(api::admin::router(api::admin::AdminApi {
+                licensing: self.licensing.clone(),
+                pipeline: self.pipeline.clone(),
+            }))
+            .merge(api::business::router(api::business::BusinessApi {
+                pipeline: self.pipeline.clone(),
+                keys: Arc::new(self.licensed.clone()),
+                dialer: self.dialer.clone(),
+                routing: Arc::new(self.licensed.clone()),
+                plugins: self.plugins.clone(),
+            }))
+            .merge(api::widget::router())
+            .merge(operator(api::flow::operator_router(self.pipeline.clone())))
+            .merge(api::flow::metrics_router(self.pipeline.clone()));
+        if let Some(sim) = &self.sim {
+            router = router.merge(operator(crate::telephony::sim::router(sim.clone())));
+        }
+        router
     }
 
     /// Reasons the host cannot do its job right now (empty when ready).
     pub async fn readiness_problems(&self) -> Vec<String> {
-        Vec::new()
+        let mut out = Vec::new();
+        if let Err(e) = sqlx::query("SELECT 1").execute(&self.db.pool).await {
+            out.push(format!("database: {e}"));
+        }
+        let t = self.telephony.status();
+        if !t.connected {
+            out.push(format!(
+                "telephony ({}): {}",
+                t.kind,
+                t.last_error.unwrap_or_else(|| "not connected".into())
+            ));
+        }
+        out
     }
 
     /// Starts hot reload of the plugins directory.
@@ -73,7 +204,7 @@ impl App {
     }
 }
 
-/// Runs the host until SIGTERM or Ctrl-C.
+/// Runs the host until SIGTERM or Ctrl-C, then drains deliveries.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let app = App::build(config).await?;
@@ -82,9 +213,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}; is another leansync running? set `listen` or LEANSYNC_LISTEN"))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    if !app.licensing.has_operator().await.unwrap_or(true) {
+        tracing::warn!(
+            "no operator account yet: run `leansync admin bootstrap --email you@example.ch` to create one"
+        );
+    }
+    let deadline = Duration::from_secs(app.config.drain_timeout_secs);
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let server = axum::serve(listener, app.router()).with_graceful_shutdown({
+        let stopping = stopping.clone();
+        async move {
+            shutdown_signal().await;
+            stopping.notify_one();
+        }
+    });
+    // Open event streams never end by themselves: after the signal, give
+    // connections the drain deadline, then stop regardless.
+    tokio::select! {
+        r = server => r?,
+        _ = async { stopping.notified().await; tokio::time::sleep(deadline).await } => {
+            tracing::info!("closing remaining connections (event streams)");
+        }
+    }
+    let left = app.pipeline.drain(deadline).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "stopped with deliveries still running; they are retried on the next start"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -25,6 +25,13 @@ pub struct Config {
     pub telephony: TelephonyConfig,
     /// Days after which call event data (personal data) is purged.
     pub retention_days: u32,
+    /// File with the 32-byte key that encrypts stored secrets; empty means
+    /// `data_dir/secret.key` (created on first start).
+    pub secret_key_file: PathBuf,
+    /// Click-to-call rate limits and the burst rule.
+    pub dialing: crate::dialing::RateLimits,
+    /// Seconds SIGTERM waits for in-flight deliveries.
+    pub drain_timeout_secs: u64,
 }
 
 /// Limits applied to every plugin invocation.
@@ -59,6 +66,9 @@ impl Default for Config {
             plugins: PluginLimits::default(),
             telephony: TelephonyConfig::default(),
             retention_days: 90,
+            secret_key_file: PathBuf::new(),
+            dialing: crate::dialing::RateLimits::default(),
+            drain_timeout_secs: 10,
         }
     }
 }
@@ -132,6 +142,15 @@ impl Config {
             )
         } else {
             self.database_url.clone()
+        }
+    }
+
+    /// The key file that encrypts stored secrets.
+    pub fn secret_key_path(&self) -> PathBuf {
+        if self.secret_key_file.as_os_str().is_empty() {
+            self.data_dir.join("secret.key")
+        } else {
+            self.secret_key_file.clone()
         }
     }
 

@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod plugins;
 pub mod store;
 pub mod telephony;
+pub mod wiring;

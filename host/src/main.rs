@@ -27,6 +27,81 @@ enum Command {
     /// Plugin tooling: check, list.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Administration: create the first operator.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Calls on the simulated PBX.
+    #[command(subcommand)]
+    Call(CallCmd),
+    /// Reports: usage (Mengenreport) and billing.
+    #[command(subcommand)]
+    Report(ReportCmd),
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Create the first operator account and print its API token (once).
+    Bootstrap {
+        /// E-mail of the operator (personal accounts are recommended).
+        #[arg(long)]
+        email: String,
+        /// Portal password (at least 10 characters); can be set later.
+        #[arg(long, env = "LEANSYNC_BOOTSTRAP_PASSWORD")]
+        password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallCmd {
+    /// Ring a monitored number on the simulated PBX of a running host.
+    Simulate {
+        /// Called number (a licensed number), e.g. "044 123 45 67".
+        #[arg(long)]
+        to: String,
+        /// Caller; omit for an anonymous call.
+        #[arg(long)]
+        from: Option<String>,
+        /// Seconds of ringing before it is answered.
+        #[arg(long, default_value_t = 2.0)]
+        answer_after: f64,
+        /// Seconds of talk before hang-up.
+        #[arg(long, default_value_t = 5.0, conflicts_with = "missed")]
+        hangup_after: f64,
+        /// Nobody answers: the call ends as missed.
+        #[arg(long)]
+        missed: bool,
+        /// Base URL of the running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "LEANSYNC_URL")]
+        host: String,
+        /// Operator API token.
+        #[arg(long, env = "LEANSYNC_TOKEN")]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Usage report of a customer, at this moment.
+    Usage {
+        /// Customer id.
+        #[arg(long)]
+        customer: String,
+        /// Output format.
+        #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
+        format: String,
+    },
+    /// Monthly billing statement of a customer.
+    Billing {
+        /// Customer id.
+        #[arg(long)]
+        customer: String,
+        /// Month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Output format.
+        #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
+        format: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -93,6 +168,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(cmd) => leansync_host::plugins::cli::run(cmd.into_action(&config)).await,
+        Command::Admin(AdminCmd::Bootstrap { email, password }) => {
+            leansync_host::licensing::cli::bootstrap(&config, &email, password.as_deref()).await
+        }
+        Command::Call(CallCmd::Simulate {
+            to,
+            from,
+            answer_after,
+            hangup_after,
+            missed,
+            host,
+            token,
+        }) => {
+            let call = leansync_host::telephony::sim::SimulatedCall {
+                to,
+                from,
+                answer_after,
+                hangup_after,
+                missed,
+            };
+            leansync_host::telephony::cli::simulate(&host, token.as_deref(), call).await
+        }
+        Command::Report(ReportCmd::Usage { customer, format }) => {
+            leansync_host::licensing::cli::usage(&config, &customer, &format).await
+        }
+        Command::Report(ReportCmd::Billing {
+            customer,
+            month,
+            format,
+        }) => leansync_host::licensing::cli::billing(&config, &customer, &month, &format).await,
     }
 }
 

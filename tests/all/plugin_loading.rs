@@ -161,5 +161,8 @@ fn the_example_connector_passes_plugin_check() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: hello-connector 0.1.0 (connector API 1.0.0)"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("ok: hello-connector 0.1.0 (connector API 1.0.0)")
+    );
 }

@@ -20,14 +20,19 @@ impl Sealer {
     pub fn from_key_file(path: &Path) -> anyhow::Result<Self> {
         let key = match std::fs::read(path) {
             Ok(k) if k.len() == 32 => k,
-            Ok(_) => anyhow::bail!("{} must hold exactly 32 bytes; delete it to generate a new key (stored secrets become unreadable)", path.display()),
+            Ok(_) => anyhow::bail!(
+                "{} must hold exactly 32 bytes; delete it to generate a new key (stored secrets become unreadable)",
+                path.display()
+            ),
             Err(_) => {
                 let mut k = vec![0u8; 32];
-                rand::fill(&mut k[..]);
+                getrandom::fill(&mut k[..])
+                    .context("the OS random number generator is unavailable")?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                std::fs::write(path, &k).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(path, &k)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 #[cfg(unix)]
                 {
                     use std::os::unix::fs::PermissionsExt;

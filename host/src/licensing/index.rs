@@ -31,7 +31,12 @@ impl Index {
         let pool = &db.pool;
         let mut blocked: HashMap<String, bool> = HashMap::new();
         let mut permissions = HashMap::new();
-        for r in sqlx::query("SELECT id, blocked_reason, allow_international, allow_premium FROM customers").fetch_all(pool).await? {
+        for r in sqlx::query(
+            "SELECT id, blocked_reason, allow_international, allow_premium FROM customers",
+        )
+        .fetch_all(pool)
+        .await?
+        {
             let id: String = r.try_get(0)?;
             blocked.insert(id.clone(), r.try_get::<Option<String>, _>(1)?.is_some());
             permissions.insert(
@@ -43,16 +48,26 @@ impl Index {
             );
         }
         let mut consented: HashMap<String, bool> = HashMap::new();
-        for r in sqlx::query("SELECT id, consent_at_ms FROM telephony_accounts").fetch_all(pool).await? {
+        for r in sqlx::query("SELECT id, consent_at_ms FROM telephony_accounts")
+            .fetch_all(pool)
+            .await?
+        {
             consented.insert(r.try_get(0)?, r.try_get::<Option<i64>, _>(1)?.is_some());
         }
         let mut owners = HashMap::new();
         let mut consent_ok: HashMap<E164, bool> = HashMap::new();
-        for r in sqlx::query("SELECT e164, customer_id, telephony_account_id FROM numbers").fetch_all(pool).await? {
-            let Ok(n) = E164::parse(&r.try_get::<String, _>(0)?) else { continue };
+        for r in sqlx::query("SELECT e164, customer_id, telephony_account_id FROM numbers")
+            .fetch_all(pool)
+            .await?
+        {
+            let Ok(n) = E164::parse(&r.try_get::<String, _>(0)?) else {
+                continue;
+            };
             let account: Option<String> = r.try_get(2)?;
             // Numbers entered by an operator need no account consent.
-            let ok = account.map(|a| consented.get(&a).copied().unwrap_or(false)).unwrap_or(true);
+            let ok = account
+                .map(|a| consented.get(&a).copied().unwrap_or(false))
+                .unwrap_or(true);
             consent_ok.insert(n.clone(), ok);
             owners.insert(n, r.try_get(1)?);
         }

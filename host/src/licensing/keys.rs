@@ -16,7 +16,8 @@ impl Secret {
     /// Generates `prefix_` + 43 base64url characters (256 bits).
     pub fn generate(prefix: &str) -> Self {
         let mut bytes = [0u8; 32];
-        rand::fill(&mut bytes);
+        // Straight from the OS RNG: 256 bits, at least 128 are required.
+        getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
         Secret(format!(
             "{prefix}_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -53,7 +54,14 @@ pub fn hash(secret: &str) -> String {
 /// Masks a secret for display: `lsk_…AbCd`.
 pub fn mask(secret: &str) -> String {
     let prefix = secret.split('_').next().unwrap_or("");
-    let tail: String = secret.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("{prefix}_…{tail}")
 }
 

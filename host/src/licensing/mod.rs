@@ -2,9 +2,13 @@
 //! blocking, usage report and audit. Every mutation is audited and rebuilds
 //! the in-memory index that the call path reads (no database on lookups).
 
+mod accounts;
+pub mod billing;
+pub mod cli;
 pub mod crypto;
 pub mod index;
 pub mod keys;
+pub mod queries;
 mod schema;
 
 use std::collections::BTreeSet;
@@ -57,11 +61,15 @@ impl Error {
             message: message.into(),
         }
     }
-    fn invalid(code: &'static str, m: impl Into<String>) -> Self {
+    pub(crate) fn invalid(code: &'static str, m: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, code, m)
     }
     fn not_found(what: &str, id: &str) -> Self {
-        Self::new(ErrorKind::NotFound, "not_found", format!("no {what} '{id}'"))
+        Self::new(
+            ErrorKind::NotFound,
+            "not_found",
+            format!("no {what} '{id}'"),
+        )
     }
     fn conflict(code: &'static str, m: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, code, m)
@@ -71,7 +79,11 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         tracing::error!(error = %e, "licensing storage error");
-        Self::new(ErrorKind::Internal, "internal", "storage error; see the host log")
+        Self::new(
+            ErrorKind::Internal,
+            "internal",
+            "storage error; see the host log",
+        )
     }
 }
 
@@ -122,7 +134,11 @@ impl Actor {
         if self.is_operator() {
             Ok(())
         } else {
-            Err(Error::new(ErrorKind::Forbidden, "operator_only", "only an operator admin may do this"))
+            Err(Error::new(
+                ErrorKind::Forbidden,
+                "operator_only",
+                "only an operator admin may do this",
+            ))
         }
     }
 }
@@ -133,7 +149,11 @@ pub trait ConnectorCatalog: Send + Sync + 'static {
     /// Secret field names of `connector`, or `None` if it is not loaded.
     fn secret_fields(&self, connector: &str) -> Option<Vec<String>>;
     /// Problems with `config` for `connector` (empty when valid).
-    fn validate(&self, connector: &str, config: &serde_json::Value) -> futures::future::BoxFuture<'static, std::result::Result<Vec<String>, String>>;
+    fn validate(
+        &self,
+        connector: &str,
+        config: &serde_json::Value,
+    ) -> futures::future::BoxFuture<'static, std::result::Result<Vec<String>, String>>;
 }
 
 /// The licensing service (cheap to clone).
@@ -146,13 +166,17 @@ pub struct Licensing {
     catalog: Arc<dyn ConnectorCatalog>,
 }
 
-fn id(prefix: &str) -> String {
+pub(crate) fn id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
 impl Licensing {
     /// Opens the licensing tables on `db` and loads the index.
-    pub async fn open(db: Db, sealer: Sealer, catalog: Arc<dyn ConnectorCatalog>) -> anyhow::Result<Self> {
+    pub async fn open(
+        db: Db,
+        sealer: Sealer,
+        catalog: Arc<dyn ConnectorCatalog>,
+    ) -> anyhow::Result<Self> {
         db.ensure("licensing", &schema::ddl(&db)).await?;
         let (monitored, _) = watch::channel(BTreeSet::new());
         let l = Self {
@@ -188,12 +212,24 @@ impl Licensing {
     async fn changed(&self) -> Result<()> {
         self.refresh().await.map_err(|e| {
             tracing::error!(error = %e, "cannot rebuild the licensing index");
-            Error::new(ErrorKind::Internal, "internal", "index rebuild failed; see the host log")
+            Error::new(
+                ErrorKind::Internal,
+                "internal",
+                "index rebuild failed; see the host log",
+            )
         })
     }
 
     /// Appends to the audit log.
-    pub async fn audit(&self, actor: &Actor, customer: Option<&str>, action: &str, target: &str, before: Option<serde_json::Value>, after: Option<serde_json::Value>) -> Result<()> {
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        customer: Option<&str>,
+        action: &str,
+        target: &str,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO audit (at_ms, actor_id, actor_name, impersonal, customer_id, action, target, before_json, after_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(now_ms() as i64)
             .bind(&actor.account_id)
@@ -210,13 +246,15 @@ impl Licensing {
     }
 
     async fn notify(&self, customer: &str, kind: &str, message: &str) -> Result<()> {
-        sqlx::query("INSERT INTO notifications (at_ms, customer_id, kind, message) VALUES ($1, $2, $3, $4)")
-            .bind(now_ms() as i64)
-            .bind(customer)
-            .bind(kind)
-            .bind(message)
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO notifications (at_ms, customer_id, kind, message) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(now_ms() as i64)
+        .bind(customer)
+        .bind(kind)
+        .bind(message)
+        .execute(&self.db.pool)
+        .await?;
         tracing::info!(customer, kind, "{message}");
         Ok(())
     }
@@ -224,7 +262,13 @@ impl Licensing {
     // ---- accounts -------------------------------------------------------
 
     /// Creates an account and returns it with its API token (shown once).
-    pub async fn create_account(&self, actor: &Actor, customer: Option<&str>, email: &str, impersonal: bool) -> Result<(AccountView, Secret)> {
+    pub async fn create_account(
+        &self,
+        actor: &Actor,
+        customer: Option<&str>,
+        email: &str,
+        impersonal: bool,
+    ) -> Result<(AccountView, Secret)> {
         match customer {
             None => actor.require_operator()?,
             Some(c) => {
@@ -234,7 +278,12 @@ impl Licensing {
         }
         let email = email.trim();
         if !email.contains('@') || email.len() > 200 {
-            return Err(Error::invalid("invalid_email", format!("'{email}' is not an e-mail address; personal accounts are identified by e-mail")));
+            return Err(Error::invalid(
+                "invalid_email",
+                format!(
+                    "'{email}' is not an e-mail address; personal accounts are identified by e-mail"
+                ),
+            ));
         }
         let token = Secret::generate("lsa");
         let acc_id = id("acc");
@@ -250,17 +299,32 @@ impl Licensing {
         if let Err(sqlx::Error::Database(e)) = &res
             && e.is_unique_violation()
         {
-            return Err(Error::conflict("email_taken", format!("an account for '{email}' already exists")));
+            return Err(Error::conflict(
+                "email_taken",
+                format!("an account for '{email}' already exists"),
+            ));
         }
         res?;
         let view = AccountView {
             id: acc_id.clone(),
             email: email.into(),
             customer_id: customer.map(str::to_owned),
-            role: if customer.is_some() { "customer_admin" } else { "operator" },
+            role: if customer.is_some() {
+                "customer_admin"
+            } else {
+                "operator"
+            },
             impersonal,
         };
-        self.audit(actor, customer, "account.create", &acc_id, None, Some(serde_json::to_value(&view).unwrap_or_default())).await?;
+        self.audit(
+            actor,
+            customer,
+            "account.create",
+            &acc_id,
+            None,
+            Some(serde_json::to_value(&view).unwrap_or_default()),
+        )
+        .await?;
         Ok((view, token))
     }
 
@@ -296,7 +360,11 @@ impl Licensing {
     // ---- customers ------------------------------------------------------
 
     async fn customer_exists(&self, c: &str) -> Result<()> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM customers WHERE id = $1").bind(c).fetch_one(&self.db.pool).await?.try_get(0)?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM customers WHERE id = $1")
+            .bind(c)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get(0)?;
         if n == 0 {
             return Err(Error::not_found("customer", c));
         }
@@ -308,7 +376,10 @@ impl Licensing {
         actor.require_operator()?;
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(Error::invalid("invalid_name", "customer name must be 1-200 characters"));
+            return Err(Error::invalid(
+                "invalid_name",
+                "customer name must be 1-200 characters",
+            ));
         }
         let cid = id("cus");
         sqlx::query("INSERT INTO customers (id, name, allow_international, allow_premium, created_at_ms) VALUES ($1, $2, 0, 0, $3)")
@@ -318,7 +389,15 @@ impl Licensing {
             .execute(&self.db.pool)
             .await?;
         let view = self.customer(actor, &cid).await?;
-        self.audit(actor, Some(&cid), "customer.create", &cid, None, Some(serde_json::to_value(&view).unwrap_or_default())).await?;
+        self.audit(
+            actor,
+            Some(&cid),
+            "customer.create",
+            &cid,
+            None,
+            Some(serde_json::to_value(&view).unwrap_or_default()),
+        )
+        .await?;
         Ok(view)
     }
 
@@ -341,7 +420,9 @@ impl Licensing {
 
     /// Customers visible to the actor.
     pub async fn customers(&self, actor: &Actor) -> Result<Vec<CustomerView>> {
-        let rows = sqlx::query("SELECT id FROM customers ORDER BY id").fetch_all(&self.db.pool).await?;
+        let rows = sqlx::query("SELECT id FROM customers ORDER BY id")
+            .fetch_all(&self.db.pool)
+            .await?;
         let mut out = Vec::new();
         for r in rows {
             let cid: String = r.try_get(0)?;
@@ -353,49 +434,102 @@ impl Licensing {
     }
 
     /// Blocks (`Some(reason)`) or unblocks (`None`) a customer at once.
-    pub async fn set_customer_block(&self, actor: &Actor, cid: &str, reason: Option<&str>) -> Result<CustomerView> {
+    pub async fn set_customer_block(
+        &self,
+        actor: &Actor,
+        cid: &str,
+        reason: Option<&str>,
+    ) -> Result<CustomerView> {
         actor.require_operator()?;
         let before = self.customer(actor, cid).await?;
         if let Some(r) = reason
             && r.trim().is_empty()
         {
-            return Err(Error::invalid("reason_required", "give a reason for blocking; it is shown to the customer and kept in the audit log"));
+            return Err(Error::invalid(
+                "reason_required",
+                "give a reason for blocking; it is shown to the customer and kept in the audit log",
+            ));
         }
-        sqlx::query("UPDATE customers SET blocked_reason = $1 WHERE id = $2").bind(reason.map(str::to_owned)).bind(cid).execute(&self.db.pool).await?;
-        self.changed().await?;
-        let after = self.customer(actor, cid).await?;
-        let action = if reason.is_some() { "customer.block" } else { "customer.unblock" };
-        self.audit(actor, Some(cid), action, cid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
-        Ok(after)
-    }
-
-    /// Sets what a customer may dial (operator only).
-    pub async fn set_dial_permissions(&self, actor: &Actor, cid: &str, international: bool, premium: bool) -> Result<CustomerView> {
-        actor.require_operator()?;
-        let before = self.customer(actor, cid).await?;
-        sqlx::query("UPDATE customers SET allow_international = $1, allow_premium = $2 WHERE id = $3")
-            .bind(international as i32)
-            .bind(premium as i32)
+        sqlx::query("UPDATE customers SET blocked_reason = $1 WHERE id = $2")
+            .bind(reason.map(str::to_owned))
             .bind(cid)
             .execute(&self.db.pool)
             .await?;
         self.changed().await?;
         let after = self.customer(actor, cid).await?;
-        self.audit(actor, Some(cid), "customer.dial_permissions", cid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        let action = if reason.is_some() {
+            "customer.block"
+        } else {
+            "customer.unblock"
+        };
+        self.audit(
+            actor,
+            Some(cid),
+            action,
+            cid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
+        Ok(after)
+    }
+
+    /// Sets what a customer may dial (operator only).
+    pub async fn set_dial_permissions(
+        &self,
+        actor: &Actor,
+        cid: &str,
+        international: bool,
+        premium: bool,
+    ) -> Result<CustomerView> {
+        actor.require_operator()?;
+        let before = self.customer(actor, cid).await?;
+        sqlx::query(
+            "UPDATE customers SET allow_international = $1, allow_premium = $2 WHERE id = $3",
+        )
+        .bind(international as i32)
+        .bind(premium as i32)
+        .bind(cid)
+        .execute(&self.db.pool)
+        .await?;
+        self.changed().await?;
+        let after = self.customer(actor, cid).await?;
+        self.audit(
+            actor,
+            Some(cid),
+            "customer.dial_permissions",
+            cid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
         Ok(after)
     }
 
     // ---- telephony accounts and consent ---------------------------------
 
     /// Adds a telephony account; `secret` is stored encrypted, never returned.
-    pub async fn create_telephony_account(&self, actor: &Actor, cid: &str, provider: &str, settings: serde_json::Value, secret: Option<&str>) -> Result<TelephonyAccountView> {
+    pub async fn create_telephony_account(
+        &self,
+        actor: &Actor,
+        cid: &str,
+        provider: &str,
+        settings: serde_json::Value,
+        secret: Option<&str>,
+    ) -> Result<TelephonyAccountView> {
         actor.check_customer(cid)?;
         self.customer_exists(cid).await?;
         if !["sim", "sip"].contains(&provider) {
-            return Err(Error::invalid("invalid_provider", format!("provider '{provider}' is unknown; use \"sim\" or \"sip\"")));
+            return Err(Error::invalid(
+                "invalid_provider",
+                format!("provider '{provider}' is unknown; use \"sim\" or \"sip\""),
+            ));
         }
         if !settings.is_object() {
-            return Err(Error::invalid("invalid_settings", "settings must be a JSON object, e.g. {\"registrar\": \"sip.example.ch\", \"username\": \"...\"}"));
+            return Err(Error::invalid(
+                "invalid_settings",
+                "settings must be a JSON object, e.g. {\"registrar\": \"sip.example.ch\", \"username\": \"...\"}",
+            ));
         }
         let tid = id("tel");
         sqlx::query("INSERT INTO telephony_accounts (id, customer_id, provider, settings, secret_sealed, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -408,12 +542,24 @@ impl Licensing {
             .execute(&self.db.pool)
             .await?;
         let view = self.telephony_account(actor, &tid).await?;
-        self.audit(actor, Some(cid), "telephony_account.create", &tid, None, serde_json::to_value(&view).ok()).await?;
+        self.audit(
+            actor,
+            Some(cid),
+            "telephony_account.create",
+            &tid,
+            None,
+            serde_json::to_value(&view).ok(),
+        )
+        .await?;
         Ok(view)
     }
 
     /// One telephony account (without its secret).
-    pub async fn telephony_account(&self, actor: &Actor, tid: &str) -> Result<TelephonyAccountView> {
+    pub async fn telephony_account(
+        &self,
+        actor: &Actor,
+        tid: &str,
+    ) -> Result<TelephonyAccountView> {
         let row = sqlx::query("SELECT id, customer_id, provider, settings, secret_sealed IS NOT NULL, consent_by, consent_at_ms, consent_scope FROM telephony_accounts WHERE id = $1")
             .bind(tid)
             .fetch_optional(&self.db.pool)
@@ -424,7 +570,9 @@ impl Licensing {
             customer_id: row.try_get(1)?,
             provider: row.try_get(2)?,
             settings: serde_json::from_str(&row.try_get::<String, _>(3)?).unwrap_or_default(),
-            has_secret: row.try_get::<bool, _>(4).or_else(|_| row.try_get::<i32, _>(4).map(|v| v != 0))?,
+            has_secret: row
+                .try_get::<bool, _>(4)
+                .or_else(|_| row.try_get::<i32, _>(4).map(|v| v != 0))?,
             consent: match row.try_get::<Option<String>, _>(5)? {
                 Some(by) => Some(Consent {
                     by,
@@ -434,15 +582,26 @@ impl Licensing {
                 None => None,
             },
         };
-        actor.check_customer(&view.customer_id).map_err(|_| Error::not_found("telephony account", tid))?;
+        actor
+            .check_customer(&view.customer_id)
+            .map_err(|_| Error::not_found("telephony account", tid))?;
         Ok(view)
     }
 
     /// Records explicit consent to read the account's numbers.
-    pub async fn grant_consent(&self, actor: &Actor, tid: &str, scope: &str) -> Result<TelephonyAccountView> {
+    pub async fn grant_consent(
+        &self,
+        actor: &Actor,
+        tid: &str,
+        scope: &str,
+    ) -> Result<TelephonyAccountView> {
         let before = self.telephony_account(actor, tid).await?;
         if actor.is_operator() {
-            return Err(Error::new(ErrorKind::Forbidden, "customer_admin_only", "consent must be given by an admin of the customer, not by the operator"));
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "customer_admin_only",
+                "consent must be given by an admin of the customer, not by the operator",
+            ));
         }
         sqlx::query("UPDATE telephony_accounts SET consent_by = $1, consent_at_ms = $2, consent_scope = $3 WHERE id = $4")
             .bind(&actor.name)
@@ -453,8 +612,24 @@ impl Licensing {
             .await?;
         self.changed().await?;
         let after = self.telephony_account(actor, tid).await?;
-        self.audit(actor, Some(&after.customer_id), "consent.grant", tid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
-        self.notify(&after.customer_id, "consent.grant", &format!("{} gave consent to read the numbers of telephony account {tid} ({scope})", actor.name)).await?;
+        self.audit(
+            actor,
+            Some(&after.customer_id),
+            "consent.grant",
+            tid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
+        self.notify(
+            &after.customer_id,
+            "consent.grant",
+            &format!(
+                "{} gave consent to read the numbers of telephony account {tid} ({scope})",
+                actor.name
+            ),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -464,16 +639,39 @@ impl Licensing {
         sqlx::query("UPDATE telephony_accounts SET consent_by = NULL, consent_at_ms = NULL, consent_scope = NULL WHERE id = $1").bind(tid).execute(&self.db.pool).await?;
         self.changed().await?;
         let after = self.telephony_account(actor, tid).await?;
-        self.audit(actor, Some(&after.customer_id), "consent.revoke", tid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
-        self.notify(&after.customer_id, "consent.revoke", &format!("{} revoked consent for telephony account {tid}", actor.name)).await?;
+        self.audit(
+            actor,
+            Some(&after.customer_id),
+            "consent.revoke",
+            tid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
+        self.notify(
+            &after.customer_id,
+            "consent.revoke",
+            &format!("{} revoked consent for telephony account {tid}", actor.name),
+        )
+        .await?;
         Ok(after)
     }
 
     /// Imports numbers read from the telephony account; refused without consent.
-    pub async fn import_numbers(&self, actor: &Actor, tid: &str, numbers: &[String]) -> Result<Vec<NumberView>> {
+    pub async fn import_numbers(
+        &self,
+        actor: &Actor,
+        tid: &str,
+        numbers: &[String],
+    ) -> Result<Vec<NumberView>> {
         let acc = self.telephony_account(actor, tid).await?;
         if acc.consent.is_none() {
-            return Err(Error::conflict("consent_required", format!("telephony account {tid} has no consent; a customer admin must grant consent before numbers are imported")));
+            return Err(Error::conflict(
+                "consent_required",
+                format!(
+                    "telephony account {tid} has no consent; a customer admin must grant consent before numbers are imported"
+                ),
+            ));
         }
         let parsed: Vec<E164> = numbers
             .iter()
@@ -481,10 +679,19 @@ impl Licensing {
             .collect::<Result<_>>()?;
         let mut tx = self.db.pool.begin().await?;
         for n in &parsed {
-            let owner: Option<String> = sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1").bind(n.as_str()).fetch_optional(&mut *tx).await?.map(|r| r.try_get(0)).transpose()?;
+            let owner: Option<String> =
+                sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
+                    .bind(n.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
             match owner {
                 Some(o) if o != acc.customer_id => {
-                    return Err(Error::conflict("number_taken", format!("{n} belongs to another customer")));
+                    return Err(Error::conflict(
+                        "number_taken",
+                        format!("{n} belongs to another customer"),
+                    ));
                 }
                 Some(_) => {}
                 None => {
@@ -500,18 +707,32 @@ impl Licensing {
         }
         tx.commit().await?;
         self.changed().await?;
-        self.audit(actor, Some(&acc.customer_id), "numbers.import", tid, None, Some(serde_json::json!(parsed))).await?;
+        self.audit(
+            actor,
+            Some(&acc.customer_id),
+            "numbers.import",
+            tid,
+            None,
+            Some(serde_json::json!(parsed)),
+        )
+        .await?;
         self.numbers(actor, &acc.customer_id).await
     }
 
     /// Numbers of a customer.
     pub async fn numbers(&self, actor: &Actor, cid: &str) -> Result<Vec<NumberView>> {
         actor.check_customer(cid)?;
-        let rows = sqlx::query("SELECT e164, telephony_account_id FROM numbers WHERE customer_id = $1 ORDER BY e164").bind(cid).fetch_all(&self.db.pool).await?;
+        let rows = sqlx::query(
+            "SELECT e164, telephony_account_id FROM numbers WHERE customer_id = $1 ORDER BY e164",
+        )
+        .bind(cid)
+        .fetch_all(&self.db.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let e: String = r.try_get(0)?;
-                let n = E164::parse(&e).map_err(|er| Error::invalid("invalid_number", er.to_string()))?;
+                let n = E164::parse(&e)
+                    .map_err(|er| Error::invalid("invalid_number", er.to_string()))?;
                 Ok(NumberView {
                     national: n.national(),
                     e164: e,
@@ -524,15 +745,37 @@ impl Licensing {
     // ---- installations ---------------------------------------------------
 
     /// Enables a connector for a customer with a validated config.
-    pub async fn create_installation(&self, actor: &Actor, cid: &str, req: NewInstallation) -> Result<InstallationView> {
+    pub async fn create_installation(
+        &self,
+        actor: &Actor,
+        cid: &str,
+        req: NewInstallation,
+    ) -> Result<InstallationView> {
         actor.check_customer(cid)?;
         self.customer_exists(cid).await?;
         let secret_names = self.catalog.secret_fields(&req.connector).ok_or_else(|| {
-            Error::invalid("unknown_connector", format!("connector '{}' is not loaded; GET /api/v1/plugins lists the available ones", req.connector))
+            Error::invalid(
+                "unknown_connector",
+                format!(
+                    "connector '{}' is not loaded; GET /api/v1/plugins lists the available ones",
+                    req.connector
+                ),
+            )
         })?;
-        let problems = self.catalog.validate(&req.connector, &req.config).await.map_err(|e| Error::invalid("invalid_config", e))?;
+        let problems = self
+            .catalog
+            .validate(&req.connector, &req.config)
+            .await
+            .map_err(|e| Error::invalid("invalid_config", e))?;
         if !problems.is_empty() {
-            return Err(Error::invalid("invalid_config", format!("config for '{}' is invalid: {}", req.connector, problems.join("; "))));
+            return Err(Error::invalid(
+                "invalid_config",
+                format!(
+                    "config for '{}' is invalid: {}",
+                    req.connector,
+                    problems.join("; ")
+                ),
+            ));
         }
         let mut config = req.config.clone();
         let mut secrets = serde_json::Map::new();
@@ -544,7 +787,8 @@ impl Licensing {
             }
         }
         for h in &req.granted_hosts {
-            crate::plugins::capabilities::HostPattern::parse(h).map_err(|m| Error::invalid("invalid_host", format!("granted host '{h}': {m}")))?;
+            crate::plugins::capabilities::HostPattern::parse(h)
+                .map_err(|m| Error::invalid("invalid_host", format!("granted host '{h}': {m}")))?;
         }
         let iid = id("ins");
         sqlx::query("INSERT INTO installations (id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -560,7 +804,15 @@ impl Licensing {
             .await?;
         self.changed().await?;
         let view = self.installation(actor, &iid).await?;
-        self.audit(actor, Some(cid), "installation.create", &iid, None, serde_json::to_value(&view).ok()).await?;
+        self.audit(
+            actor,
+            Some(cid),
+            "installation.create",
+            &iid,
+            None,
+            serde_json::to_value(&view).ok(),
+        )
+        .await?;
         Ok(view)
     }
 
@@ -579,17 +831,27 @@ impl Licensing {
             granted_hosts: serde_json::from_str(&row.try_get::<String, _>(4)?).unwrap_or_default(),
             deliver_internal: row.try_get::<i32, _>(5)? != 0,
         };
-        actor.check_customer(&view.customer_id).map_err(|_| Error::not_found("installation", iid))?;
+        actor
+            .check_customer(&view.customer_id)
+            .map_err(|_| Error::not_found("installation", iid))?;
         Ok(view)
     }
 
     // ---- licenses and keys ----------------------------------------------
 
     /// Orders `count` licenses for an installation (state `ordered`).
-    pub async fn order_licenses(&self, actor: &Actor, iid: &str, count: u32) -> Result<Vec<LicenseView>> {
+    pub async fn order_licenses(
+        &self,
+        actor: &Actor,
+        iid: &str,
+        count: u32,
+    ) -> Result<Vec<LicenseView>> {
         let inst = self.installation(actor, iid).await?;
         if !(1..=1000).contains(&count) {
-            return Err(Error::invalid("invalid_count", format!("count {count} is out of range; order 1 to 1000 licenses at a time")));
+            return Err(Error::invalid(
+                "invalid_count",
+                format!("count {count} is out of range; order 1 to 1000 licenses at a time"),
+            ));
         }
         let mut ids = Vec::new();
         let mut tx = self.db.pool.begin().await?;
@@ -605,7 +867,15 @@ impl Licensing {
             ids.push(lid);
         }
         tx.commit().await?;
-        self.audit(actor, Some(&inst.customer_id), "license.order", iid, None, Some(serde_json::json!({ "licenses": ids }))).await?;
+        self.audit(
+            actor,
+            Some(&inst.customer_id),
+            "license.order",
+            iid,
+            None,
+            Some(serde_json::json!({ "licenses": ids })),
+        )
+        .await?;
         let mut out = Vec::new();
         for l in ids {
             out.push(self.license(actor, &l).await?);
@@ -631,7 +901,9 @@ impl Licensing {
             cancelled_at_ms: row.try_get(7)?,
             keys: Vec::new(),
         };
-        actor.check_customer(&view.customer_id).map_err(|_| Error::not_found("license", lid))?;
+        actor
+            .check_customer(&view.customer_id)
+            .map_err(|_| Error::not_found("license", lid))?;
         let keys = sqlx::query("SELECT id, masked, revoked_at_ms, blocked_reason FROM license_keys WHERE license_id = $1 ORDER BY created_at_ms").bind(lid).fetch_all(&self.db.pool).await?;
         for k in keys {
             view.keys.push(KeyView {
@@ -647,7 +919,10 @@ impl Licensing {
     /// Licenses of a customer.
     pub async fn licenses(&self, actor: &Actor, cid: &str) -> Result<Vec<LicenseView>> {
         actor.check_customer(cid)?;
-        let rows = sqlx::query("SELECT id FROM licenses WHERE customer_id = $1 ORDER BY id").bind(cid).fetch_all(&self.db.pool).await?;
+        let rows = sqlx::query("SELECT id FROM licenses WHERE customer_id = $1 ORDER BY id")
+            .bind(cid)
+            .fetch_all(&self.db.pool)
+            .await?;
         let mut out = Vec::new();
         for r in rows {
             out.push(self.license(actor, &r.try_get::<String, _>(0)?).await?);
@@ -661,13 +936,33 @@ impl Licensing {
         actor.require_operator()?;
         let before = self.license(actor, lid).await?;
         if before.state != "ordered" {
-            return Err(Error::conflict("illegal_transition", format!("license {lid} is {}; only an ordered license can be provisioned", before.state)));
+            return Err(Error::conflict(
+                "illegal_transition",
+                format!(
+                    "license {lid} is {}; only an ordered license can be provisioned",
+                    before.state
+                ),
+            ));
         }
-        sqlx::query("UPDATE licenses SET state = 'provisioned', provisioned_at_ms = $1 WHERE id = $2").bind(now_ms() as i64).bind(lid).execute(&self.db.pool).await?;
+        sqlx::query(
+            "UPDATE licenses SET state = 'provisioned', provisioned_at_ms = $1 WHERE id = $2",
+        )
+        .bind(now_ms() as i64)
+        .bind(lid)
+        .execute(&self.db.pool)
+        .await?;
         let key = self.insert_key(lid).await?;
         self.changed().await?;
         let after = self.license(actor, lid).await?;
-        self.audit(actor, Some(&after.customer_id), "license.provision", lid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        self.audit(
+            actor,
+            Some(&after.customer_id),
+            "license.provision",
+            lid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
         Ok((after, key))
     }
 
@@ -688,12 +983,28 @@ impl Licensing {
     pub async fn assign(&self, actor: &Actor, lid: &str, number: &str) -> Result<LicenseView> {
         let before = self.license(actor, lid).await?;
         if before.state != "provisioned" {
-            return Err(Error::conflict("illegal_transition", format!("license {lid} is {}; only a provisioned license can be assigned", before.state)));
+            return Err(Error::conflict(
+                "illegal_transition",
+                format!(
+                    "license {lid} is {}; only a provisioned license can be assigned",
+                    before.state
+                ),
+            ));
         }
         let n = E164::parse(number).map_err(|e| Error::invalid("invalid_number", e.to_string()))?;
-        let owner: Option<String> = sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1").bind(n.as_str()).fetch_optional(&self.db.pool).await?.map(|r| r.try_get(0)).transpose()?;
+        let owner: Option<String> = sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
+            .bind(n.as_str())
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
         if owner.as_deref() != Some(before.customer_id.as_str()) {
-            return Err(Error::invalid("unknown_number", format!("{n} is not a number of this customer; import it from the telephony account first")));
+            return Err(Error::invalid(
+                "unknown_number",
+                format!(
+                    "{n} is not a number of this customer; import it from the telephony account first"
+                ),
+            ));
         }
         let taken: i64 = sqlx::query("SELECT COUNT(*) FROM licenses WHERE installation_id = $1 AND number = $2 AND state = 'provisioned' AND id <> $3")
             .bind(&before.installation_id)
@@ -703,12 +1014,27 @@ impl Licensing {
             .await?
             .try_get(0)?;
         if taken > 0 {
-            return Err(Error::conflict("already_licensed", format!("{n} already has a license for this business application")));
+            return Err(Error::conflict(
+                "already_licensed",
+                format!("{n} already has a license for this business application"),
+            ));
         }
-        sqlx::query("UPDATE licenses SET number = $1 WHERE id = $2").bind(n.as_str()).bind(lid).execute(&self.db.pool).await?;
+        sqlx::query("UPDATE licenses SET number = $1 WHERE id = $2")
+            .bind(n.as_str())
+            .bind(lid)
+            .execute(&self.db.pool)
+            .await?;
         self.changed().await?;
         let after = self.license(actor, lid).await?;
-        self.audit(actor, Some(&after.customer_id), "license.assign", lid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        self.audit(
+            actor,
+            Some(&after.customer_id),
+            "license.assign",
+            lid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -716,12 +1042,27 @@ impl Licensing {
     pub async fn cancel(&self, actor: &Actor, lid: &str) -> Result<LicenseView> {
         let before = self.license(actor, lid).await?;
         if before.state == "cancelled" {
-            return Err(Error::conflict("illegal_transition", format!("license {lid} is already cancelled")));
+            return Err(Error::conflict(
+                "illegal_transition",
+                format!("license {lid} is already cancelled"),
+            ));
         }
-        sqlx::query("UPDATE licenses SET state = 'cancelled', cancelled_at_ms = $1 WHERE id = $2").bind(now_ms() as i64).bind(lid).execute(&self.db.pool).await?;
+        sqlx::query("UPDATE licenses SET state = 'cancelled', cancelled_at_ms = $1 WHERE id = $2")
+            .bind(now_ms() as i64)
+            .bind(lid)
+            .execute(&self.db.pool)
+            .await?;
         self.changed().await?;
         let after = self.license(actor, lid).await?;
-        self.audit(actor, Some(&after.customer_id), "license.cancel", lid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        self.audit(
+            actor,
+            Some(&after.customer_id),
+            "license.cancel",
+            lid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -729,13 +1070,27 @@ impl Licensing {
     pub async fn rotate_key(&self, actor: &Actor, lid: &str) -> Result<(LicenseView, Secret)> {
         let before = self.license(actor, lid).await?;
         if before.state != "provisioned" {
-            return Err(Error::conflict("illegal_transition", format!("license {lid} is {}; keys exist only for provisioned licenses", before.state)));
+            return Err(Error::conflict(
+                "illegal_transition",
+                format!(
+                    "license {lid} is {}; keys exist only for provisioned licenses",
+                    before.state
+                ),
+            ));
         }
         sqlx::query("UPDATE license_keys SET revoked_at_ms = $1 WHERE license_id = $2 AND revoked_at_ms IS NULL").bind(now_ms() as i64).bind(lid).execute(&self.db.pool).await?;
         let key = self.insert_key(lid).await?;
         self.changed().await?;
         let after = self.license(actor, lid).await?;
-        self.audit(actor, Some(&after.customer_id), "key.rotate", lid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        self.audit(
+            actor,
+            Some(&after.customer_id),
+            "key.rotate",
+            lid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
         Ok((after, key))
     }
 
@@ -746,28 +1101,65 @@ impl Licensing {
             .await?
             .ok_or_else(|| Error::not_found("key", kid))?
             .try_get(0)?;
-        self.license(actor, &lid).await.map_err(|_| Error::not_found("key", kid))
+        self.license(actor, &lid)
+            .await
+            .map_err(|_| Error::not_found("key", kid))
     }
 
     /// Revokes a key at once.
     pub async fn revoke_key(&self, actor: &Actor, kid: &str) -> Result<LicenseView> {
         let before = self.key_license(actor, kid).await?;
-        sqlx::query("UPDATE license_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL").bind(now_ms() as i64).bind(kid).execute(&self.db.pool).await?;
+        sqlx::query(
+            "UPDATE license_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL",
+        )
+        .bind(now_ms() as i64)
+        .bind(kid)
+        .execute(&self.db.pool)
+        .await?;
         self.changed().await?;
         let after = self.license(actor, &before.id).await?;
-        self.audit(actor, Some(&after.customer_id), "key.revoke", kid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        self.audit(
+            actor,
+            Some(&after.customer_id),
+            "key.revoke",
+            kid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
         Ok(after)
     }
 
     /// Blocks (`Some(reason)`) or unblocks a single key at once.
-    pub async fn set_key_block(&self, actor: &Actor, kid: &str, reason: Option<&str>) -> Result<LicenseView> {
+    pub async fn set_key_block(
+        &self,
+        actor: &Actor,
+        kid: &str,
+        reason: Option<&str>,
+    ) -> Result<LicenseView> {
         actor.require_operator()?;
         let before = self.key_license(actor, kid).await?;
-        sqlx::query("UPDATE license_keys SET blocked_reason = $1 WHERE id = $2").bind(reason.map(str::to_owned)).bind(kid).execute(&self.db.pool).await?;
+        sqlx::query("UPDATE license_keys SET blocked_reason = $1 WHERE id = $2")
+            .bind(reason.map(str::to_owned))
+            .bind(kid)
+            .execute(&self.db.pool)
+            .await?;
         self.changed().await?;
         let after = self.license(actor, &before.id).await?;
-        let action = if reason.is_some() { "key.block" } else { "key.unblock" };
-        self.audit(actor, Some(&after.customer_id), action, kid, serde_json::to_value(&before).ok(), serde_json::to_value(&after).ok()).await?;
+        let action = if reason.is_some() {
+            "key.block"
+        } else {
+            "key.unblock"
+        };
+        self.audit(
+            actor,
+            Some(&after.customer_id),
+            action,
+            kid,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
         Ok(after)
     }
 
@@ -777,10 +1169,22 @@ impl Licensing {
         self.customer_exists(cid).await?;
         let mut tx = self.db.pool.begin().await?;
         sqlx::query("DELETE FROM license_keys WHERE license_id IN (SELECT id FROM licenses WHERE customer_id = $1)").bind(cid).execute(&mut *tx).await?;
-        let n = sqlx::query("DELETE FROM licenses WHERE customer_id = $1").bind(cid).execute(&mut *tx).await?.rows_affected();
+        let n = sqlx::query("DELETE FROM licenses WHERE customer_id = $1")
+            .bind(cid)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         self.changed().await?;
-        self.audit(actor, Some(cid), "licenses.delete", cid, None, Some(serde_json::json!({ "deleted": n }))).await?;
+        self.audit(
+            actor,
+            Some(cid),
+            "licenses.delete",
+            cid,
+            None,
+            Some(serde_json::json!({ "deleted": n })),
+        )
+        .await?;
         Ok(n)
     }
 
@@ -790,26 +1194,42 @@ impl Licensing {
     pub async fn usage(&self, actor: &Actor, cid: &str) -> Result<UsageReport> {
         let customer = self.customer(actor, cid).await?;
         let licenses = self.licenses(actor, cid).await?;
-        let rows = sqlx::query("SELECT id, connector FROM installations WHERE customer_id = $1 ORDER BY id").bind(cid).fetch_all(&self.db.pool).await?;
+        let rows = sqlx::query(
+            "SELECT id, connector FROM installations WHERE customer_id = $1 ORDER BY id",
+        )
+        .bind(cid)
+        .fetch_all(&self.db.pool)
+        .await?;
         let mut applications = Vec::new();
         for r in rows {
             let iid: String = r.try_get(0)?;
             let connector: String = r.try_get(1)?;
-            let mine: Vec<&LicenseView> = licenses.iter().filter(|l| l.installation_id == iid).collect();
+            let mine: Vec<&LicenseView> = licenses
+                .iter()
+                .filter(|l| l.installation_id == iid)
+                .collect();
             let live = |l: &&&LicenseView| l.state != "cancelled";
             applications.push(ApplicationUsage {
                 installation_id: iid.clone(),
                 connector,
                 ordered: mine.iter().filter(live).count(),
                 provisioned: mine.iter().filter(|l| l.state == "provisioned").count(),
-                available: mine.iter().filter(|l| l.state == "provisioned" && l.number.is_none()).count(),
+                available: mine
+                    .iter()
+                    .filter(|l| l.state == "provisioned" && l.number.is_none())
+                    .count(),
                 assigned: mine
                     .iter()
                     .filter(|l| l.state == "provisioned" && l.number.is_some())
                     .map(|l| AssignedLicense {
                         license_id: l.id.clone(),
                         number: l.number.clone().unwrap_or_default(),
-                        keys: l.keys.iter().filter(|k| !k.revoked).map(|k| k.masked.clone()).collect(),
+                        keys: l
+                            .keys
+                            .iter()
+                            .filter(|k| !k.revoked)
+                            .map(|k| k.masked.clone())
+                            .collect(),
                     })
                     .collect(),
             });
@@ -818,7 +1238,12 @@ impl Licensing {
             customer_id: customer.id,
             customer_name: customer.name,
             generated_at_ms: now_ms(),
-            numbers: self.numbers(actor, cid).await?.into_iter().map(|n| n.e164).collect(),
+            numbers: self
+                .numbers(actor, cid)
+                .await?
+                .into_iter()
+                .map(|n| n.e164)
+                .collect(),
             applications,
         })
     }
@@ -850,8 +1275,12 @@ impl Licensing {
                     customer_id: r.try_get(4)?,
                     action: r.try_get(5)?,
                     target: r.try_get(6)?,
-                    before: r.try_get::<Option<String>, _>(7)?.and_then(|s| serde_json::from_str(&s).ok()),
-                    after: r.try_get::<Option<String>, _>(8)?.and_then(|s| serde_json::from_str(&s).ok()),
+                    before: r
+                        .try_get::<Option<String>, _>(7)?
+                        .and_then(|s| serde_json::from_str(&s).ok()),
+                    after: r
+                        .try_get::<Option<String>, _>(8)?
+                        .and_then(|s| serde_json::from_str(&s).ok()),
                 })
             })
             .collect()
@@ -1047,14 +1476,48 @@ impl UsageReport {
     /// CSV: one row per application and assignment.
     pub fn to_csv(&self) -> String {
         let mut w = csv::Writer::from_writer(Vec::new());
-        let _ = w.write_record(["customer", "installation", "connector", "ordered", "provisioned", "available", "license", "number", "keys"]);
+        let _ = w.write_record([
+            "customer",
+            "installation",
+            "connector",
+            "ordered",
+            "provisioned",
+            "available",
+            "license",
+            "number",
+            "keys",
+        ]);
         for a in &self.applications {
-            let counts = [a.ordered.to_string(), a.provisioned.to_string(), a.available.to_string()];
+            let counts = [
+                a.ordered.to_string(),
+                a.provisioned.to_string(),
+                a.available.to_string(),
+            ];
             if a.assigned.is_empty() {
-                let _ = w.write_record([&self.customer_id, &a.installation_id, &a.connector, &counts[0], &counts[1], &counts[2], "", "", ""]);
+                let _ = w.write_record([
+                    &self.customer_id,
+                    &a.installation_id,
+                    &a.connector,
+                    &counts[0],
+                    &counts[1],
+                    &counts[2],
+                    "",
+                    "",
+                    "",
+                ]);
             }
             for l in &a.assigned {
-                let _ = w.write_record([&self.customer_id, &a.installation_id, &a.connector, &counts[0], &counts[1], &counts[2], &l.license_id, &l.number, &l.keys.join(" ")]);
+                let _ = w.write_record([
+                    &self.customer_id,
+                    &a.installation_id,
+                    &a.connector,
+                    &counts[0],
+                    &counts[1],
+                    &counts[2],
+                    &l.license_id,
+                    &l.number,
+                    &l.keys.join(" "),
+                ]);
             }
         }
         String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()

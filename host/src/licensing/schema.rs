@@ -6,7 +6,7 @@ pub(super) fn ddl(db: &Db) -> Vec<String> {
     let serial = db.serial();
     vec![
         "CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, name TEXT NOT NULL, blocked_reason TEXT, allow_international INTEGER NOT NULL DEFAULT 0, allow_premium INTEGER NOT NULL DEFAULT 0, created_at_ms BIGINT NOT NULL)".into(),
-        "CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, customer_id TEXT REFERENCES customers(id), token_hash TEXT NOT NULL UNIQUE, impersonal INTEGER NOT NULL DEFAULT 0, created_at_ms BIGINT NOT NULL)".into(),
+        "CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, customer_id TEXT REFERENCES customers(id), token_hash TEXT NOT NULL UNIQUE, password_hash TEXT, impersonal INTEGER NOT NULL DEFAULT 0, created_at_ms BIGINT NOT NULL)".into(),
         "CREATE TABLE IF NOT EXISTS telephony_accounts (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id), provider TEXT NOT NULL, settings TEXT NOT NULL, secret_sealed TEXT, consent_by TEXT, consent_at_ms BIGINT, consent_scope TEXT, created_at_ms BIGINT NOT NULL)".into(),
         "CREATE TABLE IF NOT EXISTS numbers (e164 TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id), telephony_account_id TEXT REFERENCES telephony_accounts(id), created_at_ms BIGINT NOT NULL)".into(),
         "CREATE TABLE IF NOT EXISTS installations (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id), connector TEXT NOT NULL, config TEXT NOT NULL, secrets_sealed TEXT NOT NULL, granted_hosts TEXT NOT NULL, deliver_internal INTEGER NOT NULL DEFAULT 0, created_at_ms BIGINT NOT NULL)".into(),
@@ -15,6 +15,7 @@ pub(super) fn ddl(db: &Db) -> Vec<String> {
         "CREATE TABLE IF NOT EXISTS license_keys (id TEXT PRIMARY KEY, license_id TEXT NOT NULL REFERENCES licenses(id), secret_hash TEXT NOT NULL UNIQUE, masked TEXT NOT NULL, revoked_at_ms BIGINT, blocked_reason TEXT, created_at_ms BIGINT NOT NULL)".into(),
         format!("CREATE TABLE IF NOT EXISTS audit (seq {serial}, at_ms BIGINT NOT NULL, actor_id TEXT NOT NULL, actor_name TEXT NOT NULL, impersonal INTEGER NOT NULL, customer_id TEXT, action TEXT NOT NULL, target TEXT NOT NULL, before_json TEXT, after_json TEXT)"),
         "CREATE INDEX IF NOT EXISTS audit_customer ON audit (customer_id, seq)".into(),
+        "CREATE TABLE IF NOT EXISTS prices (connector TEXT NOT NULL, valid_from TEXT NOT NULL, monthly_chf TEXT NOT NULL, PRIMARY KEY (connector, valid_from))".into(),
         format!("CREATE TABLE IF NOT EXISTS notifications (seq {serial}, at_ms BIGINT NOT NULL, customer_id TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL)"),
     ]
 }

@@ -103,7 +103,10 @@ impl Outbox {
 
     /// Uses an open database and creates the tables.
     pub async fn open(db: Db) -> anyhow::Result<Self> {
-        let outbox = Self { pool: db.pool.clone(), db };
+        let outbox = Self {
+            pool: db.pool.clone(),
+            db,
+        };
         outbox.migrate().await?;
         Ok(outbox)
     }

@@ -35,15 +35,22 @@ impl Db {
         } else {
             Backend::Sqlite
         };
-        let opts = AnyConnectOptions::from_str(url).with_context(|| format!("invalid database URL {url}"))?;
+        let opts = AnyConnectOptions::from_str(url)
+            .with_context(|| format!("invalid database URL {url}"))?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous=FULL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout=5000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode=WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous=FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout=5000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
