@@ -32,6 +32,8 @@ pub struct Config {
     pub dialing: crate::dialing::RateLimits,
     /// Seconds SIGTERM waits for in-flight deliveries.
     pub drain_timeout_secs: u64,
+    /// Compiled-plugin cache; empty means `data_dir/cache`.
+    pub cache_dir: PathBuf,
 }
 
 /// Limits applied to every plugin invocation.
@@ -69,6 +71,7 @@ impl Default for Config {
             secret_key_file: PathBuf::new(),
             dialing: crate::dialing::RateLimits::default(),
             drain_timeout_secs: 10,
+            cache_dir: PathBuf::new(),
         }
     }
 }
@@ -127,6 +130,12 @@ impl Config {
         if let Some(v) = get("LEANSYNC_DATABASE_URL") {
             self.database_url = v;
         }
+        if let Some(v) = get("LEANSYNC_CACHE_DIR") {
+            self.cache_dir = v.into();
+        }
+        if let Some(v) = get("LEANSYNC_SECRET_KEY_FILE") {
+            self.secret_key_file = v.into();
+        }
         if let Some(v) = get("LEANSYNC_TELEPHONY_PROVIDER") {
             self.telephony.provider = v;
         }
@@ -156,7 +165,11 @@ impl Config {
 
     /// Where compiled plugin artifacts are cached.
     pub fn cache_dir(&self) -> PathBuf {
-        self.data_dir.join("cache")
+        if self.cache_dir.as_os_str().is_empty() {
+            self.data_dir.join("cache")
+        } else {
+            self.cache_dir.clone()
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use leansync_host::plugins::engine::Origin;
 use leansync_host::plugins::{Delivery, Status};
+use leansync_tests::host::leansync_bin;
 use leansync_tests::plugins::*;
 use serde_json::json;
 
@@ -138,18 +139,6 @@ fn plugin_check_exits_non_zero_with_the_problem() {
     assert_eq!(bad.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("this host supports 1.0.0"), "{stderr}");
-}
-
-/// The `leansync` binary built by `cargo build --workspace`.
-fn leansync_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("leansync");
-    assert!(
-        bin.is_file(),
-        "{} missing: run `cargo build -p leansync-host`",
-        bin.display()
-    );
-    bin
 }
 
 #[test]

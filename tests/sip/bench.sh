@@ -13,7 +13,8 @@
 #   PORT    use this UDP+TCP port instead of picking a free one
 #   DOMAIN  SIP domain and digest realm (default 127.0.0.1)
 #   KAMAILIO_SHM  shared memory in MB (-m), default 64
-#   INSTALL=1  apt-get install the packages if kamailio/sipp are missing
+#   INSTALL  1 (default): apt-get install missing packages when run as root;
+#            0: fail instead
 #
 # Logs: DIR/kamailio.log. Needs: kamailio, kamailio-presence-modules,
 # sip-tester (sipp); baresip is optional (click-to-call tests).
@@ -30,12 +31,14 @@ ensure_packages() {
 	[ -e "$(module_dir)/presence_dialoginfo.so" ] || missing+=(kamailio-presence-modules)
 	command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 	[ ${#missing[@]} -eq 0 ] && return 0
-	if [ "${INSTALL:-0}" = 1 ] && [ "$(id -u)" = 0 ]; then
+	if [ "${INSTALL:-1}" = 1 ] && [ "$(id -u)" = 0 ]; then
 		echo "bench.sh: installing ${missing[*]}" >&2
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 ||
-			{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; }
+		local apt=(apt-get -y -q -o DPkg::Lock::Timeout=300)
+		DEBIAN_FRONTEND=noninteractive "${apt[@]}" install "${missing[@]}" >&2 ||
+			{ "${apt[@]}" update >&2 && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install "${missing[@]}" >&2; } ||
+			die "could not install ${missing[*]}"
 	else
-		die "missing packages: ${missing[*]} (apt-get install -y ${missing[*]}, or set INSTALL=1)"
+		die "missing packages: ${missing[*]} (apt-get install -y ${missing[*]})"
 	fi
 }
 
@@ -130,8 +133,16 @@ ping() { # dir port
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
+# a process group with a live (non-zombie) member; the dead main process
+# stays a zombie until init reaps it, which can take seconds
+group_alive() { ps -o stat= -g "$1" 2>/dev/null | grep -qv '^Z'; }
+
 start_once() { # dir port -> 0 ok, 2 bind failure, 1 other failure
 	local dir=$1 port=$2 domain=${DOMAIN:-127.0.0.1} pid pgid i
+	if port_in_use "$port"; then
+		echo "bench.sh: port $port is in use" >&2
+		return 2
+	fi
 	render "$dir" "$port" "$domain"
 	rm -f "$dir/kamailio.pid" "$dir/kamailio.pgid" "$dir/kamailio_ctl"
 	# setsid: own session and process group; stdio detached so callers reading
@@ -145,8 +156,9 @@ start_once() { # dir port -> 0 ok, 2 bind failure, 1 other failure
 			grep -qiE "address already in use|bind.*failed|cannot bind" "$dir/kamailio.log" && return 2
 			return 1
 		fi
-		if ping "$dir" "$port"; then
+		if ping "$dir" "$port" && alive "$pid"; then
 			pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+			[ -n "$pgid" ] || return 1
 			echo "$pgid" >"$dir/kamailio.pgid"
 			echo "$port" >"$dir/port"
 			echo "PORT=$port"
@@ -165,7 +177,7 @@ cmd_start() {
 	[ -f "$TEMPLATE" ] || die "template $TEMPLATE missing"
 	mkdir -p "$dir"
 	dir="$(cd "$dir" && pwd)"
-	if [ -f "$dir/kamailio.pgid" ] && kill -0 -- "-$(cat "$dir/kamailio.pgid")" 2>/dev/null; then
+	if [ -f "$dir/kamailio.pgid" ] && group_alive "$(cat "$dir/kamailio.pgid")"; then
 		die "a bench is already running in $dir (bench.sh stop $dir)"
 	fi
 	write_ping "$dir"
@@ -191,17 +203,18 @@ cmd_stop() {
 	pgid=$(cat "$dir/kamailio.pgid")
 	[ -n "$pgid" ] && [ "$pgid" -gt 1 ] || die "bad pgid '$pgid' in $dir/kamailio.pgid"
 	kill -TERM -- "-$pgid" 2>/dev/null || true
-	for i in $(seq 1 30); do
-		kill -0 -- "-$pgid" 2>/dev/null || break
-		sleep 0.1
+	for i in $(seq 1 50); do
+		group_alive "$pgid" || break
+		sleep 0.05
 	done
-	kill -KILL -- "-$pgid" 2>/dev/null || true
+	group_alive "$pgid" && kill -KILL -- "-$pgid" 2>/dev/null
+	true
 	rm -f "$dir/kamailio.pgid"
 }
 
 cmd_status() {
 	local dir=$1
-	[ -f "$dir/kamailio.pgid" ] && kill -0 -- "-$(cat "$dir/kamailio.pgid")" 2>/dev/null
+	[ -f "$dir/kamailio.pgid" ] && group_alive "$(cat "$dir/kamailio.pgid")"
 }
 
 case "${1:-}" in

@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests (`tests/all`).
 
 pub mod db;
+pub mod host;
 pub mod plugins;
 pub mod receiver;
