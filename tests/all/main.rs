@@ -1,6 +1,7 @@
 //! End-to-end tests, compiled into one binary; one file per behaviour.
 
 mod admin_api;
+mod crash;
 mod licensing_e2e;
 mod pipeline_delivery;
 mod plugin_faults;

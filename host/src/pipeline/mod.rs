@@ -269,7 +269,10 @@ impl Pipeline {
                         if let Some(ack) = ack {
                             let _ = ack.send(Ok(seq));
                         }
-                        self.accepted(seq, event, targets, rows);
+                        // A duplicate is already delivered or pending.
+                        if let Some(rows) = rows {
+                            self.accepted(seq, event, targets, rows);
+                        }
                     }
                 }
                 Err(e) => {

@@ -128,6 +128,8 @@ impl Outbox {
             ),
             "CREATE INDEX IF NOT EXISTS call_events_number ON call_events (number, seq)".into(),
             "CREATE INDEX IF NOT EXISTS call_events_call ON call_events (call_id, seq)".into(),
+            // An event re-sent after a lost acknowledgement is stored once.
+            "CREATE UNIQUE INDEX IF NOT EXISTS call_events_event ON call_events (event_id)".into(),
             "CREATE INDEX IF NOT EXISTS call_events_created ON call_events (created_at_ms)".into(),
             format!(
                 "CREATE TABLE IF NOT EXISTS deliveries (
@@ -152,18 +154,21 @@ impl Outbox {
     }
 
     /// Writes events and their deliveries in one transaction; returns, per
-    /// event, its sequence number and the delivery rows created.
+    /// event, its sequence number and the delivery rows created. An event
+    /// already stored (same event id: a sender retrying after a lost
+    /// acknowledgement) keeps its sequence number and gets no new rows:
+    /// `None` in place of the rows.
     pub async fn append(
         &self,
         batch: &[(CallEvent, Vec<NewDelivery>)],
-    ) -> anyhow::Result<Vec<(i64, Vec<DeliveryRow>)>> {
+    ) -> anyhow::Result<Vec<(i64, Option<Vec<DeliveryRow>>)>> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms() as i64;
         let mut out = Vec::with_capacity(batch.len());
         for (event, targets) in batch {
             let payload = serde_json::to_string(event)?;
-            let seq: i64 = sqlx::query(
-                "INSERT INTO call_events (call_id, event_id, number, state, payload, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+            let inserted = sqlx::query(
+                "INSERT INTO call_events (call_id, event_id, number, state, payload, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING RETURNING seq",
             )
             .bind(&event.call_id)
             .bind(event.event_id())
@@ -171,9 +176,18 @@ impl Outbox {
             .bind(event.state.as_str())
             .bind(payload)
             .bind(now)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(inserted) = inserted else {
+                let seq: i64 = sqlx::query("SELECT seq FROM call_events WHERE event_id = $1")
+                    .bind(event.event_id())
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                out.push((seq, None));
+                continue;
+            };
+            let seq: i64 = inserted.try_get(0)?;
             let mut rows = Vec::with_capacity(targets.len());
             for t in targets {
                 let key = format!(
@@ -210,7 +224,7 @@ impl Outbox {
                     created_at_ms: now,
                 });
             }
-            out.push((seq, rows));
+            out.push((seq, Some(rows)));
         }
         tx.commit().await?;
         Ok(out)

@@ -544,18 +544,23 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (hex_value(bytes.get(i + 1)), hex_value(bytes.get(i + 2)))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_value(b: Option<&u8>) -> Option<u8> {
+    char::from(*b?)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// A normalised change of one call on the monitored number, derived by
@@ -1629,6 +1634,8 @@ mod tests {
             ("sip:%2B41441234567@h", Some("+41441234567")),
             ("sip:41441234567;npdi@h", Some("41441234567")),
             ("sip:*97@pbx", Some("*97")),
+            ("sip:%2b41%3x1@h", Some("+41%3x1")),
+            ("sip:100%@h", Some("100%")),
             ("  sip:bob@example.com  ", Some("bob")),
             ("0441234567", Some("0441234567")),
             ("bob@example.com", Some("bob")),
