@@ -108,7 +108,7 @@ write_ping() {
 <?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="bench ping">
-  <send>
+  <send retrans="20">
     <![CDATA[
       OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -121,7 +121,7 @@ write_ping() {
 
     ]]>
   </send>
-  <recv response="200" timeout="300"/>
+  <recv response="200" timeout="500"/>
 </scenario>
 XML
 }
@@ -133,9 +133,18 @@ ping() { # dir port
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
-# a process group with a live (non-zombie) member; the dead main process
-# stays a zombie until init reaps it, which can take seconds
-group_alive() { ps -o stat= -g "$1" 2>/dev/null | grep -qv '^Z'; }
+# Live (non-zombie) kamailio processes of process group $1 started with
+# config $2 (any config when empty). Matching the command name and the config
+# path guards against a reused pgid and never matches this script's own
+# pipeline (ps -g would select by session, not process group). The dead main
+# process stays a zombie until init reaps it, which can take seconds.
+group_procs() {
+	ps -eo pgid=,stat=,comm=,args= 2>/dev/null |
+		awk -v g="$1" -v cfg="$2" '$1 == g && $2 !~ /^Z/ && $3 == "kamailio" &&
+			(cfg == "" || index($0, "-f " cfg " ") > 0) { n++ } END { exit n > 0 ? 0 : 1 }'
+}
+group_alive() { group_procs "$1" ""; }
+ours() { group_procs "$2" "$1/kamailio.cfg"; }
 
 start_once() { # dir port -> 0 ok, 2 bind failure, 1 other failure
 	local dir=$1 port=$2 domain=${DOMAIN:-127.0.0.1} pid pgid i
@@ -150,7 +159,7 @@ start_once() { # dir port -> 0 ok, 2 bind failure, 1 other failure
 	setsid kamailio -DD -E -Y "$dir" -m "${KAMAILIO_SHM:-64}" -f "$dir/kamailio.cfg" -P "$dir/kamailio.pid" \
 		</dev/null >"$dir/kamailio.log" 2>&1 &
 	pid=$!
-	for i in $(seq 1 100); do # up to ~10 s
+	for i in $(seq 1 200); do # up to ~10 s
 		if ! alive "$pid"; then
 			wait "$pid" 2>/dev/null || true
 			grep -qiE "address already in use|bind.*failed|cannot bind" "$dir/kamailio.log" && return 2
@@ -165,7 +174,7 @@ start_once() { # dir port -> 0 ok, 2 bind failure, 1 other failure
 			echo "PGID=$pgid"
 			return 0
 		fi
-		sleep 0.1
+		sleep 0.05
 	done
 	kill -KILL -- "-$pid" 2>/dev/null || true
 	return 1
@@ -177,7 +186,8 @@ cmd_start() {
 	[ -f "$TEMPLATE" ] || die "template $TEMPLATE missing"
 	mkdir -p "$dir"
 	dir="$(cd "$dir" && pwd)"
-	if [ -f "$dir/kamailio.pgid" ] && group_alive "$(cat "$dir/kamailio.pgid")"; then
+	if [ -f "$dir/kamailio.pgid" ] && ours "$dir" "$(cat "$dir/kamailio.pgid")" &&
+		group_alive "$(cat "$dir/kamailio.pgid")"; then
 		die "a bench is already running in $dir (bench.sh stop $dir)"
 	fi
 	write_ping "$dir"
@@ -192,8 +202,8 @@ cmd_start() {
 		[ $rc = 2 ] && [ $tries -gt 0 ] && continue
 		break
 	done
-	echo "bench.sh: kamailio did not start; last log lines:" >&2
-	tail -n 30 "$dir/kamailio.log" >&2 || true
+	echo "bench.sh: kamailio did not start" >&2
+	[ -f "$dir/kamailio.log" ] && tail -n 30 "$dir/kamailio.log" >&2
 	exit 1
 }
 
@@ -202,6 +212,11 @@ cmd_stop() {
 	[ -f "$dir/kamailio.pgid" ] || return 0
 	pgid=$(cat "$dir/kamailio.pgid")
 	[ -n "$pgid" ] && [ "$pgid" -gt 1 ] || die "bad pgid '$pgid' in $dir/kamailio.pgid"
+	dir="$(cd "$dir" && pwd)"
+	if ! ours "$dir" "$pgid"; then
+		rm -f "$dir/kamailio.pgid" # already gone (and the pgid may be reused)
+		return 0
+	fi
 	kill -TERM -- "-$pgid" 2>/dev/null || true
 	for i in $(seq 1 50); do
 		group_alive "$pgid" || break
@@ -213,8 +228,11 @@ cmd_stop() {
 }
 
 cmd_status() {
-	local dir=$1
-	[ -f "$dir/kamailio.pgid" ] && group_alive "$(cat "$dir/kamailio.pgid")"
+	local dir=$1 pgid
+	[ -f "$dir/kamailio.pgid" ] || return 1
+	pgid=$(cat "$dir/kamailio.pgid")
+	dir="$(cd "$dir" && pwd)"
+	ours "$dir" "$pgid" && group_alive "$pgid"
 }
 
 case "${1:-}" in

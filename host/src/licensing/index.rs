@@ -112,29 +112,35 @@ impl Index {
             if !active {
                 continue;
             }
-            let target = Target {
-                license_id: lid.clone(),
-                customer_id: cid.clone(),
-                installation: inst.clone(),
-                deliver_internal: *internal,
-                lookup: false,
-            };
-            for (kid, hash) in &keys[&lid] {
-                idx.by_key_hash.insert(
-                    hash.clone(),
-                    KeyScope {
-                        key_id: kid.clone(),
-                        license_id: lid.clone(),
-                        customer_id: cid.clone(),
-                        installation_id: iid.clone(),
-                        number: number.clone(),
-                    },
-                );
-            }
-            idx.by_installation.entry(iid.clone()).or_insert_with(|| target.clone());
-            idx.by_number.entry(number).or_default().push(target);
+            idx.add(&lid, &cid, number, inst.clone(), *internal, &keys[&lid]);
         }
         Ok(idx)
+    }
+
+    /// Adds one active license with its keys `(key id, secret hash)`.
+    pub fn add(&mut self, license_id: &str, customer_id: &str, number: E164, installation: Arc<Installation>, deliver_internal: bool, keys: &[(String, String)]) {
+        let target = Target {
+            license_id: license_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            installation: installation.clone(),
+            deliver_internal,
+            lookup: false,
+        };
+        for (kid, hash) in keys {
+            self.by_key_hash.insert(
+                hash.clone(),
+                KeyScope {
+                    key_id: kid.clone(),
+                    license_id: license_id.to_owned(),
+                    customer_id: customer_id.to_owned(),
+                    installation_id: installation.id.clone(),
+                    number: number.clone(),
+                },
+            );
+        }
+        self.owners.entry(number.clone()).or_insert_with(|| customer_id.to_owned());
+        self.by_installation.entry(installation.id.clone()).or_insert_with(|| target.clone());
+        self.by_number.entry(number).or_default().push(target);
     }
 
     /// Active targets of a number.
