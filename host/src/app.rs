@@ -106,6 +106,16 @@ impl App {
                     let sim = Arc::new(SimProvider::new(pipeline.events()));
                     (sim.clone(), Some(sim))
                 }
+                "sip" => (
+                    Arc::new(
+                        crate::telephony::sip::SipProvider::start(
+                            config.telephony.sip.clone(),
+                            pipeline.events(),
+                        )
+                        .await?,
+                    ),
+                    None,
+                ),
                 _ => (
                     crate::telephony::build(&config.telephony, pipeline.events())?,
                     None,
@@ -168,8 +178,19 @@ impl App {
                 plugins: self.plugins.clone(),
             }))
             .merge(api::widget::router())
+            .merge(crate::portal::router(crate::portal::PortalState::new(
+                self.clone(),
+            )))
             .merge(operator(api::flow::operator_router(self.pipeline.clone())))
             .merge(api::flow::metrics_router(self.pipeline.clone()));
+        let telephony = self.telephony.clone();
+        router = router.merge(operator(Router::new().route(
+            "/api/v1/telephony",
+            axum::routing::get(move || {
+                let t = telephony.clone();
+                async move { axum::Json(t.status()) }
+            }),
+        )));
         if let Some(sim) = &self.sim {
             router = router.merge(operator(crate::telephony::sim::router(sim.clone())));
         }

@@ -56,6 +56,8 @@ pub struct PluginLimits {
 pub struct TelephonyConfig {
     /// `sim` (built-in simulated PBX, the default) or `sip`.
     pub provider: String,
+    /// Settings of the `sip` provider.
+    pub sip: crate::telephony::sip::SipConfig,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for TelephonyConfig {
     fn default() -> Self {
         Self {
             provider: "sim".into(),
+            sip: Default::default(),
         }
     }
 }
@@ -129,6 +132,18 @@ impl Config {
         }
         if let Some(v) = get("LEANSYNC_DATABASE_URL") {
             self.database_url = v;
+        }
+        if let Some(v) = get("LEANSYNC_SIP_SERVER") {
+            self.telephony.sip.server = v;
+        }
+        if let Some(v) = get("LEANSYNC_SIP_DOMAIN") {
+            self.telephony.sip.domain = v;
+        }
+        if let Some(v) = get("LEANSYNC_SIP_USERNAME") {
+            self.telephony.sip.username = v;
+        }
+        if let Some(v) = get("LEANSYNC_SIP_PASSWORD") {
+            self.telephony.sip.password = v;
         }
         if let Some(v) = get("LEANSYNC_CACHE_DIR") {
             self.cache_dir = v.into();

@@ -10,6 +10,7 @@ pub mod licensing;
 pub mod number;
 pub mod pipeline;
 pub mod plugins;
+pub mod portal;
 pub mod store;
 pub mod telephony;
 pub mod wiring;

@@ -8,4 +8,6 @@ mod plugin_faults;
 mod plugin_http;
 mod plugin_loading;
 mod plugin_reload;
+mod portal;
+mod sip;
 mod webhook;

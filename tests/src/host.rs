@@ -22,7 +22,8 @@ pub fn leansync_bin() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on 127.0.0.1 (also used for UDP by the SIP tests).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -39,6 +40,7 @@ pub struct Host {
     /// Data directory (kept across restarts).
     pub data: PathBuf,
     db_url: String,
+    env: Vec<(String, String)>,
     port: u16,
     child: Option<Child>,
     client: reqwest::Client,
@@ -49,6 +51,11 @@ impl Host {
     /// Bootstraps an operator and starts a host on `db_url` ("" = SQLite in
     /// the data dir).
     pub async fn start(db_url: &str) -> Host {
+        Self::start_with(db_url, &[]).await
+    }
+
+    /// Like [`Host::start`] with extra environment variables.
+    pub async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut h = Host {
@@ -56,6 +63,7 @@ impl Host {
             token: String::new(),
             data,
             db_url: db_url.to_owned(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             port: free_port(),
             child: None,
             client: reqwest::Client::builder()
@@ -100,6 +108,9 @@ impl Host {
             .env("LEANSYNC_LOG", "info,leansync_host=debug");
         if !self.db_url.is_empty() {
             c.env("LEANSYNC_DATABASE_URL", &self.db_url);
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
         }
         c
     }

@@ -2,7 +2,9 @@
 //! [`crate::call::CallEvent`].
 
 pub mod cli;
+pub mod dialoginfo;
 pub mod sim;
+pub mod sip;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -44,6 +46,8 @@ pub struct ProviderStatus {
     pub connected: bool,
     /// Numbers currently monitored.
     pub monitored: usize,
+    /// Of those, how many the PBX confirmed (active subscriptions).
+    pub active: usize,
     /// Last error, e.g. wrong credentials.
     pub last_error: Option<String>,
 }

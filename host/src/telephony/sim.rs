@@ -187,6 +187,7 @@ impl Provider for SimProvider {
             kind: "sim",
             connected: true,
             monitored: self.monitored.read().len(),
+            active: self.monitored.read().len(),
             last_error: None,
         }
     }

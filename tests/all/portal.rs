@@ -1,0 +1,895 @@
+//! The admin portal through the binary: the whole customer journey in a
+//! headless Chromium (fantoccini + chromedriver) with a screenshot of each
+//! step in `target/portal-screenshots/`; tenant isolation by URL and hidden
+//! form fields; CSRF refusal; session cookie flags and the sign-in lock-out.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use leansync_tests::host::{Host, Tenant, eventually};
+use leansync_tests::plugins::repo_root;
+use leansync_tests::receiver::Receiver;
+use serde_json::{Value, json};
+
+const OP_EMAIL: &str = "ops@leansync.test";
+const OP_PASSWORD: &str = "operator-password-1";
+const ADMIN_PASSWORD: &str = "customer-admin-pw-1";
+
+/// Sets the portal password of the bootstrapped operator through the API.
+async fn operator_password(h: &Host) {
+    let me = h.op("GET", "/api/v1/me", None).await;
+    let id = me["id"].as_str().unwrap();
+    h.op(
+        "PUT",
+        &format!("/api/v1/accounts/{id}/password"),
+        Some(json!({ "password": OP_PASSWORD })),
+    )
+    .await;
+}
+
+fn webhook_calls(r: &Receiver) -> Vec<Value> {
+    r.received()
+        .iter()
+        .filter_map(|x| serde_json::from_slice::<Value>(&x.body).ok())
+        .map(|v| v["event"].clone())
+        .collect()
+}
+
+// ---- browser ----------------------------------------------------------------
+
+/// chromedriver on a free port and a headless Chromium session.
+struct Browser {
+    client: Client,
+    driver: Child,
+    base: String,
+    shots: PathBuf,
+    step: u32,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Browser {
+    async fn start(base: &str) -> Browser {
+        for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} missing: run scripts/test-deps.sh (apt-get install chromium chromium-driver)"
+            );
+        }
+        let port = free_port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let until = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,1000", "--lang=en-US", "--no-first-run"]
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .expect("WebDriver session with headless Chromium");
+        let shots = repo_root().join("target/portal-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Browser {
+            client,
+            driver,
+            base: base.to_owned(),
+            shots,
+            step: 0,
+        }
+    }
+
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("goto {path}: {e}"));
+    }
+
+    async fn path(&self) -> String {
+        let u = self.client.current_url().await.unwrap();
+        u.path().to_owned()
+    }
+
+    async fn html(&self) -> String {
+        self.client.source().await.unwrap()
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let e = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+
+    /// Clicks and waits until the next page has loaded.
+    async fn click(&self, css: &str) {
+        self.client
+            .execute("window.__lsOld = true; return true;", vec![])
+            .await
+            .unwrap();
+        let e = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on {}: {e}", self.path().await));
+        e.click().await.unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let loaded = self
+                .client
+                .execute(
+                    "return window.__lsOld === undefined && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await
+                .map(|v| v == json!(true))
+                .unwrap_or(false);
+            if loaded {
+                return;
+            }
+            assert!(Instant::now() < until, "no page load after clicking {css}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Saves a PNG of the viewport as `NN-name.png`.
+    async fn shot(&mut self, name: &str) {
+        self.step += 1;
+        let png = self.client.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+        std::fs::write(
+            self.shots.join(format!("{:02}-{name}.png", self.step)),
+            png,
+        )
+        .unwrap();
+    }
+
+    /// How many pixels the page is wider than the window (0: no
+    /// horizontal scrolling).
+    async fn overflow(&self) -> i64 {
+        self.client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn login(&self, email: &str, password: &str) {
+        self.goto("/portal/login").await;
+        self.fill("#email", email).await;
+        self.fill("#password", password).await;
+        self.click("#sign-in").await;
+        assert!(
+            !self.path().await.ends_with("/login"),
+            "sign-in as {email} failed:\n{}",
+            self.html().await
+        );
+    }
+
+    async fn logout(&self) {
+        self.click("#logout").await;
+        assert_eq!(self.path().await, "/portal/login");
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn customer_journey_in_a_browser() {
+    let h = Host::start("").await;
+    operator_password(&h).await;
+    let receiver = Receiver::start().await;
+    let mut b = Browser::start(&h.url).await;
+
+    // `/` leads to the portal's sign-in page.
+    b.goto("/").await;
+    assert_eq!(b.path().await, "/portal/login");
+    b.shot("sign-in").await;
+
+    // Operator signs in, creates the customer and its admin.
+    b.login(OP_EMAIL, OP_PASSWORD).await;
+    assert_eq!(b.path().await, "/portal/customers");
+    assert!(b.html().await.contains("No customers yet"));
+    b.shot("operator-customers-empty").await;
+    b.fill("#name", "Muster AG").await;
+    b.click("#new-customer button[type=submit]").await;
+    let path = b.path().await;
+    let cid = path
+        .strip_prefix("/portal/c/")
+        .and_then(|p| p.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("not on the customer page: {path}"))
+        .to_owned();
+    assert!(b.html().await.contains("Muster AG"));
+    b.shot("operator-customer-created").await;
+
+    b.goto(&format!("/portal/c/{cid}/accounts")).await;
+    b.fill("#email", "anna@muster.test").await;
+    b.fill("#password", ADMIN_PASSWORD).await;
+    b.click("#new-admin button[type=submit]").await;
+    let token = b.text("#secret-value").await;
+    assert!(token.starts_with("lsa"), "API token shown once: {token}");
+    b.shot("operator-admin-created-token-once").await;
+    b.logout().await;
+
+    // The customer admin signs in and lands on the own customer.
+    b.login("anna@muster.test", ADMIN_PASSWORD).await;
+    assert_eq!(b.path().await, format!("/portal/c/{cid}/"));
+    b.shot("admin-overview").await;
+
+    // Telephony account (simulated PBX, numbers in its settings).
+    b.goto(&format!("/portal/c/{cid}/telephony")).await;
+    b.fill("#numbers", "044 123 45 67\n044 123 45 68").await;
+    b.fill("#secret", "pbx-password-123").await;
+    b.click("#new-telephony button[type=submit]").await;
+    let html = b.html().await;
+    assert!(html.contains("No consent"), "{html}");
+    assert!(
+        !html.contains("pbx-password-123"),
+        "PBX secret shown again"
+    );
+    b.shot("telephony-account-connected").await;
+
+    // Consent: says what is read, needs the checkbox.
+    b.click("#telephony-accounts a.button").await;
+    let html = b.html().await;
+    assert!(html.contains("the phone numbers of the account"), "{html}");
+    assert!(html.contains("044 123 45 67") && html.contains("044 123 45 68"));
+    b.shot("consent-page").await;
+    b.click("#give-consent").await;
+    assert!(
+        b.text("#err-confirm").await.contains("Tick the box"),
+        "missing checkbox must be explained next to it"
+    );
+    b.client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.click("#give-consent").await;
+    assert!(b.path().await.ends_with("/import"), "{}", b.path().await);
+    b.shot("consent-given-import").await;
+
+    // Import → numbers in E.164 and national form.
+    b.click("#import").await;
+    assert_eq!(b.path().await, format!("/portal/c/{cid}/numbers"));
+    let html = b.html().await;
+    for n in ["+41441234567", "044 123 45 67", "+41441234568", "044 123 45 68"] {
+        assert!(html.contains(n), "{n} missing on the numbers page");
+    }
+    b.shot("numbers-imported").await;
+
+    // Webhook connector through the form generated from its schema.
+    b.goto(&format!("/portal/c/{cid}/apps")).await;
+    b.click("#enable-webhook").await;
+    let html = b.html().await;
+    assert!(html.contains("Receiver URL") && html.contains("Signing secret"));
+    assert!(html.contains(r#"type="password""#), "x-secret as a password input");
+    b.shot("webhook-form-generated").await;
+    // Required field left empty: the error appears next to it.
+    b.fill("#f-secret", "whsec-portal").await;
+    b.click("#enable").await;
+    assert!(b.text("#err-url").await.contains("required"));
+    assert!(
+        !b.html().await.contains("whsec-portal"),
+        "secret filled in again"
+    );
+    b.shot("webhook-form-error-next-to-field").await;
+    b.fill("#f-url", &format!("{}/calls", receiver.url())).await;
+    b.fill("#f-secret", "whsec-portal").await;
+    b.fill("#granted_hosts", "127.0.0.1").await;
+    b.click("#enable").await;
+    assert_eq!(b.path().await, format!("/portal/c/{cid}/apps"));
+    let html = b.html().await;
+    assert!(html.contains("Business application enabled"), "{html}");
+    assert!(!html.contains("whsec-portal"), "secret shown after saving");
+    b.shot("webhook-enabled").await;
+
+    // Order a license.
+    b.goto(&format!("/portal/c/{cid}/licenses")).await;
+    b.fill("#count", "1").await;
+    b.click("#order").await;
+    let html = b.html().await;
+    assert!(html.contains("waiting for an operator"), "{html}");
+    b.shot("license-ordered").await;
+    b.logout().await;
+
+    // The operator provisions it in the portal; the key is shown once.
+    b.login(OP_EMAIL, OP_PASSWORD).await;
+    b.goto(&format!("/portal/c/{cid}/licenses")).await;
+    b.shot("operator-sees-ordered-license").await;
+    b.click("button.provision").await;
+    let provisioned_key = b.text("#secret-value").await;
+    assert!(provisioned_key.starts_with("lsk"), "{provisioned_key}");
+    b.shot("operator-provisioned-key-once").await;
+    b.goto("/portal/plugins").await;
+    assert!(b.html().await.contains("webhook"));
+    b.shot("operator-plugins").await;
+    b.goto("/portal/health").await;
+    assert!(b.html().await.contains("Ready"));
+    b.shot("operator-health").await;
+    b.logout().await;
+
+    // The customer admin assigns it to a number and rotates the key.
+    b.login("anna@muster.test", ADMIN_PASSWORD).await;
+    b.goto(&format!("/portal/c/{cid}/licenses")).await;
+    b.click("form.assign button[type=submit]").await;
+    let html = b.html().await;
+    assert!(html.contains("License assigned"), "{html}");
+    b.shot("license-assigned").await;
+    b.goto(&format!("/portal/c/{cid}/keys")).await;
+    b.click("button.rotate").await;
+    let html = b.html().await;
+    assert!(html.contains("shown only this once"), "warning missing");
+    let key = b.text("#secret-value").await;
+    assert!(key.starts_with("lsk") && key != provisioned_key, "{key}");
+    b.shot("key-rotated-shown-once").await;
+    b.click("#continue").await;
+    let html = b.html().await;
+    assert!(!html.contains(&key), "the key is shown again on the keys page");
+    b.shot("keys-masked").await;
+
+    // A simulated call on the licensed number reaches the webhook, and the
+    // key read from the page opens the event stream.
+    let mut sse = h.sse(&key).await;
+    let call = h
+        .op(
+            "POST",
+            "/api/v1/sim/calls",
+            Some(json!({ "to": "044 123 45 67", "from": "079 555 12 34", "answer_after": 0.2, "hangup_after": 0.3 })),
+        )
+        .await["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let states = eventually(Duration::from_secs(10), || {
+        let s: Vec<String> = webhook_calls(&receiver)
+            .iter()
+            .filter(|e| e["call_id"] == call.as_str())
+            .map(|e| e["state"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (s.len() >= 3).then_some(s)
+    })
+    .await
+    .expect("the call reaches the webhook");
+    assert_eq!(states, ["ringing", "answered", "ended"]);
+    let ev = sse
+        .next(Duration::from_secs(5))
+        .await
+        .expect("event on the key's stream");
+    assert_eq!(ev["call_id"], call.as_str());
+
+    // The usage report shows the assignment; CSV and billing are there.
+    b.goto(&format!("/portal/c/{cid}/usage")).await;
+    let html = b.html().await;
+    assert!(html.contains("+41441234567"), "{html}");
+    assert!(html.contains("usage.csv"));
+    b.shot("usage-report").await;
+    b.goto(&format!("/portal/c/{cid}/billing")).await;
+    b.shot("billing-preview").await;
+    b.goto(&format!("/portal/c/{cid}/deliveries")).await;
+    assert!(b.html().await.contains(&call), "delivery of the call listed");
+    b.shot("deliveries").await;
+    b.goto(&format!("/portal/c/{cid}/audit?action=key.rotate"))
+        .await;
+    let html = b.html().await;
+    assert!(html.contains("key.rotate") && !html.contains("<code>license.order</code>"));
+    b.shot("audit-filtered").await;
+
+    // German is available.
+    b.goto(&format!("/portal/c/{cid}/keys?lang=de")).await;
+    assert!(b.html().await.contains("Neuen Key erzeugen"));
+    b.shot("keys-german").await;
+    b.goto(&format!("/portal/c/{cid}/keys?lang=en")).await;
+
+    // Revoke the key in the portal: the next call reaches nothing.
+    b.click("button.revoke").await;
+    assert!(b.html().await.contains("Key revoked"));
+    b.shot("key-revoked").await;
+    assert!(
+        sse.closed_within(Duration::from_secs(2)).await.is_some(),
+        "the revoked key's stream stays open"
+    );
+    let before = receiver.received().len();
+    h.op(
+        "POST",
+        "/api/v1/sim/calls",
+        Some(json!({ "to": "044 123 45 67", "from": "079 555 12 34", "answer_after": 0.2, "hangup_after": 0.3 })),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        before,
+        "a call after revocation reached the webhook"
+    );
+
+    // No horizontal scrolling at 1280 px and 390 px.
+    for (w, hgt) in [(1280, 1000), (390, 844)] {
+        b.client.set_window_size(w, hgt).await.unwrap();
+        for page in ["licenses", "keys", "numbers", "usage", "audit", "apps"] {
+            b.goto(&format!("/portal/c/{cid}/{page}")).await;
+            assert!(
+                b.overflow().await <= 0,
+                "{page} scrolls horizontally at {w} px"
+            );
+        }
+    }
+    b.goto(&format!("/portal/c/{cid}/licenses")).await;
+    b.shot("licenses-390px").await;
+    b.close().await;
+}
+
+// ---- plain HTTP client with cookies ---------------------------------------------
+
+/// A portal session over plain HTTP (no redirects followed).
+struct Web {
+    base: String,
+    client: reqwest::Client,
+    cookies: HashMap<String, String>,
+}
+
+fn hidden_csrf(html: &str) -> Option<String> {
+    let at = html.find(r#"name="csrf" value=""#)? + r#"name="csrf" value=""#.len();
+    Some(html[at..].split('"').next()?.to_owned())
+}
+
+impl Web {
+    fn new(base: &str) -> Web {
+        Web {
+            base: base.to_owned(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn keep(&mut self, resp: &reqwest::Response) -> Vec<String> {
+        let mut raw = Vec::new();
+        for v in resp.headers().get_all("set-cookie") {
+            let s = v.to_str().unwrap().to_owned();
+            if let Some((kv, _)) = s.split_once(';')
+                && let Some((k, val)) = kv.split_once('=')
+            {
+                if val.is_empty() {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_owned(), val.to_owned());
+                }
+            }
+            raw.push(s);
+        }
+        raw
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&resp);
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    async fn post_raw(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> (u16, String, Vec<String>) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(fields);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let set = self.keep(&resp);
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap(),
+            set,
+        )
+    }
+
+    /// Posts with the session's CSRF token (read from a portal page).
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let (_, page) = self.get("/portal/password").await;
+        let token = hidden_csrf(&page).expect("CSRF token on the page");
+        let mut all = fields.to_vec();
+        all.push(("csrf", &token));
+        let (s, b, _) = self.post_raw(path, &all, &[]).await;
+        (s, b)
+    }
+
+    async fn login(&mut self, email: &str, password: &str) -> (u16, Vec<String>) {
+        self.login_with(email, password, &[]).await
+    }
+
+    async fn login_with(
+        &mut self,
+        email: &str,
+        password: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<String>) {
+        let (s, page) = self.get("/portal/login").await;
+        assert_eq!(s, 200);
+        let token = hidden_csrf(&page).unwrap();
+        let (s, _, set) = self
+            .post_raw(
+                "/portal/login",
+                &[("email", email), ("password", password), ("csrf", &token)],
+                headers,
+            )
+            .await;
+        (s, set)
+    }
+}
+
+/// A customer with an admin who has a portal password (through the API).
+async fn customer_with_admin(h: &Host, name: &str, email: &str) -> String {
+    let c = h
+        .op("POST", "/api/v1/customers", Some(json!({ "name": name })))
+        .await;
+    let cid = c["id"].as_str().unwrap().to_owned();
+    let a = h
+        .op(
+            "POST",
+            &format!("/api/v1/customers/{cid}/accounts"),
+            Some(json!({ "email": email })),
+        )
+        .await;
+    let id = a["account"]["id"].as_str().unwrap();
+    h.op(
+        "PUT",
+        &format!("/api/v1/accounts/{id}/password"),
+        Some(json!({ "password": ADMIN_PASSWORD })),
+    )
+    .await;
+    cid
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_admin_cannot_reach_another_customers_pages_or_data() {
+    let h = Host::start("").await;
+    let r = Receiver::start().await;
+    let beta = Tenant::create(
+        &h,
+        "Beta GmbH",
+        &["044 222 22 22"],
+        &format!("{}/b", r.url()),
+    )
+    .await;
+    let alpha = customer_with_admin(&h, "Alpha AG", "admin@alpha.test").await;
+    let mut web = Web::new(&h.url);
+    let (s, _) = web.login("admin@alpha.test", ADMIN_PASSWORD).await;
+    assert_eq!(s, 303);
+    let (s, own) = web.get(&format!("/portal/c/{alpha}/")).await;
+    assert_eq!(s, 200);
+    assert!(own.contains("Alpha AG"));
+
+    let foreign = [
+        beta.customer.as_str(),
+        "Beta GmbH",
+        beta.license.as_str(),
+        beta.installation.as_str(),
+        beta.telephony.as_str(),
+        beta.key_id.as_str(),
+        "+41442222222",
+        "044 222 22 22",
+    ];
+    let clean = |what: &str, body: &str| {
+        for f in foreign {
+            assert!(!body.contains(f), "{what} shows {f}:\n{body}");
+        }
+    };
+
+    // Beta's pages, by editing the URL.
+    let c = &beta.customer;
+    let pages = [
+        format!("/portal/c/{c}/"),
+        format!("/portal/c/{c}/accounts"),
+        format!("/portal/c/{c}/telephony"),
+        format!("/portal/c/{c}/telephony/{}/consent", beta.telephony),
+        format!("/portal/c/{c}/telephony/{}/import", beta.telephony),
+        format!("/portal/c/{c}/numbers"),
+        format!("/portal/c/{c}/apps"),
+        format!("/portal/c/{c}/apps/new/webhook"),
+        format!("/portal/c/{c}/licenses"),
+        format!("/portal/c/{c}/keys"),
+        format!("/portal/c/{c}/usage"),
+        format!("/portal/c/{c}/usage.csv"),
+        format!("/portal/c/{c}/billing"),
+        format!("/portal/c/{c}/billing.csv"),
+        format!("/portal/c/{c}/audit"),
+        format!("/portal/c/{c}/deliveries"),
+        // Beta's objects under Alpha's own pages.
+        format!("/portal/c/{alpha}/telephony/{}/consent", beta.telephony),
+        format!("/portal/c/{alpha}/telephony/{}/import", beta.telephony),
+    ];
+    for p in &pages {
+        let (s, body) = web.get(p).await;
+        assert!(s == 404 || s == 403, "GET {p} -> {s}");
+        clean(p, &body);
+    }
+    // Operator pages.
+    for p in [
+        "/portal/customers",
+        "/portal/prices",
+        "/portal/audit",
+        "/portal/plugins",
+        "/portal/health",
+        "/portal/dead-letters",
+    ] {
+        let (s, body) = web.get(p).await;
+        assert_eq!(s, 403, "GET {p}");
+        clean(p, &body);
+    }
+
+    // Actions on Beta's objects, by URL or hidden form field.
+    let a = &alpha;
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("/portal/c/{a}/licenses"),
+            vec![("installation", &beta.installation), ("count", "1")],
+        ),
+        (
+            format!("/portal/c/{c}/licenses"),
+            vec![("installation", &beta.installation), ("count", "1")],
+        ),
+        (
+            format!("/portal/c/{a}/licenses/{}/assign", beta.license),
+            vec![("number", "044 222 22 22")],
+        ),
+        (format!("/portal/c/{a}/licenses/{}/rotate", beta.license), vec![]),
+        (format!("/portal/c/{a}/licenses/{}/cancel", beta.license), vec![]),
+        (format!("/portal/c/{c}/licenses/{}/cancel", beta.license), vec![]),
+        (format!("/portal/c/{a}/keys/{}/revoke", beta.key_id), vec![]),
+        (format!("/portal/c/{c}/keys/{}/revoke", beta.key_id), vec![]),
+        (
+            format!("/portal/c/{a}/telephony/{}/revoke", beta.telephony),
+            vec![],
+        ),
+        (
+            format!("/portal/c/{a}/telephony/{}/import", beta.telephony),
+            vec![("number", "044 222 22 22")],
+        ),
+        (
+            format!("/portal/c/{c}/accounts"),
+            vec![("email", "intruder@alpha.test"), ("password", "intruder-password")],
+        ),
+        (
+            format!("/portal/c/{c}/apps/new/webhook"),
+            vec![("cfg.url", "http://127.0.0.1:1/x"), ("granted_hosts", "127.0.0.1")],
+        ),
+        ("/portal/customers".to_string(), vec![("name", "Gamma")]),
+        (
+            format!("/portal/customers/{c}/block"),
+            vec![("reason", "intruder")],
+        ),
+    ];
+    for (p, fields) in &posts {
+        let (s, body) = web.post(p, fields).await;
+        assert!(s == 404 || s == 403, "POST {p} -> {s}:\n{body}");
+        clean(p, &body);
+    }
+
+    // Nothing of Beta changed.
+    let lic = h
+        .op("GET", &format!("/api/v1/licenses/{}", beta.license), None)
+        .await;
+    assert_eq!(lic["state"], "provisioned");
+    assert_eq!(lic["number"], "+41442222222");
+    assert_eq!(lic["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(lic["keys"][0]["revoked"], false);
+    let all = h
+        .op("GET", &format!("/api/v1/customers/{c}/licenses"), None)
+        .await;
+    assert_eq!(all.as_array().unwrap().len(), 1, "a license was ordered for Beta");
+    let tel = h
+        .op("GET", &format!("/api/v1/telephony-accounts/{}", beta.telephony), None)
+        .await;
+    assert!(tel["consent"].is_object(), "Beta's consent was revoked");
+    let accounts = h
+        .op("GET", &format!("/api/v1/customers/{c}/accounts"), None)
+        .await;
+    assert!(!accounts.to_string().contains("intruder"));
+    let customers = h.op("GET", "/api/v1/customers", None).await;
+    assert!(!customers.to_string().contains("Gamma"));
+    assert!(customers.to_string().contains("Beta GmbH"));
+    let cust = h.op("GET", &format!("/api/v1/customers/{c}"), None).await;
+    assert!(cust["blocked_reason"].is_null());
+    let installs = h
+        .op("GET", &format!("/api/v1/customers/{c}/installations"), None)
+        .await;
+    assert_eq!(installs.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forms_without_a_valid_csrf_token_are_refused_and_change_nothing() {
+    let h = Host::start("").await;
+    operator_password(&h).await;
+    let mut web = Web::new(&h.url);
+    let (s, set) = web.login(OP_EMAIL, OP_PASSWORD).await;
+    assert_eq!(s, 303);
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("ls_session="))
+        .expect("session cookie");
+    assert!(session.contains("HttpOnly"), "{session}");
+    assert!(session.contains("SameSite=Lax"), "{session}");
+    assert!(!session.contains("Secure"), "{session}");
+    let id = session["ls_session=".len()..].split(';').next().unwrap();
+    assert_eq!(id.len(), 64, "256-bit session id");
+
+    let mut other = Web::new(&h.url);
+    other.login(OP_EMAIL, OP_PASSWORD).await;
+    let (_, page) = other.get("/portal/customers").await;
+    let foreign_token = hidden_csrf(&page).unwrap();
+
+    let (_, page) = web.get("/portal/customers").await;
+    let own_token = hidden_csrf(&page).unwrap();
+    assert_ne!(own_token, foreign_token, "CSRF tokens are per session");
+    for token in [None, Some(""), Some("0".repeat(64).as_str()), Some(foreign_token.as_str())] {
+        let mut fields = vec![("name", "Evil Corp")];
+        if let Some(t) = token {
+            fields.push(("csrf", t));
+        }
+        let (s, body, _) = web.post_raw("/portal/customers", &fields, &[]).await;
+        assert_eq!(s, 403, "token {token:?}");
+        assert!(body.contains("Form expired"), "{body}");
+        assert!(body.contains("nothing was changed"), "{body}");
+    }
+    // Block without a token: refused too.
+    let c = h
+        .op("POST", "/api/v1/customers", Some(json!({ "name": "Victim AG" })))
+        .await;
+    let cid = c["id"].as_str().unwrap();
+    let (s, _, _) = web
+        .post_raw(
+            &format!("/portal/customers/{cid}/block"),
+            &[("reason", "csrf")],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 403);
+    let customers = h.op("GET", "/api/v1/customers", None).await;
+    assert!(!customers.to_string().contains("Evil Corp"), "{customers}");
+    assert!(customers[0]["blocked_reason"].is_null(), "{customers}");
+
+    // The right token works (the check is not simply refusing everything).
+    let (s, _, _) = web
+        .post_raw(
+            "/portal/customers",
+            &[("name", "Good AG"), ("csrf", &own_token)],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let customers = h.op("GET", "/api/v1/customers", None).await;
+    assert!(customers.to_string().contains("Good AG"));
+
+    // The sign-in form has its own token: without it, 403.
+    let mut fresh = Web::new(&h.url);
+    let (s, _, _) = fresh
+        .post_raw(
+            "/portal/login",
+            &[("email", OP_EMAIL), ("password", OP_PASSWORD)],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert!(fresh.cookies.get("ls_session").is_none());
+
+    // Behind a TLS proxy the session cookie is Secure.
+    let mut tls = Web::new(&h.url);
+    let (s, set) = tls
+        .login_with(OP_EMAIL, OP_PASSWORD, &[("x-forwarded-proto", "https")])
+        .await;
+    assert_eq!(s, 303);
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("ls_session=") && c.contains("; Secure")),
+        "{set:?}"
+    );
+
+    // Logout ends the session.
+    let (s, _) = web.post("/portal/logout", &[]).await;
+    assert_eq!(s, 303);
+    web.cookies.insert("ls_session".into(), id.to_owned());
+    let (s, _) = web.get("/portal/customers").await;
+    assert_eq!(s, 303, "a signed-out session still works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_failed_sign_ins_lock_the_email_for_a_while() {
+    let h = Host::start("").await;
+    operator_password(&h).await;
+    let mut web = Web::new(&h.url);
+    for i in 1..=5 {
+        let (s, _) = web.login(OP_EMAIL, "wrong-password-x").await;
+        assert!(s == 401 || (i == 5 && s == 429), "attempt {i}: {s}");
+    }
+    // Even the right password is refused now, with a clear message.
+    let (s, page) = web.get("/portal/login").await;
+    assert_eq!(s, 200);
+    let token = hidden_csrf(&page).unwrap();
+    let (s, body, _) = web
+        .post_raw(
+            "/portal/login",
+            &[("email", OP_EMAIL), ("password", OP_PASSWORD), ("csrf", &token)],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 429);
+    assert!(body.contains("Wait 5 minutes"), "{body}");
+    // Another e-mail is not affected.
+    let c = customer_with_admin(&h, "Delta AG", "admin@delta.test").await;
+    let (s, _) = web.login("admin@delta.test", ADMIN_PASSWORD).await;
+    assert_eq!(s, 303);
+    let (s, body) = web.get(&format!("/portal/c/{c}/")).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("Delta AG"));
+}
