@@ -18,6 +18,7 @@ declare -A need=(
   [/usr/bin/radicale]=radicale
   [/usr/bin/chromium]=chromium
   [/usr/bin/chromedriver]=chromium-driver
+  [/usr/bin/wrk]=wrk
 )
 missing=()
 for path in "${!need[@]}"; do

@@ -57,19 +57,32 @@ fn main() {
         let number = E164::parse(&format!("+4144{:07}", i)).expect("number");
         let secret = format!("lsk_benchmark_secret_{i:08}_padding_padding");
         let hash = keys::hash(&secret);
-        idx.add(&format!("lic_{i}"), &format!("cus_{}", i / 100), number.clone(), installations[i % 1000].clone(), false, &[(format!("key_{i}"), hash)]);
+        idx.add(
+            &format!("lic_{i}"),
+            &format!("cus_{}", i / 100),
+            number.clone(),
+            installations[i % 1000].clone(),
+            false,
+            &[(format!("key_{i}"), hash)],
+        );
         secrets.push(secret);
         numbers.push(number);
     }
     println!("index built in {:.2} s", build.elapsed().as_secs_f64());
 
     // Pseudo-random probe order (LCG), the same for every variant.
-    let order: Vec<usize> = (0..LOOKUPS).scan(12345u64, |s, _| {
-        *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        Some((*s >> 33) as usize % LICENSES)
-    }).collect();
+    let order: Vec<usize> = (0..LOOKUPS)
+        .scan(12345u64, |s, _| {
+            *s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            Some((*s >> 33) as usize % LICENSES)
+        })
+        .collect();
 
-    let baseline_map: HashMap<String, u64> = (0..LICENSES).map(|i| (format!("+4144{:07}", i), i as u64)).collect();
+    let baseline_map: HashMap<String, u64> = (0..LICENSES)
+        .map(|i| (format!("+4144{:07}", i), i as u64))
+        .collect();
     let probes: Vec<String> = order.iter().map(|&i| format!("+4144{:07}", i)).collect();
     // Warm-up.
     for p in probes.iter().take(10_000) {
@@ -91,19 +104,47 @@ fn main() {
     let sha_only = percentiles(time_each(LOOKUPS, |i| {
         black_box(keys::hash(&secrets[order[i]]));
     }));
-    println!("lookup                         median ns   p99 ns   p99.9 ns   p99 ratio to bare HashMap");
-    println!("bare HashMap<String,u64> get   {:>9} {:>8} {:>10}   1.00", base.0, base.1, base.2);
-    println!("index by called number         {:>9} {:>8} {:>10}   {:.2}", by_number.0, by_number.1, by_number.2, by_number.1 as f64 / base.1 as f64);
-    println!("index by LeanSync Key          {:>9} {:>8} {:>10}   {:.2}", by_key.0, by_key.1, by_key.2, by_key.1 as f64 / base.1 as f64);
-    println!("  of which SHA-256 of the key  {:>9} {:>8} {:>10}", sha_only.0, sha_only.1, sha_only.2);
+    println!(
+        "lookup                         median ns   p99 ns   p99.9 ns   p99 ratio to bare HashMap"
+    );
+    println!(
+        "bare HashMap<String,u64> get   {:>9} {:>8} {:>10}   1.00",
+        base.0, base.1, base.2
+    );
+    println!(
+        "index by called number         {:>9} {:>8} {:>10}   {:.2}",
+        by_number.0,
+        by_number.1,
+        by_number.2,
+        by_number.1 as f64 / base.1 as f64
+    );
+    println!(
+        "index by LeanSync Key          {:>9} {:>8} {:>10}   {:.2}",
+        by_key.0,
+        by_key.1,
+        by_key.2,
+        by_key.1 as f64 / base.1 as f64
+    );
+    println!(
+        "  of which SHA-256 of the key  {:>9} {:>8} {:>10}",
+        sha_only.0, sha_only.1, sha_only.2
+    );
 
     // Billing: 100,000 licenses over 5 connectors, a mid-month price change.
     let month = Month::parse("2028-02").unwrap();
     let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
     let mut prices = Vec::new();
     for c in 0..5 {
-        prices.push(Price { connector: format!("c{c}"), valid_from: d("2027-01-01"), monthly_chf: Decimal::new(950 + c * 100, 2) });
-        prices.push(Price { connector: format!("c{c}"), valid_from: d("2028-02-15"), monthly_chf: Decimal::new(1050 + c * 100, 2) });
+        prices.push(Price {
+            connector: format!("c{c}"),
+            valid_from: d("2027-01-01"),
+            monthly_chf: Decimal::new(950 + c * 100, 2),
+        });
+        prices.push(Price {
+            connector: format!("c{c}"),
+            valid_from: d("2028-02-15"),
+            monthly_chf: Decimal::new(1050 + c * 100, 2),
+        });
     }
     let prices = PriceList::new(prices);
     let licenses: Vec<BillableLicense> = (0..100_000)
@@ -118,7 +159,9 @@ fn main() {
         .collect();
     let mut runs = Vec::new();
     let mut base_runs = Vec::new();
-    let amounts: Vec<Decimal> = (0..100_000).map(|i| Decimal::new(950 + (i % 500), 2)).collect();
+    let amounts: Vec<Decimal> = (0..100_000)
+        .map(|i| Decimal::new(950 + (i % 500), 2))
+        .collect();
     for _ in 0..7 {
         let t = Instant::now();
         let st = billing::statement("cus_bench", month, &licenses, &prices);
@@ -130,5 +173,12 @@ fn main() {
     }
     runs.sort_by(f64::total_cmp);
     base_runs.sort_by(f64::total_cmp);
-    println!("billing 100,000 licenses, 7 runs: median {:.1} ms (min {:.1}, max {:.1}); bare decimal sum of 100,000 amounts: median {:.2} ms; ratio {:.0}x", runs[3], runs[0], runs[6], base_runs[3], runs[3] / base_runs[3]);
+    println!(
+        "billing 100,000 licenses, 7 runs: median {:.1} ms (min {:.1}, max {:.1}); bare decimal sum of 100,000 amounts: median {:.2} ms; ratio {:.0}x",
+        runs[3],
+        runs[0],
+        runs[6],
+        base_runs[3],
+        runs[3] / base_runs[3]
+    );
 }

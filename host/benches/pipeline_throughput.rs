@@ -161,7 +161,13 @@ async fn run(name: &str, url: &str, dir: &std::path::Path) {
     }
     wait_for(&stamps, EVENTS + PACED).await;
     let seen = stamps.0.lock();
-    let mut lat: Vec<Duration> = sent.iter().filter_map(|(id, t0)| seen.get(&format!("seen:{id}")).map(|t| t.duration_since(*t0))).collect();
+    let mut lat: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(id, t0)| {
+            seen.get(&format!("seen:{id}"))
+                .map(|t| t.duration_since(*t0))
+        })
+        .collect();
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
     println!(
@@ -176,7 +182,11 @@ async fn run(name: &str, url: &str, dir: &std::path::Path) {
 async fn wait_for(stamps: &Stamps, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(300);
     while stamps.0.lock().len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} delivered", stamps.0.lock().len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} delivered",
+            stamps.0.lock().len()
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -184,16 +194,28 @@ async fn wait_for(stamps: &Stamps, n: usize) {
 /// Baseline: the same plugin export called directly, 4 at a time, with no
 /// routing and no store: the ceiling the pipeline is measured against.
 async fn baseline(dir: &std::path::Path) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let plugins = dir.join("plugins-baseline");
     std::fs::create_dir_all(plugins.join("healthy")).unwrap();
     for f in ["plugin.toml", "healthy.wasm"] {
-        std::fs::copy(root.join("tests/plugins/healthy").join(f), plugins.join("healthy").join(f)).unwrap();
+        std::fs::copy(
+            root.join("tests/plugins/healthy").join(f),
+            plugins.join("healthy").join(f),
+        )
+        .unwrap();
     }
     let runtime = PluginRuntime::new(PluginLimits::default(), &dir.join("cache")).unwrap();
     assert!(runtime.reload_dir(&plugins).failed.is_empty());
     runtime.set_services(Arc::new(Stamps::default()));
-    let inst = Arc::new(Installation { id: "inst".into(), plugin: "healthy".into(), config: serde_json::json!({}), ..Default::default() });
+    let inst = Arc::new(Installation {
+        id: "inst".into(),
+        plugin: "healthy".into(),
+        config: serde_json::json!({}),
+        ..Default::default()
+    });
     let n = E164::parse("+41442000000").unwrap();
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -201,8 +223,22 @@ async fn baseline(dir: &std::path::Path) {
         let (runtime, inst, n) = (runtime.clone(), inst.clone(), n.clone());
         tasks.push(tokio::spawn(async move {
             for i in (lane..EVENTS).step_by(4) {
-                let ev = CallEvent { call_id: format!("b{i}"), direction: Direction::Inbound, state: CallState::Ringing, caller: None, callee: n.clone(), monitored: n.clone(), started_at_ms: now_ms(), answered_at_ms: None, ended_at_ms: None, duration_secs: None };
-                let d = leansync_host::plugins::Delivery { idempotency_key: format!("k{i}"), attempt: 1 };
+                let ev = CallEvent {
+                    call_id: format!("b{i}"),
+                    direction: Direction::Inbound,
+                    state: CallState::Ringing,
+                    caller: None,
+                    callee: n.clone(),
+                    monitored: n.clone(),
+                    started_at_ms: now_ms(),
+                    answered_at_ms: None,
+                    ended_at_ms: None,
+                    duration_secs: None,
+                };
+                let d = leansync_host::plugins::Delivery {
+                    idempotency_key: format!("k{i}"),
+                    attempt: 1,
+                };
                 runtime.on_call_event(&inst, &ev, None, &d).await.unwrap();
             }
         }));
@@ -210,7 +246,10 @@ async fn baseline(dir: &std::path::Path) {
     for t in tasks {
         t.await.unwrap();
     }
-    println!("| baseline: plugin export called directly, no store | {:.0} | | | |", EVENTS as f64 / start.elapsed().as_secs_f64());
+    println!(
+        "| baseline: plugin export called directly, no store | {:.0} | | | |",
+        EVENTS as f64 / start.elapsed().as_secs_f64()
+    );
 }
 
 async fn create_pg() -> Option<String> {

@@ -63,7 +63,9 @@ pub async fn open_licensing(
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let db = Db::connect(&config.database_url()).await?;
     let sealer = Sealer::from_key_file(&config.secret_key_path())?;
-    let licensing = Licensing::open(db.clone(), sealer, Arc::new(Catalog(plugins))).await?;
+    let licensing = Licensing::open(db.clone(), sealer, Arc::new(Catalog(plugins)))
+        .await?
+        .with_notify_webhook(&config.notify_webhook);
     Ok((db, licensing))
 }
 

@@ -34,6 +34,9 @@ pub struct Config {
     pub drain_timeout_secs: u64,
     /// Compiled-plugin cache; empty means `data_dir/cache`.
     pub cache_dir: PathBuf,
+    /// URL that receives every customer notification (consent granted or
+    /// revoked) as a JSON POST; empty: notifications are only listed.
+    pub notify_webhook: String,
 }
 
 /// Limits applied to every plugin invocation.
@@ -74,6 +77,7 @@ impl Default for Config {
             dialing: crate::dialing::RateLimits::default(),
             drain_timeout_secs: 10,
             cache_dir: PathBuf::new(),
+            notify_webhook: String::new(),
         }
     }
 }
@@ -144,6 +148,9 @@ impl Config {
         }
         if let Some(v) = get("LEANSYNC_SIP_PASSWORD") {
             self.telephony.sip.password = v;
+        }
+        if let Some(v) = get("LEANSYNC_NOTIFY_WEBHOOK") {
+            self.notify_webhook = v;
         }
         if let Some(v) = get("LEANSYNC_CACHE_DIR") {
             self.cache_dir = v.into();

@@ -5,13 +5,19 @@
 use std::time::Duration;
 
 use leansync_host::api::admin::ROUTES;
+use leansync_tests::db::{Backend, TestDb};
 use leansync_tests::host::{Host, Tenant};
 use leansync_tests::receiver::Receiver;
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_customer_admin_sees_nothing_of_another_customer_on_any_route() {
-    let h = Host::start("").await;
+async fn a_customer_admin_sees_nothing_of_another_customer_on_any_route(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let h = Host::start(if matches!(backend, Backend::Sqlite) {
+        ""
+    } else {
+        &db.url
+    })
+    .await;
     let r = Receiver::start().await;
     let a = Tenant::create(
         &h,
@@ -132,11 +138,17 @@ async fn a_customer_admin_sees_nothing_of_another_customer_on_any_route() {
         )
         .await;
     assert_eq!(s, 202);
+    db.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
-    let h = Host::start("").await;
+async fn bad_input_gets_a_clear_4xx_and_writes_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let h = Host::start(if matches!(backend, Backend::Sqlite) {
+        ""
+    } else {
+        &db.url
+    })
+    .await;
     let r = Receiver::start().await;
     let t = Tenant::create(
         &h,
@@ -373,11 +385,17 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         .call("GET", "/api/v1/customers", Some("lsa_wrong"), None)
         .await;
     assert_eq!(s, 401);
+    db.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn click_to_call_policy_limits_and_blocking() {
-    let h = Host::start("").await;
+async fn click_to_call_policy_limits_and_blocking(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let h = Host::start(if matches!(backend, Backend::Sqlite) {
+        ""
+    } else {
+        &db.url
+    })
+    .await;
     let r = Receiver::start().await;
     let t = Tenant::create(
         &h,
@@ -463,9 +481,10 @@ async fn click_to_call_policy_limits_and_blocking() {
     // The per-key bucket (burst 5) runs out: 429 with Retry-After.
     let mut limited = None;
     for _ in 0..10 {
+        let current = key.lock().unwrap().clone();
         let resp = reqwest::Client::new()
             .post(format!("{}/api/v1/calls", h.url))
-            .bearer_auth(key.lock().unwrap().clone())
+            .bearer_auth(current)
             .json(&json!({ "to": "044 555 66 78" }))
             .send()
             .await
@@ -523,4 +542,18 @@ async fn click_to_call_policy_limits_and_blocking() {
         .find(|a| a["action"] == "customer.block")
         .expect("block audited");
     assert_eq!(block["after"]["blocked_reason"], "abuse report 4711");
+    db.drop_db().await;
 }
+
+macro_rules! on_both_backends {
+    ($($name:ident),*) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Postgres).await } )* }
+    };
+}
+
+on_both_backends!(
+    a_customer_admin_sees_nothing_of_another_customer_on_any_route,
+    bad_input_gets_a_clear_4xx_and_writes_nothing,
+    click_to_call_policy_limits_and_blocking
+);

@@ -30,7 +30,9 @@ async fn journey(backend: Backend) {
     } else {
         db.url.clone()
     };
-    let h = Host::start(&url).await;
+    let notified = Receiver::start().await;
+    let hook = format!("{}/notifications", notified.url());
+    let h = Host::start_with(&url, &[("LEANSYNC_NOTIFY_WEBHOOK", &hook)]).await;
     let receiver = Receiver::start().await;
     let t = Tenant::create(
         &h,
@@ -246,6 +248,21 @@ async fn journey(backend: Backend) {
         .map(|n| n["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["consent.grant", "consent.revoke"]);
+    let hooked = eventually(Duration::from_secs(5), || {
+        let kinds: Vec<String> = notified
+            .received()
+            .iter()
+            .filter_map(|x| serde_json::from_slice::<Value>(&x.body).ok())
+            .map(|v| v["kind"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (kinds.len() >= 2).then_some(kinds)
+    })
+    .await;
+    assert_eq!(
+        hooked.as_deref(),
+        Some(&["consent.grant".to_owned(), "consent.revoke".to_owned()][..]),
+        "notification webhook"
+    );
 
     // The audit log names the acting person for every admin action.
     let audit = h

@@ -139,7 +139,7 @@ impl Browser {
             .client
             .find(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("no {css} on {}: {e}", self.path().await));
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
         e.click().await.unwrap();
         let until = Instant::now() + Duration::from_secs(20);
         loop {
@@ -175,11 +175,7 @@ impl Browser {
         self.step += 1;
         let png = self.client.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
-        std::fs::write(
-            self.shots.join(format!("{:02}-{name}.png", self.step)),
-            png,
-        )
-        .unwrap();
+        std::fs::write(self.shots.join(format!("{:02}-{name}.png", self.step)), png).unwrap();
     }
 
     /// How many pixels the page is wider than the window (0: no
@@ -247,6 +243,16 @@ async fn customer_journey_in_a_browser() {
         .to_owned();
     assert!(b.html().await.contains("Muster AG"));
     b.shot("operator-customer-created").await;
+    // Blocking needs a reason, asked for next to the field.
+    b.click("#block button[type=submit]").await;
+    assert!(b.text("#err-reason").await.contains("reason"));
+    b.shot("operator-block-needs-reason").await;
+    b.fill("#reason", "unpaid invoices").await;
+    b.click("#block button[type=submit]").await;
+    assert!(b.text(".banner.error").await.contains("unpaid invoices"));
+    b.shot("operator-customer-blocked").await;
+    b.click("#block button[type=submit]").await;
+    assert!(b.html().await.contains("Customer unblocked"));
 
     b.goto(&format!("/portal/c/{cid}/accounts")).await;
     b.fill("#email", "anna@muster.test").await;
@@ -269,10 +275,7 @@ async fn customer_journey_in_a_browser() {
     b.click("#new-telephony button[type=submit]").await;
     let html = b.html().await;
     assert!(html.contains("No consent"), "{html}");
-    assert!(
-        !html.contains("pbx-password-123"),
-        "PBX secret shown again"
-    );
+    assert!(!html.contains("pbx-password-123"), "PBX secret shown again");
     b.shot("telephony-account-connected").await;
 
     // Consent: says what is read, needs the checkbox.
@@ -301,7 +304,12 @@ async fn customer_journey_in_a_browser() {
     b.click("#import").await;
     assert_eq!(b.path().await, format!("/portal/c/{cid}/numbers"));
     let html = b.html().await;
-    for n in ["+41441234567", "044 123 45 67", "+41441234568", "044 123 45 68"] {
+    for n in [
+        "+41441234567",
+        "044 123 45 67",
+        "+41441234568",
+        "044 123 45 68",
+    ] {
         assert!(html.contains(n), "{n} missing on the numbers page");
     }
     b.shot("numbers-imported").await;
@@ -311,7 +319,10 @@ async fn customer_journey_in_a_browser() {
     b.click("#enable-webhook").await;
     let html = b.html().await;
     assert!(html.contains("Receiver URL") && html.contains("Signing secret"));
-    assert!(html.contains(r#"type="password""#), "x-secret as a password input");
+    assert!(
+        html.contains(r#"type="password""#),
+        "x-secret as a password input"
+    );
     b.shot("webhook-form-generated").await;
     // Required field left empty: the error appears next to it.
     b.fill("#f-secret", "whsec-portal").await;
@@ -349,6 +360,17 @@ async fn customer_journey_in_a_browser() {
     let provisioned_key = b.text("#secret-value").await;
     assert!(provisioned_key.starts_with("lsk"), "{provisioned_key}");
     b.shot("operator-provisioned-key-once").await;
+    // Price list: a bad amount is explained next to its field.
+    b.goto("/portal/prices").await;
+    b.fill("#connector", "webhook").await;
+    b.fill("#monthly_chf", "nine").await;
+    b.click("#price-form button[type=submit]").await;
+    assert!(b.text("#err-monthly_chf").await.contains("nine"));
+    b.shot("operator-price-error").await;
+    b.fill("#monthly_chf", "9.50").await;
+    b.click("#price-form button[type=submit]").await;
+    assert!(b.text("#prices").await.contains("9.50"));
+    b.shot("operator-price-list").await;
     b.goto("/portal/plugins").await;
     assert!(b.html().await.contains("webhook"));
     b.shot("operator-plugins").await;
@@ -373,7 +395,10 @@ async fn customer_journey_in_a_browser() {
     b.shot("key-rotated-shown-once").await;
     b.click("#continue").await;
     let html = b.html().await;
-    assert!(!html.contains(&key), "the key is shown again on the keys page");
+    assert!(
+        !html.contains(&key),
+        "the key is shown again on the keys page"
+    );
     b.shot("keys-masked").await;
 
     // A simulated call on the licensed number reaches the webhook, and the
@@ -413,9 +438,13 @@ async fn customer_journey_in_a_browser() {
     assert!(html.contains("usage.csv"));
     b.shot("usage-report").await;
     b.goto(&format!("/portal/c/{cid}/billing")).await;
+    assert!(b.html().await.contains("CHF"));
     b.shot("billing-preview").await;
     b.goto(&format!("/portal/c/{cid}/deliveries")).await;
-    assert!(b.html().await.contains(&call), "delivery of the call listed");
+    assert!(
+        b.html().await.contains(&call),
+        "delivery of the call listed"
+    );
     b.shot("deliveries").await;
     b.goto(&format!("/portal/c/{cid}/audit?action=key.rotate"))
         .await;
@@ -463,7 +492,16 @@ async fn customer_journey_in_a_browser() {
         }
     }
     b.goto(&format!("/portal/c/{cid}/licenses")).await;
+    b.client
+        .execute(
+            "document.getElementById('licenses').scrollIntoView(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
     b.shot("licenses-390px").await;
+    b.goto(&format!("/portal/c/{cid}/numbers?lang=de")).await;
+    b.shot("numbers-390px-german").await;
     b.close().await;
 }
 
@@ -547,11 +585,7 @@ impl Web {
         }
         let resp = req.send().await.unwrap();
         let set = self.keep(&resp);
-        (
-            resp.status().as_u16(),
-            resp.text().await.unwrap(),
-            set,
-        )
+        (resp.status().as_u16(), resp.text().await.unwrap(), set)
     }
 
     /// Posts with the session's CSRF token (read from a portal page).
@@ -629,6 +663,9 @@ async fn a_customer_admin_cannot_reach_another_customers_pages_or_data() {
     let (s, own) = web.get(&format!("/portal/c/{alpha}/")).await;
     assert_eq!(s, 200);
     assert!(own.contains("Alpha AG"));
+    let (s, csv) = web.get(&format!("/portal/c/{alpha}/usage.csv")).await;
+    assert_eq!(s, 200);
+    assert!(csv.starts_with("customer,installation,connector"), "{csv}");
 
     let foreign = [
         beta.customer.as_str(),
@@ -703,9 +740,18 @@ async fn a_customer_admin_cannot_reach_another_customers_pages_or_data() {
             format!("/portal/c/{a}/licenses/{}/assign", beta.license),
             vec![("number", "044 222 22 22")],
         ),
-        (format!("/portal/c/{a}/licenses/{}/rotate", beta.license), vec![]),
-        (format!("/portal/c/{a}/licenses/{}/cancel", beta.license), vec![]),
-        (format!("/portal/c/{c}/licenses/{}/cancel", beta.license), vec![]),
+        (
+            format!("/portal/c/{a}/licenses/{}/rotate", beta.license),
+            vec![],
+        ),
+        (
+            format!("/portal/c/{a}/licenses/{}/cancel", beta.license),
+            vec![],
+        ),
+        (
+            format!("/portal/c/{c}/licenses/{}/cancel", beta.license),
+            vec![],
+        ),
         (format!("/portal/c/{a}/keys/{}/revoke", beta.key_id), vec![]),
         (format!("/portal/c/{c}/keys/{}/revoke", beta.key_id), vec![]),
         (
@@ -718,11 +764,17 @@ async fn a_customer_admin_cannot_reach_another_customers_pages_or_data() {
         ),
         (
             format!("/portal/c/{c}/accounts"),
-            vec![("email", "intruder@alpha.test"), ("password", "intruder-password")],
+            vec![
+                ("email", "intruder@alpha.test"),
+                ("password", "intruder-password"),
+            ],
         ),
         (
             format!("/portal/c/{c}/apps/new/webhook"),
-            vec![("cfg.url", "http://127.0.0.1:1/x"), ("granted_hosts", "127.0.0.1")],
+            vec![
+                ("cfg.url", "http://127.0.0.1:1/x"),
+                ("granted_hosts", "127.0.0.1"),
+            ],
         ),
         ("/portal/customers".to_string(), vec![("name", "Gamma")]),
         (
@@ -747,9 +799,17 @@ async fn a_customer_admin_cannot_reach_another_customers_pages_or_data() {
     let all = h
         .op("GET", &format!("/api/v1/customers/{c}/licenses"), None)
         .await;
-    assert_eq!(all.as_array().unwrap().len(), 1, "a license was ordered for Beta");
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        1,
+        "a license was ordered for Beta"
+    );
     let tel = h
-        .op("GET", &format!("/api/v1/telephony-accounts/{}", beta.telephony), None)
+        .op(
+            "GET",
+            &format!("/api/v1/telephony-accounts/{}", beta.telephony),
+            None,
+        )
         .await;
     assert!(tel["consent"].is_object(), "Beta's consent was revoked");
     let accounts = h
@@ -792,7 +852,12 @@ async fn forms_without_a_valid_csrf_token_are_refused_and_change_nothing() {
     let (_, page) = web.get("/portal/customers").await;
     let own_token = hidden_csrf(&page).unwrap();
     assert_ne!(own_token, foreign_token, "CSRF tokens are per session");
-    for token in [None, Some(""), Some("0".repeat(64).as_str()), Some(foreign_token.as_str())] {
+    for token in [
+        None,
+        Some(""),
+        Some("0".repeat(64).as_str()),
+        Some(foreign_token.as_str()),
+    ] {
         let mut fields = vec![("name", "Evil Corp")];
         if let Some(t) = token {
             fields.push(("csrf", t));
@@ -804,7 +869,11 @@ async fn forms_without_a_valid_csrf_token_are_refused_and_change_nothing() {
     }
     // Block without a token: refused too.
     let c = h
-        .op("POST", "/api/v1/customers", Some(json!({ "name": "Victim AG" })))
+        .op(
+            "POST",
+            "/api/v1/customers",
+            Some(json!({ "name": "Victim AG" })),
+        )
         .await;
     let cid = c["id"].as_str().unwrap();
     let (s, _, _) = web
@@ -831,6 +900,18 @@ async fn forms_without_a_valid_csrf_token_are_refused_and_change_nothing() {
     let customers = h.op("GET", "/api/v1/customers", None).await;
     assert!(customers.to_string().contains("Good AG"));
 
+    // Names are escaped in the HTML.
+    let (s, _) = web
+        .post(
+            "/portal/customers",
+            &[("name", "<img src=x onerror=alert(1)>")],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let (_, page) = web.get("/portal/customers").await;
+    assert!(!page.contains("<img src=x"), "unescaped name");
+    assert!(page.contains("&lt;img src=x"), "{page}");
+
     // The sign-in form has its own token: without it, 403.
     let mut fresh = Web::new(&h.url);
     let (s, _, _) = fresh
@@ -841,7 +922,7 @@ async fn forms_without_a_valid_csrf_token_are_refused_and_change_nothing() {
         )
         .await;
     assert_eq!(s, 403);
-    assert!(fresh.cookies.get("ls_session").is_none());
+    assert!(!fresh.cookies.contains_key("ls_session"));
 
     // Behind a TLS proxy the session cookie is Secure.
     let mut tls = Web::new(&h.url);
@@ -879,7 +960,11 @@ async fn five_failed_sign_ins_lock_the_email_for_a_while() {
     let (s, body, _) = web
         .post_raw(
             "/portal/login",
-            &[("email", OP_EMAIL), ("password", OP_PASSWORD), ("csrf", &token)],
+            &[
+                ("email", OP_EMAIL),
+                ("password", OP_PASSWORD),
+                ("csrf", &token),
+            ],
             &[],
         )
         .await;
@@ -892,4 +977,118 @@ async fn five_failed_sign_ins_lock_the_email_for_a_while() {
     let (s, body) = web.get(&format!("/portal/c/{c}/")).await;
     assert_eq!(s, 200);
     assert!(body.contains("Delta AG"));
+    assert!(!body.contains("Shared account"));
+
+    // A shared (impersonal) account is flagged on every page.
+    let a = h
+        .op(
+            "POST",
+            &format!("/api/v1/customers/{c}/accounts"),
+            Some(json!({ "email": "office@delta.test", "impersonal": true })),
+        )
+        .await;
+    let id = a["account"]["id"].as_str().unwrap();
+    h.op(
+        "PUT",
+        &format!("/api/v1/accounts/{id}/password"),
+        Some(json!({ "password": ADMIN_PASSWORD })),
+    )
+    .await;
+    let mut shared = Web::new(&h.url);
+    let (s, _) = shared.login("office@delta.test", ADMIN_PASSWORD).await;
+    assert_eq!(s, 303);
+    for p in ["", "numbers", "accounts"] {
+        let (s, body) = shared.get(&format!("/portal/c/{c}/{p}")).await;
+        assert_eq!(s, 200);
+        assert!(body.contains("Shared account"), "/{p} does not flag it");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_redrive_dead_letters_from_the_portal_customer_admins_cannot() {
+    let h = Host::start("").await;
+    operator_password(&h).await;
+    let r = Receiver::start().await;
+    let t = Tenant::create(&h, "Echo AG", &["044 333 33 33"], &format!("{}/e", r.url())).await;
+    // The receiver refuses the first delivery for good (HTTP 400).
+    r.script(&[(400, &[])]);
+    h.op(
+        "POST",
+        "/api/v1/sim/calls",
+        Some(json!({ "to": "044 333 33 33", "from": "079 555 12 34", "answer_after": 0.2, "hangup_after": 0.3 })),
+    )
+    .await;
+    let mut dead_id = None;
+    for _ in 0..100 {
+        let dead = h.op("GET", "/api/v1/deliveries/dead", None).await;
+        if let Some(d) = dead.as_array().unwrap().first() {
+            dead_id = d["id"].as_i64();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = dead_id.expect("a dead letter").to_string();
+
+    // The customer admin sees it but may not re-drive it.
+    let accounts = h
+        .op(
+            "GET",
+            &format!("/api/v1/customers/{}/accounts", t.customer),
+            None,
+        )
+        .await;
+    let acc = accounts[0]["id"].as_str().unwrap();
+    h.op(
+        "PUT",
+        &format!("/api/v1/accounts/{acc}/password"),
+        Some(json!({ "password": ADMIN_PASSWORD })),
+    )
+    .await;
+    let mut admin = Web::new(&h.url);
+    assert_eq!(
+        admin
+            .login(accounts[0]["email"].as_str().unwrap(), ADMIN_PASSWORD)
+            .await
+            .0,
+        303
+    );
+    let (s, page) = admin
+        .get(&format!("/portal/c/{}/deliveries", t.customer))
+        .await;
+    assert_eq!(s, 200);
+    assert!(page.contains("HTTP 400"), "{page}");
+    assert!(
+        !page.contains("/redrive"),
+        "re-drive offered to a customer admin"
+    );
+    let (s, _) = admin
+        .post(
+            &format!("/portal/c/{}/deliveries/{id}/redrive", t.customer),
+            &[],
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = admin
+        .post(&format!("/portal/deliveries/{id}/redrive"), &[])
+        .await;
+    assert_eq!(s, 403);
+
+    // The operator re-drives it; it is delivered.
+    let mut op = Web::new(&h.url);
+    assert_eq!(op.login(OP_EMAIL, OP_PASSWORD).await.0, 303);
+    let (s, page) = op.get("/portal/dead-letters").await;
+    assert_eq!(s, 200);
+    assert!(page.contains(&format!("/portal/deliveries/{id}/redrive")));
+    let before = r.received().len();
+    let (s, _) = op
+        .post(&format!("/portal/deliveries/{id}/redrive"), &[])
+        .await;
+    assert_eq!(s, 303);
+    let delivered = eventually(Duration::from_secs(10), || {
+        (r.received().len() > before).then_some(())
+    })
+    .await;
+    assert!(delivered.is_some(), "the re-driven delivery was not sent");
+    let (_, page) = op.get("/portal/dead-letters").await;
+    assert!(page.contains("No dead letters"), "{page}");
 }

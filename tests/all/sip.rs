@@ -22,10 +22,26 @@ struct Pbx {
 impl Pbx {
     fn start(users: &str) -> Pbx {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(repo_root().join("tests/sip/bench.sh")).arg("start").arg(dir.path().join("pbx")).env("USERS", users).output().unwrap();
-        assert!(out.status.success(), "bench.sh start failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(repo_root().join("tests/sip/bench.sh"))
+            .arg("start")
+            .arg(dir.path().join("pbx"))
+            .env("USERS", users)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bench.sh start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let port = stdout.lines().find_map(|l| l.strip_prefix("PORT=")).expect("PORT=").trim().parse().unwrap();
+        let port = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("PORT="))
+            .expect("PORT=")
+            .trim()
+            .parse()
+            .unwrap();
         Pbx { dir, port }
     }
 
@@ -36,7 +52,10 @@ impl Pbx {
 
 impl Drop for Pbx {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("tests/sip/bench.sh")).arg("stop").arg(self.dir.path().join("pbx")).status();
+        let _ = Command::new(repo_root().join("tests/sip/bench.sh"))
+            .arg("stop")
+            .arg(self.dir.path().join("pbx"))
+            .status();
     }
 }
 
@@ -46,21 +65,60 @@ fn scenario(name: &str) -> PathBuf {
 
 /// Runs sipp (wrapped in `timeout`, as a stuck call can keep it alive).
 fn sipp(pbx: &Pbx, args: &[&str]) -> Child {
-    Command::new("timeout").arg("30").arg("sipp").args(args).args(["-i", "127.0.0.1", "-m", "1", "-nostdin", &pbx.addr()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    Command::new("timeout")
+        .arg("30")
+        .arg("sipp")
+        .args(args)
+        .args(["-i", "127.0.0.1", "-m", "1", "-nostdin", &pbx.addr()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn register(pbx: &Pbx, user: &str, port: u16) {
-    let status = Command::new("timeout").arg("10").arg("sipp").arg("-sf").arg(scenario("register.xml")).args(["-s", user, "-au", user, "-ap", "pw", "-p", &port.to_string(), "-i", "127.0.0.1", "-m", "1", "-nostdin", &pbx.addr()]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    let status = Command::new("timeout")
+        .arg("10")
+        .arg("sipp")
+        .arg("-sf")
+        .arg(scenario("register.xml"))
+        .args([
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            "pw",
+            "-p",
+            &port.to_string(),
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-nostdin",
+            &pbx.addr(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success(), "phone {user} could not register");
 }
 
 fn events_of(r: &Receiver) -> Vec<Value> {
-    r.received().iter().filter_map(|x| serde_json::from_slice::<Value>(&x.body).ok()).map(|v| v["event"].clone()).collect()
+    r.received()
+        .iter()
+        .filter_map(|x| serde_json::from_slice::<Value>(&x.body).ok())
+        .map(|v| v["event"].clone())
+        .collect()
 }
 
 async fn call_states(r: &Receiver, caller: Option<&str>, n: usize) -> Vec<Value> {
     eventually(Duration::from_secs(15), || {
-        let evs: Vec<Value> = events_of(r).into_iter().filter(|e| e["caller"].as_str() == caller).collect();
+        let evs: Vec<Value> = events_of(r)
+            .into_iter()
+            .filter(|e| e["caller"].as_str() == caller)
+            .collect();
         (evs.len() >= n).then_some(evs)
     })
     .await
@@ -74,9 +132,24 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
     register(&pbx, "41441234567", phone);
     register(&pbx, "41441234568", other_phone);
     let server = pbx.addr();
-    let h = Host::start_with("", &[("LEANSYNC_TELEPHONY_PROVIDER", "sip"), ("LEANSYNC_SIP_SERVER", &server), ("LEANSYNC_SIP_USERNAME", "leansync"), ("LEANSYNC_SIP_PASSWORD", "monpw")]).await;
+    let h = Host::start_with(
+        "",
+        &[
+            ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
+            ("LEANSYNC_SIP_SERVER", &server),
+            ("LEANSYNC_SIP_USERNAME", "leansync"),
+            ("LEANSYNC_SIP_PASSWORD", "monpw"),
+        ],
+    )
+    .await;
     let r = Receiver::start().await;
-    let t = Tenant::create(&h, "SIP AG", &["044 123 45 67", "044 123 45 68"], &format!("{}/sip", r.url())).await;
+    let t = Tenant::create(
+        &h,
+        "SIP AG",
+        &["044 123 45 67", "044 123 45 68"],
+        &format!("{}/sip", r.url()),
+    )
+    .await;
     assert_eq!(t.number, "+41441234567");
     // The licensed number is subscribed (digest-authenticated) within seconds.
     let mut status = Value::Null;
@@ -87,29 +160,105 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status["active"], 1, "subscription not active: {status}\n{}", h.log());
-    assert_eq!(status["monitored"], 1, "only the licensed number is monitored: {status}");
+    assert_eq!(
+        status["active"],
+        1,
+        "subscription not active: {status}\n{}",
+        h.log()
+    );
+    assert_eq!(
+        status["monitored"], 1,
+        "only the licensed number is monitored: {status}"
+    );
     let mut sse = h.sse(&t.key).await;
 
     // Answered: ringing with the E.164 caller, answered, ended with ~2 s.
     let port = phone.to_string();
-    let mut answer = sipp(&pbx, &["-sf", scenario("uas_answer.xml").to_str().unwrap(), "-s", "41441234567", "-p", &port, "-d", "500"]);
+    let mut answer = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uas_answer.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-p",
+            &port,
+            "-d",
+            "500",
+        ],
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut caller = sipp(&pbx, &["-sf", scenario("uac_call.xml").to_str().unwrap(), "-s", "41441234567", "-set", "caller", "+41791234567", "-p", &free_port().to_string(), "-d", "2000"]);
-    let ringing = sse.next(Duration::from_secs(10)).await.expect("ringing on the SSE stream");
-    assert_eq!((ringing["state"].as_str(), ringing["caller"].as_str()), (Some("ringing"), Some("+41791234567")), "{ringing}");
+    let mut caller = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uac_call.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-set",
+            "caller",
+            "+41791234567",
+            "-p",
+            &free_port().to_string(),
+            "-d",
+            "2000",
+        ],
+    );
+    let ringing = sse
+        .next(Duration::from_secs(10))
+        .await
+        .expect("ringing on the SSE stream");
+    assert_eq!(
+        (ringing["state"].as_str(), ringing["caller"].as_str()),
+        (Some("ringing"), Some("+41791234567")),
+        "{ringing}"
+    );
     let evs = call_states(&r, Some("+41791234567"), 3).await;
     let states: Vec<&str> = evs.iter().map(|e| e["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["ringing", "answered", "ended"]);
-    assert!(evs.iter().all(|e| e["call_id"] == evs[0]["call_id"] && e["licensed_number"] == "+41441234567"));
+    assert!(
+        evs.iter()
+            .all(|e| e["call_id"] == evs[0]["call_id"] && e["licensed_number"] == "+41441234567")
+    );
     let duration = evs[2]["duration_secs"].as_u64().unwrap();
-    assert!((1..=4).contains(&duration), "duration {duration} s for a 2 s call");
+    assert!(
+        (1..=4).contains(&duration),
+        "duration {duration} s for a 2 s call"
+    );
     assert!(answer.wait().unwrap().success() && caller.wait().unwrap().success());
 
     // Unanswered and anonymous: ringing then missed, caller withheld.
-    let mut phone_rings = sipp(&pbx, &["-sf", scenario("uas_noanswer.xml").to_str().unwrap(), "-s", "41441234567", "-p", &port]);
+    let mut phone_rings = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uas_noanswer.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-p",
+            &port,
+        ],
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut gives_up = sipp(&pbx, &["-sf", scenario("uac_cancel.xml").to_str().unwrap(), "-s", "41441234567", "-set", "caller", "anonymous", "-set", "caller_domain", "anonymous.invalid", "-p", &free_port().to_string(), "-d", "1000"]);
+    let mut gives_up = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uac_cancel.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-set",
+            "caller",
+            "anonymous",
+            "-set",
+            "caller_domain",
+            "anonymous.invalid",
+            "-p",
+            &free_port().to_string(),
+            "-d",
+            "1000",
+        ],
+    );
     let evs = call_states(&r, None, 2).await;
     let states: Vec<&str> = evs.iter().map(|e| e["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["ringing", "missed"]);
@@ -117,24 +266,91 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
     let _ = phone_rings.wait();
 
     // A caller in national format arrives in E.164.
-    let mut answer = sipp(&pbx, &["-sf", scenario("uas_answer.xml").to_str().unwrap(), "-s", "41441234567", "-p", &port, "-d", "200"]);
+    let mut answer = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uas_answer.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-p",
+            &port,
+            "-d",
+            "200",
+        ],
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut caller = sipp(&pbx, &["-sf", scenario("uac_call.xml").to_str().unwrap(), "-s", "41441234567", "-set", "caller", "0797654321", "-p", &free_port().to_string(), "-d", "500"]);
+    let mut caller = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uac_call.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-set",
+            "caller",
+            "0797654321",
+            "-p",
+            &free_port().to_string(),
+            "-d",
+            "500",
+        ],
+    );
     call_states(&r, Some("+41797654321"), 3).await;
     let _ = (answer.wait(), caller.wait());
 
     // The customer's second number has no license: nothing reaches the app.
     let before = r.received().len();
     let other = other_phone.to_string();
-    let mut answer = sipp(&pbx, &["-sf", scenario("uas_answer.xml").to_str().unwrap(), "-s", "41441234568", "-p", &other, "-d", "200"]);
+    let mut answer = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uas_answer.xml").to_str().unwrap(),
+            "-s",
+            "41441234568",
+            "-p",
+            &other,
+            "-d",
+            "200",
+        ],
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut caller = sipp(&pbx, &["-sf", scenario("uac_call.xml").to_str().unwrap(), "-s", "41441234568", "-set", "caller", "+41791111111", "-p", &free_port().to_string(), "-d", "500"]);
-    assert!(answer.wait().unwrap().success() && caller.wait().unwrap().success(), "the unlicensed call itself must work on the PBX");
+    let mut caller = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uac_call.xml").to_str().unwrap(),
+            "-s",
+            "41441234568",
+            "-set",
+            "caller",
+            "+41791111111",
+            "-p",
+            &free_port().to_string(),
+            "-d",
+            "500",
+        ],
+    );
+    assert!(
+        answer.wait().unwrap().success() && caller.wait().unwrap().success(),
+        "the unlicensed call itself must work on the PBX"
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(r.received().len(), before, "an unlicensed number reached the app");
+    assert_eq!(
+        r.received().len(),
+        before,
+        "an unlicensed number reached the app"
+    );
 
     // Revoking the key drops the number from monitoring (unsubscribe).
-    h.ok(&t.admin, "DELETE", &format!("/api/v1/keys/{}", t.key_id), None).await;
+    h.ok(
+        &t.admin,
+        "DELETE",
+        &format!("/api/v1/keys/{}", t.key_id),
+        None,
+    )
+    .await;
     let mut status = Value::Null;
     for _ in 0..50 {
         status = h.op("GET", "/api/v1/telephony", None).await;

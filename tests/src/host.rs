@@ -63,7 +63,10 @@ impl Host {
             token: String::new(),
             data,
             db_url: db_url.to_owned(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             port: free_port(),
             child: None,
             client: reqwest::Client::builder()

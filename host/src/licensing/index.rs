@@ -118,7 +118,15 @@ impl Index {
     }
 
     /// Adds one active license with its keys `(key id, secret hash)`.
-    pub fn add(&mut self, license_id: &str, customer_id: &str, number: E164, installation: Arc<Installation>, deliver_internal: bool, keys: &[(String, String)]) {
+    pub fn add(
+        &mut self,
+        license_id: &str,
+        customer_id: &str,
+        number: E164,
+        installation: Arc<Installation>,
+        deliver_internal: bool,
+        keys: &[(String, String)],
+    ) {
         let target = Target {
             license_id: license_id.to_owned(),
             customer_id: customer_id.to_owned(),
@@ -138,8 +146,12 @@ impl Index {
                 },
             );
         }
-        self.owners.entry(number.clone()).or_insert_with(|| customer_id.to_owned());
-        self.by_installation.entry(installation.id.clone()).or_insert_with(|| target.clone());
+        self.owners
+            .entry(number.clone())
+            .or_insert_with(|| customer_id.to_owned());
+        self.by_installation
+            .entry(installation.id.clone())
+            .or_insert_with(|| target.clone());
         self.by_number.entry(number).or_default().push(target);
     }
 

@@ -164,6 +164,7 @@ pub struct Licensing {
     index: Arc<RwLock<Arc<Index>>>,
     monitored: watch::Sender<BTreeSet<E164>>,
     catalog: Arc<dyn ConnectorCatalog>,
+    notify_webhook: Option<Arc<str>>,
 }
 
 pub(crate) fn id(prefix: &str) -> String {
@@ -185,9 +186,16 @@ impl Licensing {
             index: Arc::new(RwLock::new(Arc::new(Index::default()))),
             monitored,
             catalog,
+            notify_webhook: None,
         };
         l.refresh().await?;
         Ok(l)
+    }
+
+    /// Also POSTs every notification as JSON to `url` (empty: none).
+    pub fn with_notify_webhook(mut self, url: &str) -> Self {
+        self.notify_webhook = (!url.trim().is_empty()).then(|| Arc::from(url.trim()));
+        self
     }
 
     /// The current index snapshot (lock-free for the caller afterwards).
@@ -256,6 +264,26 @@ impl Licensing {
         .execute(&self.db.pool)
         .await?;
         tracing::info!(customer, kind, "{message}");
+        if let Some(url) = self.notify_webhook.clone() {
+            let body = serde_json::json!({ "customer_id": customer, "kind": kind, "message": message, "at_ms": now_ms() });
+            tokio::spawn(async move {
+                let sent = reqwest::Client::new()
+                    .post(&*url)
+                    .json(&body)
+                    .timeout(std::time::Duration::from_secs(10))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        tracing::warn!(status = %r.status(), %url, "notification webhook refused the notification (it stays in the notification list)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %url, "notification webhook unreachable (the notification stays in the notification list)")
+                    }
+                }
+            });
+        }
         Ok(())
     }
 

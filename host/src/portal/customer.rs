@@ -22,14 +22,18 @@ use serde_json::{Value, json};
 use super::PortalState;
 use super::form::{self, FormData};
 use super::operator::{AuditFilter, filtered, redrive_one};
-use super::web::{Ctx, Errors, OrPage, Page, Posted, errors_of, see_other};
+use super::web::{Ctx, Errors, OrPage, Page, Posted, Refusal, errors_of, see_other};
 use crate::licensing::{CustomerView, LicenseView, NewInstallation};
 
+/// Customer routes.
 pub(super) fn routes() -> Router<PortalState> {
     Router::new()
         .route("/portal/c/{cid}", get(overview))
         .route("/portal/c/{cid}/", get(overview))
-        .route("/portal/c/{cid}/accounts", get(accounts).post(create_account))
+        .route(
+            "/portal/c/{cid}/accounts",
+            get(accounts).post(create_account),
+        )
         .route(
             "/portal/c/{cid}/telephony",
             get(telephony).post(create_telephony),
@@ -65,10 +69,7 @@ pub(super) fn routes() -> Router<PortalState> {
         .route("/portal/c/{cid}/billing.csv", get(billing_csv))
         .route("/portal/c/{cid}/audit", get(audit))
         .route("/portal/c/{cid}/deliveries", get(deliveries))
-        .route(
-            "/portal/c/{cid}/deliveries/{id}/redrive",
-            post(redrive),
-        )
+        .route("/portal/c/{cid}/deliveries/{id}/redrive", post(redrive))
 }
 
 fn lic(ctx: &Ctx) -> &crate::licensing::Licensing {
@@ -77,6 +78,7 @@ fn lic(ctx: &Ctx) -> &crate::licensing::Licensing {
 
 // ---- overview -------------------------------------------------------------
 
+/// The customer overview (also shown again with a blocking error).
 pub(super) async fn overview_page(
     ctx: &Ctx,
     c: &CustomerView,
@@ -95,8 +97,15 @@ pub(super) async fn overview_page(
     let licenses = l.licenses(ctx.actor(), &c.id).await.or_page(ctx)?;
     let waiting = licenses.iter().filter(|l| l.state == "ordered").count();
     let numbers = l.numbers(ctx.actor(), &c.id).await.or_page(ctx)?.len();
-    let apps = l.installations(ctx.actor(), &c.id).await.or_page(ctx)?.len();
-    let tel = l.telephony_accounts(ctx.actor(), &c.id).await.or_page(ctx)?;
+    let apps = l
+        .installations(ctx.actor(), &c.id)
+        .await
+        .or_page(ctx)?
+        .len();
+    let tel = l
+        .telephony_accounts(ctx.actor(), &c.id)
+        .await
+        .or_page(ctx)?;
     Ok(ctx.render_customer(
         status,
         "overview.html",
@@ -217,7 +226,14 @@ async fn telephony_page(
 
 async fn telephony(ctx: Ctx, Path(cid): Path<String>) -> Page {
     let c = ctx.customer(&cid).await?;
-    telephony_page(&ctx, &c, StatusCode::OK, Errors::new(), &FormData::default()).await
+    telephony_page(
+        &ctx,
+        &c,
+        StatusCode::OK,
+        Errors::new(),
+        &FormData::default(),
+    )
+    .await
 }
 
 async fn create_telephony(Path(cid): Path<String>, p: Posted) -> Page {
@@ -266,13 +282,13 @@ async fn own_telephony(
     ctx: &Ctx,
     cid: &str,
     tid: &str,
-) -> Result<crate::licensing::TelephonyAccountView, Response> {
+) -> Result<crate::licensing::TelephonyAccountView, Refusal> {
     let t = lic(ctx)
         .telephony_account(ctx.actor(), tid)
         .await
         .or_page(ctx)?;
     if t.customer_id != cid {
-        return Err(ctx.not_found());
+        return Err(ctx.not_found().into());
     }
     Ok(t)
 }
@@ -286,7 +302,10 @@ async fn consent_render(
 ) -> Page {
     let c = ctx.customer(cid).await?;
     let t = own_telephony(ctx, cid, tid).await?;
-    let numbers = lic(ctx).account_numbers(ctx.actor(), tid).await.or_page(ctx)?;
+    let numbers = lic(ctx)
+        .account_numbers(ctx.actor(), tid)
+        .await
+        .or_page(ctx)?;
     Ok(ctx.render_customer(
         status,
         "consent.html",
@@ -301,8 +320,7 @@ async fn consent_page(ctx: Ctx, Path((cid, tid)): Path<(String, String)>) -> Pag
 }
 
 /// What a customer admin consents to (recorded with the consent).
-const CONSENT_SCOPE: &str =
-    "read the account's phone numbers to monitor calls on licensed numbers and place click-to-calls";
+const CONSENT_SCOPE: &str = "read the account's phone numbers to monitor calls on licensed numbers and place click-to-calls";
 
 async fn consent(Path((cid, tid)): Path<(String, String)>, p: Posted) -> Page {
     let Posted { ctx, form } = p;
@@ -319,7 +337,9 @@ async fn consent(Path((cid, tid)): Path<(String, String)>, p: Posted) -> Page {
     {
         Ok(_) => {
             ctx.flash("consent_granted");
-            Ok(see_other(&format!("/portal/c/{cid}/telephony/{tid}/import")))
+            Ok(see_other(&format!(
+                "/portal/c/{cid}/telephony/{tid}/import"
+            )))
         }
         Err(e) if e.kind != crate::licensing::ErrorKind::NotFound => {
             consent_render(
@@ -331,7 +351,7 @@ async fn consent(Path((cid, tid)): Path<(String, String)>, p: Posted) -> Page {
             )
             .await
         }
-        Err(e) => Err(ctx.fail(e)),
+        Err(e) => Err(ctx.fail(e).into()),
     }
 }
 
@@ -356,7 +376,10 @@ async fn import_render(
 ) -> Page {
     let c = ctx.customer(cid).await?;
     let t = own_telephony(ctx, cid, tid).await?;
-    let offered = lic(ctx).account_numbers(ctx.actor(), tid).await.or_page(ctx)?;
+    let offered = lic(ctx)
+        .account_numbers(ctx.actor(), tid)
+        .await
+        .or_page(ctx)?;
     let have: Vec<String> = lic(ctx)
         .numbers(ctx.actor(), cid)
         .await
@@ -422,7 +445,7 @@ async fn import(Path((cid, tid)): Path<(String, String)>, p: Posted) -> Page {
             )
             .await
         }
-        Err(e) => Err(ctx.fail(e)),
+        Err(e) => Err(ctx.fail(e).into()),
     }
 }
 
@@ -487,7 +510,7 @@ async fn app_render(
     errors: Errors,
 ) -> Page {
     let Some(plugin) = ctx.state.app().plugins.get(connector) else {
-        return Err(ctx.not_found());
+        return Err(ctx.not_found().into());
     };
     let mut fields = form::fields(&plugin.manifest.config_schema, posted);
     for f in &mut fields {
@@ -528,7 +551,7 @@ async fn app_new(Path((cid, connector)): Path<(String, String)>, p: Posted) -> P
     let c = ctx.customer(&cid).await?;
     let app = ctx.state.app();
     let Some(plugin) = app.plugins.get(&connector) else {
-        return Err(ctx.not_found());
+        return Err(ctx.not_found().into());
     };
     let fields = form::fields(&plugin.manifest.config_schema, None);
     let (config, problems) = form::config_from(&fields, &form);
@@ -541,7 +564,12 @@ async fn app_new(Path((cid, connector)): Path<(String, String)>, p: Posted) -> P
         match app.plugins.validate_config(&connector, &config).await {
             Ok(issues) => {
                 for i in issues {
-                    let field = i.field.trim_start_matches('/').split('/').next().unwrap_or("");
+                    let field = i
+                        .field
+                        .trim_start_matches('/')
+                        .split('/')
+                        .next()
+                        .unwrap_or("");
                     let key = if fields.iter().any(|f| f.name == field) {
                         field.to_owned()
                     } else {
@@ -574,7 +602,7 @@ async fn app_new(Path((cid, connector)): Path<(String, String)>, p: Posted) -> P
                 return Ok(see_other(&format!("/portal/c/{cid}/apps")));
             }
             Err(e) if e.kind == crate::licensing::ErrorKind::NotFound => {
-                return Err(ctx.fail(e));
+                return Err(ctx.fail(e).into());
             }
             Err(e) => errors = errors_of(&e),
         }
@@ -656,7 +684,7 @@ async fn order(Path(cid): Path<String>, p: Posted) -> Page {
         .await
         .or_page(&ctx)?;
     if inst.customer_id != cid {
-        return Err(ctx.not_found());
+        return Err(ctx.not_found().into());
     }
     let Ok(count) = form.get("count").parse::<u32>() else {
         let mut errors = Errors::new();
@@ -669,17 +697,24 @@ async fn order(Path(cid): Path<String>, p: Posted) -> Page {
             Ok(see_other(&format!("/portal/c/{cid}/licenses")))
         }
         Err(e) if e.kind == crate::licensing::ErrorKind::Invalid => {
-            licenses_page(&ctx, &c, StatusCode::UNPROCESSABLE_ENTITY, errors_of(&e), None).await
+            licenses_page(
+                &ctx,
+                &c,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                errors_of(&e),
+                None,
+            )
+            .await
         }
-        Err(e) => Err(ctx.fail(e)),
+        Err(e) => Err(ctx.fail(e).into()),
     }
 }
 
 /// The license, if it belongs to the customer of the URL.
-async fn own_license(ctx: &Ctx, cid: &str, lid: &str) -> Result<LicenseView, Response> {
+async fn own_license(ctx: &Ctx, cid: &str, lid: &str) -> Result<LicenseView, Refusal> {
     let l = lic(ctx).license(ctx.actor(), lid).await.or_page(ctx)?;
     if l.customer_id != cid {
-        return Err(ctx.not_found());
+        return Err(ctx.not_found().into());
     }
     Ok(l)
 }
@@ -731,7 +766,7 @@ async fn provision(Path((cid, lid)): Path<(String, String)>, p: Posted) -> Page 
             )
             .await
         }
-        Err(e) => Err(ctx.fail(e)),
+        Err(e) => Err(ctx.fail(e).into()),
     }
 }
 
@@ -762,7 +797,7 @@ async fn assign(Path((cid, lid)): Path<(String, String)>, p: Posted) -> Page {
             )
             .await
         }
-        Err(e) => Err(ctx.fail(e)),
+        Err(e) => Err(ctx.fail(e).into()),
     }
 }
 
@@ -785,7 +820,7 @@ async fn cancel(Path((cid, lid)): Path<(String, String)>, p: Posted) -> Page {
             )
             .await
         }
-        Err(e) => Err(ctx.fail(e)),
+        Err(e) => Err(ctx.fail(e).into()),
     }
 }
 
@@ -811,13 +846,7 @@ async fn keys(ctx: Ctx, Path(cid): Path<String>) -> Page {
             })
         })
         .collect();
-    Ok(ctx.render_customer(
-        StatusCode::OK,
-        "keys.html",
-        &c,
-        "keys",
-        context! { rows },
-    ))
+    Ok(ctx.render_customer(StatusCode::OK, "keys.html", &c, "keys", context! { rows }))
 }
 
 async fn rotate(Path((cid, lid)): Path<(String, String)>, p: Posted) -> Page {
@@ -854,7 +883,7 @@ async fn revoke_key(Path((cid, kid)): Path<(String, String)>, p: Posted) -> Page
         .iter()
         .any(|l| l.keys.iter().any(|k| k.id == kid));
     if !owned {
-        return Err(ctx.not_found());
+        return Err(ctx.not_found().into());
     }
     lic(&ctx)
         .revoke_key(ctx.actor(), &kid)
@@ -907,7 +936,11 @@ fn months() -> (String, String) {
     let today = chrono::Utc::now().date_naive();
     let current = today.format("%Y-%m").to_string();
     let first = today.with_day(1).unwrap_or(today);
-    let prev = first.pred_opt().unwrap_or(first).format("%Y-%m").to_string();
+    let prev = first
+        .pred_opt()
+        .unwrap_or(first)
+        .format("%Y-%m")
+        .to_string();
     (current, prev)
 }
 

@@ -123,9 +123,7 @@ pub fn fields(schema: &Value, posted: Option<&FormData>) -> Vec<Field> {
                 "array" if !item_enum.is_empty() => ("checkboxes", item_enum, ""),
                 "array" => ("lines", vec![], ""),
                 _ if !enum_opts.is_empty() => ("select", enum_opts, ""),
-                _ if p.get("format").and_then(Value::as_str) == Some("uri") => {
-                    ("url", vec![], "")
-                }
+                _ if p.get("format").and_then(Value::as_str) == Some("uri") => ("url", vec![], ""),
                 _ => ("text", vec![], ""),
             };
             let input = format!("{CONFIG_PREFIX}{name}");

@@ -125,7 +125,10 @@ const EN: &[(&str, &str)] = &[
     ("copied", "Copied"),
     // customers
     ("customers_title", "Customers"),
-    ("customers_empty", "No customers yet. Create the first one below."),
+    (
+        "customers_empty",
+        "No customers yet. Create the first one below.",
+    ),
     ("new_customer", "New customer"),
     ("customer_name", "Customer name"),
     ("customer_created", "Customer created."),
@@ -152,7 +155,10 @@ const EN: &[(&str, &str)] = &[
     ("accounts_empty", "No admin accounts yet."),
     ("new_admin", "New customer admin"),
     ("role", "Role"),
-    ("impersonal_checkbox", "Shared (impersonal) account — not recommended"),
+    (
+        "impersonal_checkbox",
+        "Shared (impersonal) account — not recommended",
+    ),
     ("initial_password", "Initial password"),
     (
         "initial_password_help",
@@ -193,17 +199,17 @@ const EN: &[(&str, &str)] = &[
     ("registrar", "SIP registrar"),
     ("username", "SIP user name"),
     ("pbx_secret", "Password of the telephony account"),
-    (
-        "pbx_secret_help",
-        "Stored encrypted and never shown again.",
-    ),
+    ("pbx_secret_help", "Stored encrypted and never shown again."),
     ("telephony_created", "Telephony account connected."),
     ("consent", "Consent"),
     ("consent_given", "Consent given by"),
     ("consent_missing", "No consent"),
     ("give_consent", "Give consent"),
     ("revoke_consent", "Revoke consent"),
-    ("consent_revoked", "Consent revoked. Monitoring and click-to-call stopped."),
+    (
+        "consent_revoked",
+        "Consent revoked. Monitoring and click-to-call stopped.",
+    ),
     ("consent_granted", "Consent recorded."),
     ("import_numbers", "Import numbers"),
     ("secret_stored", "Secret stored"),
@@ -279,7 +285,10 @@ const EN: &[(&str, &str)] = &[
     ("connectors_empty", "No connector is loaded."),
     ("enable", "Enable"),
     ("enable_title", "Enable a business application"),
-    ("secret_field_help", "Secret: stored encrypted, never shown again."),
+    (
+        "secret_field_help",
+        "Secret: stored encrypted, never shown again.",
+    ),
     ("installation_created", "Business application enabled."),
     ("unknown_connector", "This connector is not loaded."),
     // licenses
@@ -292,7 +301,10 @@ const EN: &[(&str, &str)] = &[
     ("application", "Business application"),
     ("count", "Number of licenses"),
     ("order", "Order"),
-    ("licenses_ordered", "Licenses ordered. An operator provisions them."),
+    (
+        "licenses_ordered",
+        "Licenses ordered. An operator provisions them.",
+    ),
     ("order_needs_app", "Enable a business application first."),
     ("state", "State"),
     ("state_ordered", "ordered"),
@@ -305,13 +317,19 @@ const EN: &[(&str, &str)] = &[
     ("assign_to", "Assign to number"),
     ("license_assigned", "License assigned."),
     ("cancel_license", "Cancel license"),
-    ("license_cancelled", "License cancelled. Billing stops today."),
+    (
+        "license_cancelled",
+        "License cancelled. Billing stops today.",
+    ),
     ("waiting_for_operator", "waiting for an operator"),
     ("available", "Available"),
     ("assigned", "Assigned"),
     ("ordered", "Ordered"),
     ("provisioned", "Provisioned"),
-    ("no_numbers_to_assign", "No numbers to assign; import numbers first."),
+    (
+        "no_numbers_to_assign",
+        "No numbers to assign; import numbers first.",
+    ),
     // keys
     ("keys_title", "LeanSync Keys"),
     (
@@ -331,7 +349,10 @@ const EN: &[(&str, &str)] = &[
     // usage
     ("usage_title", "Usage report"),
     ("generated_at", "Generated at"),
-    ("usage_empty", "No business application yet, so there is no usage."),
+    (
+        "usage_empty",
+        "No business application yet, so there is no usage.",
+    ),
     ("license", "License"),
     // billing
     ("billing_title", "Billing preview"),
@@ -409,7 +430,10 @@ const DE: &[(&str, &str)] = &[
     ("skip_to_content", "Zum Inhalt springen"),
     ("language", "Sprache"),
     ("login_title", "Anmelden"),
-    ("login_intro", "Melden Sie sich mit Ihrem persönlichen Konto an."),
+    (
+        "login_intro",
+        "Melden Sie sich mit Ihrem persönlichen Konto an.",
+    ),
     ("email", "E-Mail"),
     ("password", "Passwort"),
     ("sign_in", "Anmelden"),
@@ -448,7 +472,10 @@ const DE: &[(&str, &str)] = &[
     ("back_home", "Zurück zur Startseite"),
     ("field_required", "Dieses Feld ist erforderlich."),
     ("not_a_number", "Geben Sie eine Zahl ein."),
-    ("form_has_errors", "Bitte korrigieren Sie die markierten Felder."),
+    (
+        "form_has_errors",
+        "Bitte korrigieren Sie die markierten Felder.",
+    ),
     ("nav_customers", "Kunden"),
     ("nav_prices", "Preisliste"),
     ("nav_plugins", "Plugins"),
@@ -574,7 +601,10 @@ const DE: &[(&str, &str)] = &[
     ("consent_granted", "Einwilligung erfasst."),
     ("import_numbers", "Nummern importieren"),
     ("secret_stored", "Geheimnis gespeichert"),
-    ("consent_title", "Einwilligung zum Lesen der Nummern des Kontos"),
+    (
+        "consent_title",
+        "Einwilligung zum Lesen der Nummern des Kontos",
+    ),
     (
         "consent_what",
         "LeanSync Voice liest Folgendes aus diesem Telefonie-Konto:",
@@ -700,7 +730,10 @@ const DE: &[(&str, &str)] = &[
     ),
     ("rotate_key", "Neuen Key erzeugen"),
     ("revoke", "Widerrufen"),
-    ("key_revoked", "Key widerrufen. Er funktioniert ab sofort nicht mehr."),
+    (
+        "key_revoked",
+        "Key widerrufen. Er funktioniert ab sofort nicht mehr.",
+    ),
     ("revoked", "widerrufen"),
     ("active_key", "aktiv"),
     ("key_blocked", "gesperrt"),
@@ -733,7 +766,10 @@ const DE: &[(&str, &str)] = &[
     ("date_from", "Ab Datum"),
     ("date_to", "Bis Datum"),
     ("customer", "Kunde"),
-    ("audit_limited", "Angezeigt werden die neuesten 500 Einträge von"),
+    (
+        "audit_limited",
+        "Angezeigt werden die neuesten 500 Einträge von",
+    ),
     ("deliveries_title", "Zustellungen"),
     ("deliveries_empty", "Noch keine Zustellungen."),
     ("dead_letters_title", "Unzustellbare Ereignisse"),
@@ -768,8 +804,14 @@ const DE: &[(&str, &str)] = &[
     ("new_password", "Neues Passwort"),
     ("new_password_help", "Mindestens 10 Zeichen."),
     ("confirm_password", "Neues Passwort wiederholen"),
-    ("passwords_differ", "Die beiden Passwörter sind verschieden."),
-    ("current_password_wrong", "Das aktuelle Passwort ist falsch."),
+    (
+        "passwords_differ",
+        "Die beiden Passwörter sind verschieden.",
+    ),
+    (
+        "current_password_wrong",
+        "Das aktuelle Passwort ist falsch.",
+    ),
     ("password_saved", "Passwort geändert."),
 ];
 

@@ -335,13 +335,7 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
     // the form.
     let cookie = session::cookie(&parts.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if cookie.is_empty() || !session::same_token(form.get("csrf"), &cookie) {
-        return anonymous_page(
-            &s,
-            &parts,
-            StatusCode::FORBIDDEN,
-            "csrf_title",
-            "csrf_text",
-        );
+        return anonymous_page(&s, &parts, StatusCode::FORBIDDEN, "csrf_title", "csrf_text");
     }
     let email = form.get("email").to_owned();
     let next = safe_next(Some(form.get("next")));
@@ -391,8 +385,7 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
 async fn logout(p: Posted) -> Response {
     p.ctx.state.sessions().remove(&p.ctx.sid);
     let mut resp = see_other("/portal/login");
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(SESSION_COOKIE, "", Some(0), false))
-    {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(SESSION_COOKIE, "", Some(0), false)) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp

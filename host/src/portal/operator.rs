@@ -4,16 +4,16 @@
 use axum::Router;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::{get, post};
 use minijinja::context;
 use serde::Deserialize;
 
 use super::PortalState;
-use super::web::{Ctx, Errors, OrPage, Page, Posted, errors_of, see_other};
+use super::web::{Ctx, Errors, OrPage, Page, Posted, Refusal, errors_of, see_other};
 use crate::licensing::queries::PriceView;
 use crate::plugins::Status;
 
+/// Operator routes.
 pub(super) fn routes() -> Router<PortalState> {
     Router::new()
         .route("/portal/customers", get(customers).post(create_customer))
@@ -98,7 +98,7 @@ async fn block(Path(cid): Path<String>, p: Posted) -> Page {
             )
             .await
         }
-        Err(e) => Err(ctx.fail(e)),
+        Err(e) => Err(ctx.fail(e).into()),
     }
 }
 
@@ -207,14 +207,19 @@ async fn health(ctx: Ctx) -> Page {
 /// Audit filters (all optional).
 #[derive(Deserialize, Default, Clone, serde::Serialize)]
 pub(super) struct AuditFilter {
+    /// Part of the actor's e-mail.
     #[serde(default)]
     pub user: String,
+    /// Action prefix, e.g. `key.`.
     #[serde(default)]
     pub action: String,
+    /// First day (YYYY-MM-DD).
     #[serde(default)]
     pub from: String,
+    /// Last day (YYYY-MM-DD).
     #[serde(default)]
     pub to: String,
+    /// Customer id (operators' whole log).
     #[serde(default)]
     pub customer: String,
 }
@@ -296,13 +301,13 @@ async fn redrive(Path(id): Path<i64>, p: Posted) -> Page {
 }
 
 /// Re-drives a dead letter (operators), optionally only of `customer`.
-pub(super) async fn redrive_one(ctx: &Ctx, id: i64, customer: Option<&str>) -> Result<(), Response> {
+pub(super) async fn redrive_one(ctx: &Ctx, id: i64, customer: Option<&str>) -> Result<(), Refusal> {
     ctx.require_operator()?;
     let pipeline = &ctx.state.app().pipeline;
     let row = pipeline.outbox().delivery(id).await.or_page(ctx)?;
     match row {
         Some(r) if customer.is_none_or(|c| c == r.customer_id) => {}
-        _ => return Err(ctx.not_found()),
+        _ => return Err(ctx.not_found().into()),
     }
     if pipeline.redrive(id).await.or_page(ctx)? {
         ctx.flash("redriven");

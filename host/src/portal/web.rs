@@ -17,7 +17,22 @@ use super::session::{self, LANG_COOKIE, SESSION_COOKIE, Session};
 use crate::licensing::{self, CustomerView, ErrorKind};
 
 /// A handler result: a page either way.
-pub type Page = Result<Response, Response>;
+pub type Page = Result<Response, Refusal>;
+
+/// An error page ready to be sent (boxed: responses are large).
+pub struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(r: Response) -> Self {
+        Refusal(Box::new(r))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
 
 /// The language of a request: `?lang=`, then the cookie, then English.
 pub fn lang_of(parts: &Parts) -> Lang {
@@ -29,17 +44,9 @@ pub fn lang_of(parts: &Parts) -> Lang {
 
 /// One query parameter of a URI (first occurrence, percent-decoded).
 pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    let q = uri.query()?;
-    let pairs: Vec<(String, String)> = serde_urlencoded_pairs(q);
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
     pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
-}
-
-fn serde_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
-        &format!("/?{q}").parse().unwrap_or_default(),
-    )
-    .map(|axum::extract::Query(v)| v)
-    .unwrap_or_default()
 }
 
 /// A signed-in request: state, session and language.
@@ -260,11 +267,9 @@ impl Ctx {
     pub fn fail(&self, e: licensing::Error) -> Response {
         match e.kind {
             ErrorKind::NotFound => self.not_found(),
-            ErrorKind::Forbidden => self.message(
-                StatusCode::FORBIDDEN,
-                self.t("forbidden_title"),
-                &e.message,
-            ),
+            ErrorKind::Forbidden => {
+                self.message(StatusCode::FORBIDDEN, self.t("forbidden_title"), &e.message)
+            }
             ErrorKind::Internal => self.internal(&e.message),
             ErrorKind::Invalid | ErrorKind::Conflict => self.message(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -275,22 +280,22 @@ impl Ctx {
     }
 
     /// Fails with 403 unless the actor is an operator.
-    pub fn require_operator(&self) -> Result<(), Response> {
+    pub fn require_operator(&self) -> Result<(), Refusal> {
         if self.actor().is_operator() {
             Ok(())
         } else {
-            Err(self.forbidden())
+            Err(self.forbidden().into())
         }
     }
 
     /// The customer, if the actor may see it (404 otherwise).
-    pub async fn customer(&self, cid: &str) -> Result<CustomerView, Response> {
+    pub async fn customer(&self, cid: &str) -> Result<CustomerView, Refusal> {
         self.state
             .app()
             .licensing
             .customer(self.actor(), cid)
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e).into())
     }
 }
 
@@ -329,17 +334,17 @@ pub fn see_other(to: &str) -> Response {
 /// Licensing results inside handlers: errors become pages.
 pub trait OrPage<T> {
     /// Maps a licensing error to its page.
-    fn or_page(self, ctx: &Ctx) -> Result<T, Response>;
+    fn or_page(self, ctx: &Ctx) -> Result<T, Refusal>;
 }
 
 impl<T> OrPage<T> for licensing::Result<T> {
-    fn or_page(self, ctx: &Ctx) -> Result<T, Response> {
-        self.map_err(|e| ctx.fail(e))
+    fn or_page(self, ctx: &Ctx) -> Result<T, Refusal> {
+        self.map_err(|e| ctx.fail(e).into())
     }
 }
 
 impl<T> OrPage<T> for anyhow::Result<T> {
-    fn or_page(self, ctx: &Ctx) -> Result<T, Response> {
-        self.map_err(|e| ctx.internal(format!("{e:#}")))
+    fn or_page(self, ctx: &Ctx) -> Result<T, Refusal> {
+        self.map_err(|e| ctx.internal(format!("{e:#}")).into())
     }
 }

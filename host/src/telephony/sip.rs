@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+use rsipstack::EndpointBuilder;
 use rsipstack::dialog::authenticate::{Credential, handle_client_authenticate};
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{self as rsip, Header, Method, SipMessage, StatusCode};
@@ -24,7 +25,6 @@ use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::{Transaction, make_tag};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
-use rsipstack::EndpointBuilder;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,11 @@ impl Default for SipConfig {
 impl SipConfig {
     fn domain(&self) -> String {
         if self.domain.is_empty() {
-            self.server.split(':').next().unwrap_or("127.0.0.1").to_owned()
+            self.server
+                .split(':')
+                .next()
+                .unwrap_or("127.0.0.1")
+                .to_owned()
         } else {
             self.domain.clone()
         }
@@ -125,23 +129,47 @@ impl SipProvider {
     /// `events`.
     pub async fn start(cfg: SipConfig, events: mpsc::Sender<CallEvent>) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
-        let bind: SocketAddr = cfg.bind.parse().map_err(|_| anyhow::anyhow!("telephony.sip.bind '{}' is not an address like 127.0.0.1:0", cfg.bind))?;
-        let server_uri = rsip::Uri::try_from(format!("sip:{}", cfg.server)).map_err(|e| anyhow::anyhow!("telephony.sip.server '{}' is not host:port: {e}", cfg.server))?;
-        let server = SipAddr::try_from(&server_uri).map_err(|e| anyhow::anyhow!("telephony.sip.server '{}': {e}", cfg.server))?;
+        let bind: SocketAddr = cfg.bind.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "telephony.sip.bind '{}' is not an address like 127.0.0.1:0",
+                cfg.bind
+            )
+        })?;
+        let server_uri = rsip::Uri::try_from(format!("sip:{}", cfg.server)).map_err(|e| {
+            anyhow::anyhow!(
+                "telephony.sip.server '{}' is not host:port: {e}",
+                cfg.server
+            )
+        })?;
+        let server = SipAddr::try_from(&server_uri)
+            .map_err(|e| anyhow::anyhow!("telephony.sip.server '{}': {e}", cfg.server))?;
         // Bind on the interface that reaches the PBX when asked for any.
         let bind = if bind.ip().is_unspecified() {
             let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
-            probe.connect(&cfg.server).map_err(|e| anyhow::anyhow!("cannot route to the PBX at {}: {e}", cfg.server))?;
+            probe
+                .connect(&cfg.server)
+                .map_err(|e| anyhow::anyhow!("cannot route to the PBX at {}: {e}", cfg.server))?;
             SocketAddr::new(probe.local_addr()?.ip(), bind.port())
         } else {
             bind
         };
         let transport = TransportLayer::new(cancel.clone());
-        let conn = UdpConnection::create_connection(bind, None, Some(cancel.child_token())).await.map_err(|e| anyhow::anyhow!("cannot bind SIP on {bind}: {e}"))?;
-        let local = conn.get_addr().get_socketaddr().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let conn = UdpConnection::create_connection(bind, None, Some(cancel.child_token()))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind SIP on {bind}: {e}"))?;
+        let local = conn
+            .get_addr()
+            .get_socketaddr()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         transport.add_transport(conn.into());
-        let endpoint = EndpointBuilder::new().with_cancel_token(cancel.clone()).with_transport_layer(transport).with_user_agent("LeanSync Voice").build();
-        let incoming = endpoint.incoming_transactions().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let endpoint = EndpointBuilder::new()
+            .with_cancel_token(cancel.clone())
+            .with_transport_layer(transport)
+            .with_user_agent("LeanSync Voice")
+            .build();
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let inner = Arc::new(Inner {
             cfg,
             endpoint: endpoint.inner.clone(),
@@ -198,7 +226,9 @@ impl Provider for SipProvider {
     }
 
     fn originate(&self, _req: Originate) -> BoxFuture<'static, Result<String, TelephonyError>> {
-        Box::pin(async { Err(TelephonyError::Unavailable("click-to-call over SIP (RFC 3725 third-party call control) is not available yet; use the sim provider for click-to-call".into())) })
+        Box::pin(async {
+            Err(TelephonyError::Unavailable("click-to-call over SIP (RFC 3725 third-party call control) is not available yet; use the sim provider for click-to-call".into()))
+        })
     }
 
     fn status(&self) -> ProviderStatus {
@@ -226,7 +256,10 @@ async fn subscription_loop(inner: Arc<Inner>, number: E164, cancel: Cancellation
             to_tag: None,
             seq: 0,
         };
-        inner.by_call_id.lock().insert(call_id.clone(), number.clone());
+        inner
+            .by_call_id
+            .lock()
+            .insert(call_id.clone(), number.clone());
         if let Some(w) = inner.watches.lock().get_mut(&number) {
             w.tracker.new_subscription();
         }
@@ -275,46 +308,100 @@ struct Sub {
 }
 
 fn tag_of(header_value: &str) -> Option<String> {
-    header_value.split(';').find_map(|p| p.trim().strip_prefix("tag=").map(str::to_owned))
+    header_value
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_owned))
 }
 
 /// Sends one SUBSCRIBE (initial, refresh or `expires = 0`), answering
 /// digest challenges; returns the granted expiry.
-async fn subscribe(inner: &Inner, number: &E164, sub: &mut Sub, expires: u32) -> Result<u32, String> {
+async fn subscribe(
+    inner: &Inner,
+    number: &E164,
+    sub: &mut Sub,
+    expires: u32,
+) -> Result<u32, String> {
     let cfg = &inner.cfg;
     let domain = cfg.domain();
-    let target = rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.user_of(number))).map_err(|e| e.to_string())?;
-    let me = rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.username)).map_err(|e| e.to_string())?;
-    let contact = rsip::Uri::try_from(format!("sip:{}@{}", cfg.username, inner.local)).map_err(|e| e.to_string())?;
-    let via = inner.endpoint.get_via(None, None).map_err(|e| e.to_string())?;
-    let from = rsip::typed::From { display_name: None, uri: me, params: vec![] }.with_tag(sub.from_tag.clone().into());
-    let mut to = rsip::typed::To { display_name: None, uri: target.clone(), params: vec![] };
+    let target = rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.user_of(number)))
+        .map_err(|e| e.to_string())?;
+    let me =
+        rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.username)).map_err(|e| e.to_string())?;
+    let contact = rsip::Uri::try_from(format!("sip:{}@{}", cfg.username, inner.local))
+        .map_err(|e| e.to_string())?;
+    let via = inner
+        .endpoint
+        .get_via(None, None)
+        .map_err(|e| e.to_string())?;
+    let from = rsip::typed::From {
+        display_name: None,
+        uri: me,
+        params: vec![],
+    }
+    .with_tag(sub.from_tag.clone().into());
+    let mut to = rsip::typed::To {
+        display_name: None,
+        uri: target.clone(),
+        params: vec![],
+    };
     if let Some(t) = &sub.to_tag {
         to = to.with_tag(t.clone().into());
     }
     sub.seq += 1;
-    let mut request = inner.endpoint.make_request(Method::Subscribe, target, via, from, to, sub.seq, Some(sub.call_id.clone().into()));
-    request.headers.unique_push(rsip::typed::Contact { display_name: None, uri: contact, params: vec![] }.into());
+    let mut request = inner.endpoint.make_request(
+        Method::Subscribe,
+        target,
+        via,
+        from,
+        to,
+        sub.seq,
+        Some(sub.call_id.clone().into()),
+    );
+    request.headers.unique_push(
+        rsip::typed::Contact {
+            display_name: None,
+            uri: contact,
+            params: vec![],
+        }
+        .into(),
+    );
     request.headers.unique_push(Header::Event("dialog".into()));
-    request.headers.unique_push(Header::Accept("application/dialog-info+xml".into()));
+    request
+        .headers
+        .unique_push(Header::Accept("application/dialog-info+xml".into()));
     request.headers.unique_push(Header::Expires(expires.into()));
-    let key = TransactionKey::from_request(&request, TransactionRole::Client).map_err(|e| e.to_string())?;
+    let key = TransactionKey::from_request(&request, TransactionRole::Client)
+        .map_err(|e| e.to_string())?;
     let mut tx = Transaction::new_client(key, request, inner.endpoint.clone(), None);
     tx.destination = Some(inner.server.clone());
-    tx.send().await.map_err(|e| format!("cannot send SUBSCRIBE to {}: {e}", cfg.server))?;
-    let credential = Credential { username: cfg.username.clone(), password: cfg.password.clone(), realm: None, auth_username: None };
+    tx.send()
+        .await
+        .map_err(|e| format!("cannot send SUBSCRIBE to {}: {e}", cfg.server))?;
+    let credential = Credential {
+        username: cfg.username.clone(),
+        password: cfg.password.clone(),
+        realm: None,
+        auth_username: None,
+    };
     let mut answered_challenge = false;
     while let Some(msg) = tx.receive().await {
-        let SipMessage::Response(resp) = msg else { continue };
+        let SipMessage::Response(resp) = msg else {
+            continue;
+        };
         match resp.status_code.clone() {
             StatusCode::Trying => continue,
             StatusCode::Unauthorized | StatusCode::ProxyAuthenticationRequired => {
                 if answered_challenge {
-                    return Err(format!("the PBX refused the credentials of '{}' ({}); check telephony.sip.username and password", cfg.username, resp.status_code));
+                    return Err(format!(
+                        "the PBX refused the credentials of '{}' ({}); check telephony.sip.username and password",
+                        cfg.username, resp.status_code
+                    ));
                 }
                 answered_challenge = true;
                 sub.seq += 1;
-                tx = handle_client_authenticate(sub.seq, &tx, resp, &credential).await.map_err(|e| e.to_string())?;
+                tx = handle_client_authenticate(sub.seq, &tx, resp, &credential)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tx.destination = Some(inner.server.clone());
                 tx.send().await.map_err(|e| e.to_string())?;
             }
@@ -324,25 +411,42 @@ async fn subscribe(inner: &Inner, number: &E164, sub: &mut Sub, expires: u32) ->
                 {
                     sub.to_tag = tag_of(to.value());
                 }
-                let granted = resp.expires_header().and_then(|e| e.value().trim().parse().ok()).unwrap_or(expires);
+                let granted = resp
+                    .expires_header()
+                    .and_then(|e| e.value().trim().parse().ok())
+                    .unwrap_or(expires);
                 return Ok(granted);
             }
             code if code.code() < 200 => continue,
             code => return Err(format!("SUBSCRIBE for {number} answered {code}")),
         }
     }
-    Err(format!("no answer to SUBSCRIBE for {number} from {}", cfg.server))
+    Err(format!(
+        "no answer to SUBSCRIBE for {number} from {}",
+        cfg.server
+    ))
 }
 
 /// Answers requests from the PBX; NOTIFYs feed the trackers.
-async fn incoming_loop(inner: Arc<Inner>, mut incoming: rsipstack::transaction::TransactionReceiver) {
+async fn incoming_loop(
+    inner: Arc<Inner>,
+    mut incoming: rsipstack::transaction::TransactionReceiver,
+) {
     while let Some(mut tx) = incoming.recv().await {
         match tx.original.method {
             Method::Notify => {
-                let call_id = tx.original.call_id_header().map(|c| c.value().to_owned()).unwrap_or_default();
+                let call_id = tx
+                    .original
+                    .call_id_header()
+                    .map(|c| c.value().to_owned())
+                    .unwrap_or_default();
                 let body = String::from_utf8_lossy(tx.original.body()).to_string();
                 let number = inner.by_call_id.lock().get(&call_id).cloned();
-                let status = if number.is_some() { StatusCode::OK } else { StatusCode::CallTransactionDoesNotExist };
+                let status = if number.is_some() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CallTransactionDoesNotExist
+                };
                 let _ = tx.reply(status).await;
                 if let Some(number) = number {
                     on_notify(&inner, &number, &body);
@@ -375,8 +479,16 @@ fn on_notify(inner: &Inner, number: &E164, body: &str) {
         let w = watches.entry(number.clone()).or_default();
         for t in w.tracker.observe(&info, now) {
             match t {
-                Transition::Ringing { dialog_id, call_id, remote, .. } => {
-                    let caller = remote.as_deref().and_then(dialoginfo::user_of).and_then(|u| E164::parse(&u).ok());
+                Transition::Ringing {
+                    dialog_id,
+                    call_id,
+                    remote,
+                    ..
+                } => {
+                    let caller = remote
+                        .as_deref()
+                        .and_then(dialoginfo::user_of)
+                        .and_then(|u| E164::parse(&u).ok());
                     let ctx = CallCtx {
                         call_id: format!("sip-{}", call_id.unwrap_or_else(|| dialog_id.clone())),
                         caller,
@@ -392,9 +504,18 @@ fn on_notify(inner: &Inner, number: &E164, body: &str) {
                         events.push(event(ctx, number, CallState::Answered, None));
                     }
                 }
-                Transition::Ended { dialog_id, duration_ms, .. } => {
+                Transition::Ended {
+                    dialog_id,
+                    duration_ms,
+                    ..
+                } => {
                     if let Some(ctx) = w.calls.remove(&dialog_id) {
-                        events.push(event(&ctx, number, CallState::Ended, Some(((duration_ms + 500) / 1000) as u32)));
+                        events.push(event(
+                            &ctx,
+                            number,
+                            CallState::Ended,
+                            Some(((duration_ms + 500) / 1000) as u32),
+                        ));
                     }
                 }
                 Transition::Missed { dialog_id, .. } => {
