@@ -1092,3 +1092,121 @@ async fn operators_redrive_dead_letters_from_the_portal_customer_admins_cannot()
     let (_, page) = op.get("/portal/dead-letters").await;
     assert!(page.contains("No dead letters"), "{page}");
 }
+
+/// The screen-pop widget embedded in a business app page on another
+/// origin: an incoming simulated call appears live; a phone number on the
+/// page becomes a click-to-call link that places the call with the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn widget_shows_incoming_calls_and_dials_numbers_on_the_page() {
+    let h = Host::start("").await;
+    let r = Receiver::start().await;
+    let t = Tenant::create(
+        &h,
+        "Widget AG",
+        &["044 123 45 67"],
+        &format!("{}/w", r.url()),
+    )
+    .await;
+
+    // The business app: its own origin, the widget included by script tag.
+    let page = format!(
+        "<!doctype html><html><body><h1>CRM contact</h1><p>Supplier hotline: 044 555 66 77</p><script src=\"{}/widget.js\" data-key=\"{}\"></script></body></html>",
+        h.url, t.key
+    );
+    let app = axum::Router::new().route(
+        "/crm",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut b = Browser::start(&app_url).await;
+    b.goto("/crm").await;
+    let live = async {
+        for _ in 0..200 {
+            if let Ok(e) = b
+                .client
+                .find(Locator::Css("#leansync-widget [data-status]"))
+                .await
+                && e.text().await.unwrap_or_default() == "live"
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(live.await, "widget never connected:\n{}", b.html().await);
+
+    // An incoming call appears on the page with its caller.
+    h.op("POST", "/api/v1/sim/calls", Some(json!({ "to": "044 123 45 67", "from": "079 555 12 34", "answer_after": 0.5, "hangup_after": 0.5 }))).await;
+    let mut shown = String::new();
+    for _ in 0..200 {
+        if let Ok(e) = b
+            .client
+            .find(Locator::Css("#leansync-widget [data-calls] li"))
+            .await
+        {
+            shown = e.text().await.unwrap_or_default();
+            if shown.contains("+41795551234") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        shown.contains("+41795551234"),
+        "incoming call not shown: {shown:?}"
+    );
+    b.shot("widget-incoming-call").await;
+
+    // The number in the page text is a link; clicking it places the call.
+    let link = b
+        .client
+        .find(Locator::Css("a.leansync-call"))
+        .await
+        .expect("number turned into a link");
+    assert_eq!(
+        link.attr("href").await.unwrap().as_deref(),
+        Some("tel:0445556677")
+    );
+    link.click().await.unwrap();
+    let mut call_id = None;
+    for _ in 0..200 {
+        let l = b
+            .client
+            .find(Locator::Css("a.leansync-call"))
+            .await
+            .unwrap();
+        if l.attr("data-state").await.unwrap().as_deref() == Some("placed") {
+            call_id = l.attr("data-call-id").await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call_id = call_id.expect("click-to-call not placed");
+    b.shot("widget-call-placed").await;
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        let (s, v) = h
+            .call(
+                "GET",
+                &format!("/api/v1/calls/{call_id}"),
+                Some(&t.key),
+                None,
+            )
+            .await;
+        if s == 200 {
+            state = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state["events"][0]["direction"], "outbound", "{state}");
+    assert_eq!(state["events"][0]["callee"], "+41445556677", "{state}");
+    b.close().await;
+}
