@@ -253,6 +253,27 @@ impl Licensing {
         Ok(())
     }
 
+    /// Audits a change with the state before and after it.
+    async fn audit_change(
+        &self,
+        actor: &Actor,
+        customer: Option<&str>,
+        action: &str,
+        target: &str,
+        before: &impl Serialize,
+        after: &impl Serialize,
+    ) -> Result<()> {
+        self.audit(
+            actor,
+            customer,
+            action,
+            target,
+            serde_json::to_value(before).ok(),
+            serde_json::to_value(after).ok(),
+        )
+        .await
+    }
+
     async fn notify(&self, customer: &str, kind: &str, message: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO notifications (at_ms, customer_id, kind, message) VALUES ($1, $2, $3, $4)",
@@ -490,15 +511,8 @@ impl Licensing {
         } else {
             "customer.unblock"
         };
-        self.audit(
-            actor,
-            Some(cid),
-            action,
-            cid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
-        )
-        .await?;
+        self.audit_change(actor, Some(cid), action, cid, &before, &after)
+            .await?;
         Ok(after)
     }
 
@@ -522,13 +536,13 @@ impl Licensing {
         .await?;
         self.changed().await?;
         let after = self.customer(actor, cid).await?;
-        self.audit(
+        self.audit_change(
             actor,
             Some(cid),
             "customer.dial_permissions",
             cid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         Ok(after)
@@ -640,13 +654,13 @@ impl Licensing {
             .await?;
         self.changed().await?;
         let after = self.telephony_account(actor, tid).await?;
-        self.audit(
+        self.audit_change(
             actor,
             Some(&after.customer_id),
             "consent.grant",
             tid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         self.notify(
@@ -667,13 +681,13 @@ impl Licensing {
         sqlx::query("UPDATE telephony_accounts SET consent_by = NULL, consent_at_ms = NULL, consent_scope = NULL WHERE id = $1").bind(tid).execute(&self.db.pool).await?;
         self.changed().await?;
         let after = self.telephony_account(actor, tid).await?;
-        self.audit(
+        self.audit_change(
             actor,
             Some(&after.customer_id),
             "consent.revoke",
             tid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         self.notify(
@@ -683,6 +697,52 @@ impl Licensing {
         )
         .await?;
         Ok(after)
+    }
+
+    /// Validates every number first, then stores the new ones for
+    /// `customer` in one transaction (nothing is written if any is bad or
+    /// belongs to another customer) and rebuilds the index.
+    async fn store_numbers(
+        &self,
+        customer: &str,
+        account: Option<&str>,
+        numbers: &[String],
+    ) -> Result<Vec<E164>> {
+        let parsed: Vec<E164> = numbers
+            .iter()
+            .map(|n| E164::parse(n).map_err(|e| Error::invalid("invalid_number", e.to_string())))
+            .collect::<Result<_>>()?;
+        let mut tx = self.db.pool.begin().await?;
+        for n in &parsed {
+            let owner: Option<String> =
+                sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
+                    .bind(n.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+            match owner {
+                Some(o) if o != customer => {
+                    return Err(Error::conflict(
+                        "number_taken",
+                        format!("{n} belongs to another customer"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    sqlx::query("INSERT INTO numbers (e164, customer_id, telephony_account_id, created_at_ms) VALUES ($1, $2, $3, $4)")
+                        .bind(n.as_str())
+                        .bind(customer)
+                        .bind(account.map(str::to_owned))
+                        .bind(now_ms() as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        self.changed().await?;
+        Ok(parsed)
     }
 
     /// Imports numbers read from the telephony account; refused without consent.
@@ -701,40 +761,9 @@ impl Licensing {
                 ),
             ));
         }
-        let parsed: Vec<E164> = numbers
-            .iter()
-            .map(|n| E164::parse(n).map_err(|e| Error::invalid("invalid_number", e.to_string())))
-            .collect::<Result<_>>()?;
-        let mut tx = self.db.pool.begin().await?;
-        for n in &parsed {
-            let owner: Option<String> =
-                sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
-                    .bind(n.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| r.try_get(0))
-                    .transpose()?;
-            match owner {
-                Some(o) if o != acc.customer_id => {
-                    return Err(Error::conflict(
-                        "number_taken",
-                        format!("{n} belongs to another customer"),
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    sqlx::query("INSERT INTO numbers (e164, customer_id, telephony_account_id, created_at_ms) VALUES ($1, $2, $3, $4)")
-                        .bind(n.as_str())
-                        .bind(&acc.customer_id)
-                        .bind(tid)
-                        .bind(now_ms() as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        self.changed().await?;
+        let parsed = self
+            .store_numbers(&acc.customer_id, Some(tid), numbers)
+            .await?;
         self.audit(
             actor,
             Some(&acc.customer_id),
@@ -982,13 +1011,13 @@ impl Licensing {
         let key = self.insert_key(lid).await?;
         self.changed().await?;
         let after = self.license(actor, lid).await?;
-        self.audit(
+        self.audit_change(
             actor,
             Some(&after.customer_id),
             "license.provision",
             lid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         Ok((after, key))
@@ -1054,13 +1083,13 @@ impl Licensing {
             .await?;
         self.changed().await?;
         let after = self.license(actor, lid).await?;
-        self.audit(
+        self.audit_change(
             actor,
             Some(&after.customer_id),
             "license.assign",
             lid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         Ok(after)
@@ -1082,13 +1111,13 @@ impl Licensing {
             .await?;
         self.changed().await?;
         let after = self.license(actor, lid).await?;
-        self.audit(
+        self.audit_change(
             actor,
             Some(&after.customer_id),
             "license.cancel",
             lid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         Ok(after)
@@ -1110,13 +1139,13 @@ impl Licensing {
         let key = self.insert_key(lid).await?;
         self.changed().await?;
         let after = self.license(actor, lid).await?;
-        self.audit(
+        self.audit_change(
             actor,
             Some(&after.customer_id),
             "key.rotate",
             lid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         Ok((after, key))
@@ -1146,13 +1175,13 @@ impl Licensing {
         .await?;
         self.changed().await?;
         let after = self.license(actor, &before.id).await?;
-        self.audit(
+        self.audit_change(
             actor,
             Some(&after.customer_id),
             "key.revoke",
             kid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         Ok(after)
@@ -1179,13 +1208,13 @@ impl Licensing {
         } else {
             "key.unblock"
         };
-        self.audit(
+        self.audit_change(
             actor,
             Some(&after.customer_id),
             action,
             kid,
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            &before,
+            &after,
         )
         .await?;
         Ok(after)

@@ -9,8 +9,6 @@ use sqlx::Row;
 
 use super::billing::{self, BillableLicense, Month, Price, PriceList, Statement};
 use super::{Actor, Error, InstallationView, Licensing, NumberView, Result, TelephonyAccountView};
-use crate::call::now_ms;
-use crate::number::E164;
 
 /// A notification to a customer (consent changes, blocks).
 #[derive(Debug, Clone, Serialize)]
@@ -109,39 +107,7 @@ impl Licensing {
     ) -> Result<Vec<NumberView>> {
         actor.require_operator()?;
         self.customer_exists(cid).await?;
-        let parsed: Vec<E164> = numbers
-            .iter()
-            .map(|n| E164::parse(n).map_err(|e| Error::invalid("invalid_number", e.to_string())))
-            .collect::<Result<_>>()?;
-        let mut tx = self.db.pool.begin().await?;
-        for n in &parsed {
-            let owner: Option<String> =
-                sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
-                    .bind(n.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| r.try_get(0))
-                    .transpose()?;
-            match owner {
-                Some(o) if o != cid => {
-                    return Err(Error::conflict(
-                        "number_taken",
-                        format!("{n} belongs to another customer"),
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    sqlx::query("INSERT INTO numbers (e164, customer_id, telephony_account_id, created_at_ms) VALUES ($1, $2, NULL, $3)")
-                        .bind(n.as_str())
-                        .bind(cid)
-                        .bind(now_ms() as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        self.changed().await?;
+        let parsed = self.store_numbers(cid, None, numbers).await?;
         self.audit(
             actor,
             Some(cid),
