@@ -10,17 +10,21 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
 fi
 
+# The three guest workspaces share one target directory, so their common
+# dependencies (wit-bindgen, serde, ...) are built and stored once.
+GUEST_TARGET="${LEANSYNC_GUEST_TARGET:-$PWD/target/guests}"
+
 build() { # workspace dir, then the glob of its plugin manifests
   local ws=$1 pattern=$2
   echo "==> building $ws (wasm32-wasip2, release)"
-  (cd "$ws" && cargo build --locked --quiet --target wasm32-wasip2 --release)
+  (cd "$ws" && CARGO_TARGET_DIR="$GUEST_TARGET" cargo build --locked --quiet --target wasm32-wasip2 --release)
   for manifest in $pattern; do
     local dir name component crate src
     dir=$(dirname "$manifest")
     name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -1)
     component=$(sed -n 's/^component *= *"\(.*\)"/\1/p' "$manifest" | head -1)
     crate=$(basename "$dir" | tr '-' '_')
-    src="$ws/target/wasm32-wasip2/release/$crate.wasm"
+    src="$GUEST_TARGET/wasm32-wasip2/release/$crate.wasm"
     if [ ! -f "$src" ]; then
       echo "error: $src was not built for plugin $name" >&2
       exit 1
