@@ -1,7 +1,10 @@
 //! Cost of delivering one call event to one plugin.
 //!
 //! (a) the host's full path (`PluginRuntime::on_call_event`: sandbox state,
-//!     deadline, memory cap, conversion, health accounting),
+//!     deadline, memory cap, conversion, health accounting), as configured
+//!     by default: a warm instance made off the call path (by the runtime's
+//!     other worker thread) serves the call,
+//! (a0) the same with `warm_instances = 0`: instantiation on the call path,
 //! (b) bare wasmtime doing the same work — a fresh store from a cached
 //!     `InstancePre` plus one call of the same export, same engine settings
 //!     (pooling, epochs) — the physical-limit baseline,
@@ -39,7 +42,10 @@ fn main() {
         "{} missing: run scripts/build-plugins.sh",
         wasm.display()
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers, as the host runs: warm instances are refilled on the
+    // worker that is not serving the call.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
@@ -48,12 +54,20 @@ fn main() {
 
     // (a) the host
     let host = PluginRuntime::new(limits.clone(), &scratch).unwrap();
+    let cold_limits = PluginLimits {
+        warm_instances: 0,
+        ..limits.clone()
+    };
+    let host_cold = PluginRuntime::new(cold_limits, &scratch.join("cold")).unwrap();
     let plugins = scratch.join("plugins");
     std::fs::create_dir_all(plugins.join("noop")).unwrap();
     for f in ["plugin.toml", "noop.wasm"] {
         std::fs::copy(plugin_dir.join(f), plugins.join("noop").join(f)).unwrap();
     }
-    assert!(host.reload_dir(&plugins).failed.is_empty());
+    rt.block_on(async {
+        assert!(host.reload_dir(&plugins).failed.is_empty());
+        assert!(host_cold.reload_dir(&plugins).failed.is_empty());
+    });
     let inst = Arc::new(Installation {
         id: "bench".into(),
         plugin: "noop".into(),
@@ -99,6 +113,7 @@ fn main() {
         .unwrap();
 
     let mut a = Vec::with_capacity(ITERS * ROUNDS);
+    let mut a0 = Vec::with_capacity(ITERS * ROUNDS);
     let mut b = Vec::with_capacity(ITERS * ROUNDS);
     let mut c = Vec::with_capacity(ITERS * ROUNDS);
     rt.block_on(async {
@@ -110,6 +125,13 @@ fn main() {
                     .await
                     .unwrap();
                 let da = t.elapsed();
+
+                let t = Instant::now();
+                host_cold
+                    .on_call_event(&inst, &event, None, &delivery)
+                    .await
+                    .unwrap();
+                let da0 = t.elapsed();
 
                 let t = Instant::now();
                 let mut store = bare_store();
@@ -132,6 +154,7 @@ fn main() {
                 let dc = t.elapsed();
                 if !warmup {
                     a.push(da);
+                    a0.push(da0);
                     b.push(db);
                     c.push(dc);
                 }
@@ -139,6 +162,7 @@ fn main() {
         }
     });
     let (am, ap) = stats(&mut a);
+    let (a0m, a0p) = stats(&mut a0);
     let (bm, bp) = stats(&mut b);
     let (cm, cp) = stats(&mut c);
     println!(
@@ -150,7 +174,16 @@ fn main() {
     );
     println!("| variant | median | p99 |");
     println!("|---|---|---|");
-    println!("| (a) host on_call_event | {} | {} |", us(am), us(ap));
+    println!(
+        "| (a) host on_call_event (warm instance, default) | {} | {} |",
+        us(am),
+        us(ap)
+    );
+    println!(
+        "| (a0) host on_call_event, warm_instances = 0 | {} | {} |",
+        us(a0m),
+        us(a0p)
+    );
     println!(
         "| (b) bare wasmtime: fresh store from InstancePre + call | {} | {} |",
         us(bm),
@@ -162,9 +195,11 @@ fn main() {
         us(cp)
     );
     println!(
-        "ratio (a)/(b): median {:.2}x, p99 {:.2}x",
+        "ratio (a)/(b): median {:.2}x, p99 {:.2}x; (a0)/(b): median {:.2}x, p99 {:.2}x",
         am.as_secs_f64() / bm.as_secs_f64(),
-        ap.as_secs_f64() / bp.as_secs_f64()
+        ap.as_secs_f64() / bp.as_secs_f64(),
+        a0m.as_secs_f64() / bm.as_secs_f64(),
+        a0p.as_secs_f64() / bp.as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&scratch);
 }

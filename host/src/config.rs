@@ -51,6 +51,10 @@ pub struct PluginLimits {
     pub degraded_after: u32,
     /// Upper bound on concurrently live instances across all plugins.
     pub max_instances: u32,
+    /// Instances per plugin created ahead of time, off the call path, so a
+    /// call does not wait for instantiation. Each is used for one call only
+    /// (no state crosses calls or installations). 0 disables.
+    pub warm_instances: u32,
 }
 
 /// Which telephony provider the host uses.
@@ -89,6 +93,7 @@ impl Default for PluginLimits {
             memory_limit_mib: 64,
             degraded_after: 5,
             max_instances: 1_000,
+            warm_instances: 2,
         }
     }
 }
@@ -148,6 +153,22 @@ impl Config {
         }
         if let Some(v) = get("LEANSYNC_SIP_PASSWORD") {
             self.telephony.sip.password = v;
+        }
+        for (var, field) in [
+            (
+                "LEANSYNC_SIP_RING_TIMEOUT_SECS",
+                &mut self.telephony.sip.ring_timeout_secs,
+            ),
+            (
+                "LEANSYNC_SIP_ANSWER_TIMEOUT_SECS",
+                &mut self.telephony.sip.answer_timeout_secs,
+            ),
+        ] {
+            if let Some(v) = get(var) {
+                *field = v.parse().map_err(|_| {
+                    anyhow::anyhow!("{var}='{v}' is not a number of seconds like 30")
+                })?;
+            }
         }
         if let Some(v) = get("LEANSYNC_NOTIFY_WEBHOOK") {
             self.notify_webhook = v;

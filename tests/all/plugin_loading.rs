@@ -30,6 +30,49 @@ async fn a_valid_plugin_loads_lists_and_answers() {
     assert_eq!(rt.list()[0].calls, 1);
 }
 
+/// Warm instances (made ahead of time, off the call path) serve one call
+/// each and only learn the installation when taken: nothing a guest keeps in
+/// memory reaches a later call or another installation.
+#[tokio::test(flavor = "multi_thread")]
+async fn warm_instances_serve_one_call_each_bound_to_the_calling_installation() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("plugins");
+    install("healthy", &dir);
+    let rt = runtime(scratch.path(), test_limits());
+    assert!(rt.reload_dir(&dir).failed.is_empty());
+    let a = installation("healthy", json!({ "tenant": "A" }), &[]);
+    let b = std::sync::Arc::new(leansync_host::plugins::Installation {
+        id: "inst-b".into(),
+        config: json!({ "tenant": "B" }),
+        ..(*a).clone()
+    });
+    for i in 0..12 {
+        let inst = if i % 2 == 0 { &a } else { &b };
+        let resp = rt
+            .handle_http(inst, leansync_host::plugins::HttpRequest::default())
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(body["served_by_this_instance"], 1, "call {i}: {body}");
+        assert_eq!(
+            body["config"], inst.config,
+            "call {i} saw another installation"
+        );
+        if i % 3 == 0 {
+            // Let the background refill run, so warm instances are used.
+            let ready = leansync_tests::host::eventually(std::time::Duration::from_secs(5), || {
+                (rt.list()[0].warm == test_limits().warm_instances as usize).then_some(())
+            })
+            .await;
+            assert!(
+                ready.is_some(),
+                "warm instances were not refilled: {:?}",
+                rt.list()
+            );
+        }
+    }
+}
+
 #[test]
 fn an_unsupported_api_version_is_refused_listing_supported_versions() {
     let scratch = tempfile::tempdir().unwrap();

@@ -93,6 +93,7 @@ pub fn test_limits() -> PluginLimits {
         memory_limit_mib: 32,
         degraded_after: 3,
         max_instances: 64,
+        ..PluginLimits::default()
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
@@ -155,6 +155,8 @@ pub struct PluginInfo {
     pub calls: u64,
     /// Faults since load.
     pub faults: u64,
+    /// Instances made ahead of time and ready for a call.
+    pub warm: usize,
 }
 
 /// A plugin ready to serve: validated manifest and pre-instantiated component.
@@ -172,6 +174,23 @@ pub struct LoadedPlugin {
     bindings: Bindings,
     fingerprint: Fingerprint,
     health: Health,
+    /// Instances made ahead of time, each waiting for exactly one call.
+    warm: Mutex<Vec<Warm>>,
+    /// A refill task is running.
+    refilling: AtomicBool,
+}
+
+/// A fresh instance in its own store, instantiated off the call path. It is
+/// bound to an installation only when taken and is never reused, so nothing
+/// a guest keeps in memory crosses calls or installations.
+struct Warm {
+    store: Store<StoreState>,
+    instance: Instance,
+}
+
+/// An instantiated component of one API version.
+enum Instance {
+    V1_0(v1_0_0::Plugin),
 }
 
 #[derive(Default)]
@@ -305,6 +324,8 @@ impl PluginRuntime {
             bindings,
             fingerprint,
             health: Health::default(),
+            warm: Mutex::new(Vec::new()),
+            refilling: AtomicBool::new(false),
         })
     }
 
@@ -362,7 +383,9 @@ impl PluginRuntime {
                 Ok(p) => {
                     tracing::info!(plugin = %p.manifest.name, version = %p.manifest.version, api = %p.api_version, origin = ?p.origin, "plugin loaded");
                     report.loaded.push(p.manifest.name.clone());
-                    next.insert(p.manifest.name.clone(), Arc::new(p));
+                    let p = Arc::new(p);
+                    self.refill(&p);
+                    next.insert(p.manifest.name.clone(), p);
                 }
                 Err(msg) => {
                     tracing::error!(folder = %folder.display(), "{msg}");
@@ -421,6 +444,7 @@ impl PluginRuntime {
                     digest: Some(p.digest.clone()),
                     calls: p.health.calls.load(Ordering::Relaxed),
                     faults: p.health.faults.load(Ordering::Relaxed),
+                    warm: p.warm.lock().len(),
                 }
             })
             .collect();
@@ -443,6 +467,7 @@ impl PluginRuntime {
                     digest: None,
                     calls: 0,
                     faults: 0,
+                    warm: 0,
                 });
             }
         }
@@ -570,32 +595,23 @@ impl PluginRuntime {
         self.admit(&plugin)?;
         let limits = &self.inner.limits;
         let timeout = Duration::from_millis(limits.call_timeout_ms);
-        let scope = CallScope {
-            plugin: plugin.manifest.name.as_str().into(),
-            installation: installation.clone(),
-            key_value: plugin.manifest.capabilities.key_value,
-            secrets: plugin.manifest.capabilities.secrets,
-            services: self.inner.services.read().clone(),
-        };
-        let state = StoreState::new(
-            scope,
-            plugin.manifest.capabilities.outbound_hosts.clone(),
-            (limits.memory_limit_mib as usize) << 20,
-        );
-        let mut store = Store::new(&self.inner.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        let deadline = Instant::now() + timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut ctx| {
-            if Instant::now() >= deadline {
-                ctx.data_mut().timed_out = true;
-                return Err(wasmtime::Error::msg("deadline exceeded"));
+        let scope = self.scope(&plugin, installation.clone());
+        let warm = plugin.warm.lock().pop();
+        self.refill(&plugin);
+        let (mut store, instance) = match warm {
+            Some(mut w) => {
+                w.store.data_mut().bind(scope);
+                (w.store, Some(w.instance))
             }
-            Ok(UpdateDeadline::Yield(1))
-        });
+            None => (self.new_store(&plugin, scope), None),
+        };
+        arm_deadline(&mut store, timeout);
         plugin.health.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome =
-            tokio::time::timeout(timeout, call(&plugin.bindings, &mut store, request)).await;
+        let outcome = tokio::time::timeout(
+            timeout,
+            call(&plugin.bindings, &mut store, instance, request),
+        )
+        .await;
         let result = match outcome {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(explain_fault(&e, store.data(), limits)),
@@ -626,6 +642,67 @@ impl PluginRuntime {
                 Err(InvokeError::Fault(msg))
             }
         }
+    }
+
+    fn scope(&self, plugin: &LoadedPlugin, installation: Arc<Installation>) -> CallScope {
+        CallScope {
+            plugin: plugin.manifest.name.as_str().into(),
+            installation,
+            key_value: plugin.manifest.capabilities.key_value,
+            secrets: plugin.manifest.capabilities.secrets,
+            services: self.inner.services.read().clone(),
+        }
+    }
+
+    /// A fresh sandboxed store for one call of `plugin`.
+    fn new_store(&self, plugin: &LoadedPlugin, scope: CallScope) -> Store<StoreState> {
+        let state = StoreState::new(
+            scope,
+            plugin.manifest.capabilities.outbound_hosts.clone(),
+            (self.inner.limits.memory_limit_mib as usize) << 20,
+        );
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store
+    }
+
+    /// Tops up the plugin's warm instances in the background (when running
+    /// inside a tokio runtime), so the next calls skip instantiation. A
+    /// component that fails to instantiate stops the refill; calls then
+    /// instantiate inline and report the failure as usual.
+    fn refill(&self, plugin: &Arc<LoadedPlugin>) {
+        let target = self.inner.limits.warm_instances as usize;
+        if target == 0
+            || plugin.warm.lock().len() >= target
+            || plugin.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            plugin.refilling.store(false, Ordering::Release);
+            return;
+        };
+        let this = self.clone();
+        let plugin = plugin.clone();
+        handle.spawn(async move {
+            let timeout = Duration::from_millis(this.inner.limits.call_timeout_ms);
+            while plugin.warm.lock().len() < target {
+                let placeholder = this.scope(&plugin, Arc::new(Installation::default()));
+                let mut store = this.new_store(&plugin, placeholder);
+                arm_deadline(&mut store, timeout);
+                let made = match &plugin.bindings {
+                    Bindings::V1_0(pre) => pre.instantiate_async(&mut store).await.map(Instance::V1_0),
+                };
+                match made {
+                    Ok(instance) => plugin.warm.lock().push(Warm { store, instance }),
+                    Err(e) => {
+                        tracing::debug!(plugin = %plugin.manifest.name, "warm instance not made: {e:#}");
+                        break;
+                    }
+                }
+            }
+            plugin.refilling.store(false, Ordering::Release);
+        });
     }
 
     /// Circuit breaker: a degraded plugin gets one trial call per interval.
@@ -660,14 +737,32 @@ enum Reply {
     Validate(Result<(), Vec<v1_0_0::types::ConfigIssue>>),
 }
 
+/// Stops the guest once `timeout` has passed (checked at every epoch tick).
+fn arm_deadline(store: &mut Store<StoreState>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |mut ctx| {
+        if Instant::now() >= deadline {
+            ctx.data_mut().timed_out = true;
+            return Err(wasmtime::Error::msg("deadline exceeded"));
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+}
+
+/// Runs one export on `instance`, or on a fresh instance when none is warm.
 async fn call(
     bindings: &Bindings,
     store: &mut Store<StoreState>,
+    instance: Option<Instance>,
     request: Request,
 ) -> wasmtime::Result<Reply> {
     match bindings {
         Bindings::V1_0(pre) => {
-            let instance = pre.instantiate_async(&mut *store).await?;
+            let instance = match instance {
+                Some(Instance::V1_0(i)) => i,
+                None => pre.instantiate_async(&mut *store).await?,
+            };
             let guest = instance.leansync_connector_connector();
             Ok(match request {
                 Request::Event(ev, d) => {

@@ -191,6 +191,13 @@ impl StoreState {
             timed_out: false,
         }
     }
+
+    /// Hands a state made ahead of time (for a warm instance) to the call it
+    /// now serves: the installation, its grants and the host services.
+    pub fn bind(&mut self, scope: CallScope) {
+        self.hooks.policy.granted = scope.installation.granted_hosts.clone();
+        self.scope = scope;
+    }
 }
 
 impl WasiView for StoreState {

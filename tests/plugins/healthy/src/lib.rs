@@ -1,7 +1,13 @@
 //! Records each delivered event in key-value state (so tests can count
-//! deliveries) and echoes webhook requests as JSON.
+//! deliveries) and echoes webhook requests as JSON, with the installation's
+//! config and how many requests this instance has served (always 1: the host
+//! never reuses an instance, so no state crosses calls or installations).
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use leansync_plugin_api::*;
+
+static SERVED: AtomicU32 = AtomicU32::new(0);
 
 struct Healthy;
 
@@ -19,6 +25,8 @@ impl Connector for Healthy {
                 "path": request.path,
                 "query": request.query,
                 "body": String::from_utf8_lossy(&request.body),
+                "served_by_this_instance": SERVED.fetch_add(1, Ordering::Relaxed) + 1,
+                "config": config::<serde_json::Value>().ok(),
             }),
         )
     }
