@@ -361,3 +361,236 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
     }
     assert_eq!(status["monitored"], 0, "{status}");
 }
+
+impl Pbx {
+    /// Dialogs the PBX still tracks (Kamailio's dialog module).
+    fn dialogs(&self) -> String {
+        let out = Command::new("kamcmd")
+            .arg("-s")
+            .arg(format!(
+                "unix:{}",
+                self.dir.path().join("pbx/kamailio_ctl").display()
+            ))
+            .arg("dlg.list")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kamcmd dlg.list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Events of one call id, waiting until `n` have arrived.
+async fn events_of_call(h: &Host, r: &Receiver, call_id: &str, n: usize) -> Vec<Value> {
+    eventually(Duration::from_secs(20), || {
+        let evs: Vec<Value> = events_of(r)
+            .into_iter()
+            .filter(|e| e["call_id"] == call_id)
+            .collect();
+        (evs.len() >= n).then_some(evs)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "fewer than {n} events of {call_id}: {:?}\n{}",
+            events_of(r),
+            h.log()
+        )
+    })
+}
+
+fn states(evs: &[Value]) -> Vec<&str> {
+    evs.iter().map(|e| e["state"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
+    let pbx = Pbx::start("41441234567:pw 41449876543:pw leansync:monpw");
+    let (phone, dest) = (free_port(), free_port());
+    register(&pbx, "41441234567", phone);
+    register(&pbx, "41449876543", dest);
+    let server = pbx.addr();
+    let h = Host::start_with(
+        "",
+        &[
+            ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
+            ("LEANSYNC_SIP_SERVER", &server),
+            ("LEANSYNC_SIP_USERNAME", "leansync"),
+            ("LEANSYNC_SIP_PASSWORD", "monpw"),
+            ("LEANSYNC_SIP_RING_TIMEOUT_SECS", "3"),
+            ("LEANSYNC_SIP_ANSWER_TIMEOUT_SECS", "3"),
+        ],
+    )
+    .await;
+    let r = Receiver::start().await;
+    let t = Tenant::create(
+        &h,
+        "C2C AG",
+        &["044 123 45 67"],
+        &format!("{}/c2c", r.url()),
+    )
+    .await;
+    let (phone, dest) = (phone.to_string(), dest.to_string());
+    let place = |to: &'static str| {
+        let h = &h;
+        let key = t.key.clone();
+        async move {
+            h.call(
+                "POST",
+                "/api/v1/calls",
+                Some(&key),
+                Some(serde_json::json!({ "to": to })),
+            )
+            .await
+        }
+    };
+
+    // Both answer: the phone is rung first (no SDP), its offer goes to the
+    // destination, both ACKed (c2c_phone.xml fails on an ACK without SDP);
+    // the destination hangs up after 1.5 s and the phone gets the BYE.
+    let mut phone_leg = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("c2c_phone.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-p",
+            &phone,
+            "-d",
+            "200",
+        ],
+    );
+    let mut dest_leg = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("c2c_dest.xml").to_str().unwrap(),
+            "-s",
+            "41449876543",
+            "-p",
+            &dest,
+            "-d",
+            "1500",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = place("044 987 65 43").await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["call_id"].as_str().expect("call id").to_owned();
+    let evs = events_of_call(&h, &r, &id, 3).await;
+    assert_eq!(
+        states(&evs),
+        ["ringing", "answered", "ended"],
+        "{evs:?}\n{}",
+        h.log()
+    );
+    assert!(evs.iter().all(|e| e["direction"] == "outbound"
+        && e["caller"] == "+41441234567"
+        && e["callee"] == "+41449876543"));
+    let talk = evs[2]["duration_secs"].as_u64().unwrap();
+    assert!((1..=3).contains(&talk), "talk time {talk} s for 1.5 s");
+    assert!(
+        phone_leg.wait().unwrap().success(),
+        "phone leg scenario failed"
+    );
+    assert!(
+        dest_leg.wait().unwrap().success(),
+        "destination leg scenario failed"
+    );
+    let (_, state) = h
+        .call("GET", &format!("/api/v1/calls/{id}"), Some(&t.key), None)
+        .await;
+    assert_eq!(state["state"], "ended", "{state}");
+
+    // Destination busy: reported as missed; the answered phone leg is
+    // acknowledged and hung up (its scenario only passes on ACK + BYE).
+    let mut phone_leg = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("c2c_phone.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-p",
+            &phone,
+            "-d",
+            "200",
+        ],
+    );
+    let mut dest_leg = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("c2c_dest_busy.xml").to_str().unwrap(),
+            "-s",
+            "41449876543",
+            "-p",
+            &dest,
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = place("044 987 65 43").await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        states(&events_of_call(&h, &r, &id, 2).await),
+        ["ringing", "missed"]
+    );
+    assert!(
+        phone_leg.wait().unwrap().success(),
+        "busy: phone leg not closed cleanly"
+    );
+    assert!(dest_leg.wait().unwrap().success(), "busy: destination leg");
+
+    // The phone never answers: cancelled after the ring timeout, missed.
+    let mut phone_leg = sipp(
+        &pbx,
+        &[
+            "-sf",
+            scenario("uas_noanswer.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-p",
+            &phone,
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = place("044 987 65 43").await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        states(&events_of_call(&h, &r, &id, 2).await),
+        ["ringing", "missed"]
+    );
+    assert!(
+        phone_leg.wait().unwrap().success(),
+        "no answer: the phone got no CANCEL"
+    );
+
+    // Nothing is left on the PBX, and the failure is visible to the operator.
+    let left = eventually(Duration::from_secs(5), || {
+        let d = pbx.dialogs();
+        (!d.contains("h_entry")).then_some(d)
+    })
+    .await;
+    assert!(left.is_some(), "dialogs left on the PBX: {}", pbx.dialogs());
+    let status = h.op("GET", "/api/v1/telephony", None).await;
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("did not answer"),
+        "{status}"
+    );
+
+    // A premium-rate destination is refused before anything is dialled.
+    let before = r.received().len();
+    let (status, body) = place("0901 234 567").await;
+    assert!(status == 403 || status == 422, "{status} {body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(r.received().len(), before, "a refused call produced events");
+}

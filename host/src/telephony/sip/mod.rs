@@ -7,7 +7,9 @@
 //! 407), refreshed at 80 % of the granted expiry, re-established with
 //! exponential backoff (1 s → 60 s) after errors, 481 or timeouts, and
 //! ended (`Expires: 0`) when the number loses its last license.
-//! Click-to-call (RFC 3725 flow I) is not implemented yet on this provider.
+//! Click-to-call is third-party call control, RFC 3725 flow I ([`c2c`]).
+
+mod c2c;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use rsipstack::EndpointBuilder;
 use rsipstack::dialog::authenticate::{Credential, handle_client_authenticate};
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{self as rsip, Header, Method, SipMessage, StatusCode};
-use rsipstack::transaction::endpoint::EndpointInnerRef;
+use rsipstack::transaction::endpoint::{EndpointInnerRef, EndpointOption};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::{Transaction, make_tag};
 use rsipstack::transport::udp::UdpConnection;
@@ -53,6 +55,11 @@ pub struct SipConfig {
     /// How a monitored number is written as a SIP user: `digits`
     /// (`41441234567`), `e164` (`+41441234567`) or `national` (`0441234567`).
     pub user_format: String,
+    /// Click-to-call: how long the user's phone may ring, seconds.
+    pub ring_timeout_secs: u32,
+    /// Click-to-call: how long the destination may ring, seconds (keep it
+    /// under 32: the phone's answer waits unacknowledged meanwhile).
+    pub answer_timeout_secs: u32,
 }
 
 impl Default for SipConfig {
@@ -65,6 +72,8 @@ impl Default for SipConfig {
             bind: "0.0.0.0:0".into(),
             expires: 600,
             user_format: "digits".into(),
+            ring_timeout_secs: 30,
+            answer_timeout_secs: 25,
         }
     }
 }
@@ -115,6 +124,10 @@ struct Inner {
     watches: Mutex<HashMap<E164, Watch>>,
     active: Mutex<BTreeSet<E164>>,
     last_error: Mutex<Option<String>>,
+    /// Legs of click-to-calls in progress, by SIP Call-ID.
+    c2c_legs: Mutex<HashMap<String, Arc<c2c::Bridge>>>,
+    /// Why the last click-to-call did not connect.
+    last_c2c_error: Mutex<Option<String>>,
     cancel: CancellationToken,
 }
 
@@ -163,6 +176,12 @@ impl SipProvider {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         transport.add_transport(conn.into());
         let endpoint = EndpointBuilder::new()
+            // Click-to-call acknowledges the phone's 2xx itself, with the
+            // destination's SDP answer (RFC 3725 flow I).
+            .with_option(EndpointOption {
+                auto_ack_2xx: false,
+                ..Default::default()
+            })
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transport)
             .with_user_agent("LeanSync Voice")
@@ -181,6 +200,8 @@ impl SipProvider {
             watches: Mutex::new(HashMap::new()),
             active: Mutex::new(BTreeSet::new()),
             last_error: Mutex::new(None),
+            c2c_legs: Mutex::new(HashMap::new()),
+            last_c2c_error: Mutex::new(None),
             cancel,
         });
         tokio::spawn(async move { endpoint.serve().await });
@@ -225,10 +246,9 @@ impl Provider for SipProvider {
         }
     }
 
-    fn originate(&self, _req: Originate) -> BoxFuture<'static, Result<String, TelephonyError>> {
-        Box::pin(async {
-            Err(TelephonyError::Unavailable("click-to-call over SIP (RFC 3725 third-party call control) is not available yet; use the sim provider for click-to-call".into()))
-        })
+    fn originate(&self, req: Originate) -> BoxFuture<'static, Result<String, TelephonyError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { Ok(c2c::originate(inner, req.phone, req.destination)) })
     }
 
     fn status(&self) -> ProviderStatus {
@@ -239,7 +259,12 @@ impl Provider for SipProvider {
             connected: monitored == 0 || active > 0,
             monitored,
             active,
-            last_error: self.inner.last_error.lock().clone(),
+            last_error: self
+                .inner
+                .last_error
+                .lock()
+                .clone()
+                .or_else(|| self.inner.last_c2c_error.lock().clone()),
         }
     }
 }
@@ -455,6 +480,24 @@ async fn incoming_loop(
             Method::Options => {
                 let _ = tx.reply(StatusCode::OK).await;
             }
+            Method::Bye => {
+                let call_id = tx
+                    .original
+                    .call_id_header()
+                    .map(|c| c.value().to_owned())
+                    .unwrap_or_default();
+                let status = if c2c::on_bye(&inner, &call_id) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CallTransactionDoesNotExist
+                };
+                let _ = tx.reply(status).await;
+            }
+            Method::Invite => {
+                // Not a phone: only re-INVITEs on click-to-call legs reach
+                // here, and the bridge keeps its negotiated media.
+                let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+            }
             Method::Ack => {}
             _ => {
                 let _ = tx.reply(StatusCode::MethodNotAllowed).await;
@@ -479,6 +522,12 @@ fn on_notify(inner: &Inner, number: &E164, body: &str) {
         let w = watches.entry(number.clone()).or_default();
         for t in w.tracker.observe(&info, now) {
             match t {
+                Transition::Ringing {
+                    call_id: Some(call_id),
+                    ..
+                } if c2c::is_own_leg(inner, &call_id) => {
+                    // A leg of our own click-to-call, reported on its own.
+                }
                 Transition::Ringing {
                     dialog_id,
                     call_id,
