@@ -4,6 +4,8 @@
 //! Works on SQLite (embedded default, WAL) and PostgreSQL through sqlx's
 //! `Any` driver; only the DDL differs by backend.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::{AnyPool, Row};
 
 use crate::call::{CallEvent, Contact, now_ms};
@@ -88,6 +90,33 @@ pub struct NewDelivery {
     pub customer_id: String,
 }
 
+/// Rows per multi-row INSERT: well under both backends' bind-parameter
+/// limits (8 parameters per delivery row).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, …, $cols, literals…), (…)` for `rows` rows.
+fn placeholders(rows: usize, cols: usize, literals: &[&str]) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * cols + c + 1));
+        }
+        for l in literals {
+            out.push_str(", ");
+            out.push_str(l);
+        }
+        out.push(')');
+    }
+    out
+}
+
 /// Handle to the outbox tables.
 #[derive(Clone)]
 pub struct Outbox {
@@ -162,71 +191,127 @@ impl Outbox {
         &self,
         batch: &[(CallEvent, Vec<NewDelivery>)],
     ) -> anyhow::Result<Vec<(i64, Option<Vec<DeliveryRow>>)>> {
-        let mut tx = self.pool.begin().await?;
         let now = now_ms() as i64;
-        let mut out = Vec::with_capacity(batch.len());
-        for (event, targets) in batch {
-            let payload = serde_json::to_string(event)?;
-            let inserted = sqlx::query(
-                "INSERT INTO call_events (call_id, event_id, number, state, payload, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING RETURNING seq",
-            )
-            .bind(&event.call_id)
-            .bind(event.event_id())
-            .bind(event.monitored.as_str())
-            .bind(event.state.as_str())
-            .bind(payload)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(inserted) = inserted else {
-                let seq: i64 = sqlx::query("SELECT seq FROM call_events WHERE event_id = $1")
+        // Multi-row statements: a handful of round trips per batch instead
+        // of one per row (what PostgreSQL throughput hinges on).
+        let mut tx = self.pool.begin().await?;
+        let mut seqs: HashMap<String, i64> = HashMap::new();
+        let mut fresh: HashSet<String> = HashSet::new();
+        let mut unique: Vec<&CallEvent> = Vec::with_capacity(batch.len());
+        {
+            let mut seen = HashSet::new();
+            for (event, _) in batch {
+                if seen.insert(event.event_id()) {
+                    unique.push(event);
+                }
+            }
+        }
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO call_events (call_id, event_id, number, state, payload, created_at_ms) VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id",
+                placeholders(chunk.len(), 6, &[])
+            );
+            let mut q = sqlx::query(&sql);
+            for event in chunk {
+                q = q
+                    .bind(event.call_id.clone())
                     .bind(event.event_id())
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get(0)?;
-                out.push((seq, None));
-                continue;
-            };
-            let seq: i64 = inserted.try_get(0)?;
-            let mut rows = Vec::with_capacity(targets.len());
-            for t in targets {
-                let key = format!(
-                    "{}:{}:{}",
-                    event.event_id(),
-                    t.installation_id,
-                    t.license_id
+                    .bind(event.monitored.as_str().to_owned())
+                    .bind(event.state.as_str())
+                    .bind(serde_json::to_string(event)?)
+                    .bind(now);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let event_id: String = row.try_get(1)?;
+                seqs.insert(event_id.clone(), row.try_get(0)?);
+                fresh.insert(event_id);
+            }
+            // Events already stored (a sender retrying after a lost ack).
+            let known: Vec<String> = chunk
+                .iter()
+                .map(|e| e.event_id())
+                .filter(|id| !seqs.contains_key(id))
+                .collect();
+            if !known.is_empty() {
+                let sql = format!(
+                    "SELECT seq, event_id FROM call_events WHERE event_id IN ({})",
+                    (1..=known.len())
+                        .map(|i| format!("${i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
-                let id: i64 = sqlx::query(
-                    "INSERT INTO deliveries (event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8) RETURNING id",
-                )
-                .bind(seq)
-                .bind(&t.installation_id)
-                .bind(&t.license_id)
-                .bind(&t.customer_id)
-                .bind(&event.call_id)
-                .bind(&key)
-                .bind(now)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
+                let mut q = sqlx::query(&sql);
+                for id in &known {
+                    q = q.bind(id.clone());
+                }
+                for row in q.fetch_all(&mut *tx).await? {
+                    seqs.insert(row.try_get(1)?, row.try_get(0)?);
+                }
+            }
+        }
+        // Delivery rows for the events stored just now (each event once,
+        // even when the batch repeats it).
+        let mut out = Vec::with_capacity(batch.len());
+        let mut rows: Vec<DeliveryRow> = Vec::new();
+        let mut spans = Vec::with_capacity(batch.len());
+        for (event, targets) in batch {
+            let id = event.event_id();
+            let seq = *seqs
+                .get(&id)
+                .ok_or_else(|| anyhow::anyhow!("event {id} was neither stored nor found"))?;
+            if !fresh.remove(&id) {
+                spans.push((seq, None));
+                continue;
+            }
+            let start = rows.len();
+            for t in targets {
                 rows.push(DeliveryRow {
-                    id,
+                    id: 0,
                     event_seq: seq,
                     installation_id: t.installation_id.clone(),
                     license_id: t.license_id.clone(),
                     customer_id: t.customer_id.clone(),
                     call_id: event.call_id.clone(),
-                    idempotency_key: key,
+                    idempotency_key: format!("{id}:{}:{}", t.installation_id, t.license_id),
                     status: DeliveryStatus::Pending,
                     attempts: 0,
                     last_error: None,
                     created_at_ms: now,
                 });
             }
-            out.push((seq, Some(rows)));
+            spans.push((seq, Some(start..rows.len())));
+        }
+        let mut ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO deliveries (event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, created_at_ms, updated_at_ms, status, attempts) VALUES {} RETURNING id, idempotency_key",
+                placeholders(chunk.len(), 8, &["'pending'", "0"])
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.event_seq)
+                    .bind(r.installation_id.clone())
+                    .bind(r.license_id.clone())
+                    .bind(r.customer_id.clone())
+                    .bind(r.call_id.clone())
+                    .bind(r.idempotency_key.clone())
+                    .bind(now)
+                    .bind(now);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                ids.insert(row.try_get(1)?, row.try_get(0)?);
+            }
         }
         tx.commit().await?;
+        for r in &mut rows {
+            r.id = *ids
+                .get(&r.idempotency_key)
+                .ok_or_else(|| anyhow::anyhow!("delivery {} was not stored", r.idempotency_key))?;
+        }
+        for (seq, span) in spans {
+            out.push((seq, span.map(|range| rows[range].to_vec())));
+        }
         Ok(out)
     }
 
@@ -399,4 +484,89 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> anyhow::Result<StoredEvent> {
         event: serde_json::from_str(&payload)?,
         contact: contact.map(|c| serde_json::from_str(&c)).transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{CallState, Direction};
+    use crate::number::E164;
+
+    fn ev(call: &str, state: CallState) -> CallEvent {
+        let n = E164::parse("+41441234567").unwrap();
+        CallEvent {
+            call_id: call.into(),
+            direction: Direction::Inbound,
+            state,
+            caller: None,
+            callee: n.clone(),
+            monitored: n,
+            started_at_ms: 1,
+            answered_at_ms: None,
+            ended_at_ms: None,
+            duration_secs: None,
+        }
+    }
+
+    fn to(installation: &str) -> NewDelivery {
+        NewDelivery {
+            installation_id: installation.into(),
+            license_id: format!("lic-{installation}"),
+            customer_id: "cus".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_store_each_event_once_in_order_with_its_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+        let outbox = Outbox::connect(&url).await.unwrap();
+        // 1,200 events (more than one multi-row statement), two targets each,
+        // and the first event repeated inside the batch.
+        let mut batch: Vec<(CallEvent, Vec<NewDelivery>)> = (0..1200)
+            .map(|i| {
+                (
+                    ev(&format!("c{i}"), CallState::Ringing),
+                    vec![to("a"), to("b")],
+                )
+            })
+            .collect();
+        batch.push((ev("c0", CallState::Ringing), vec![to("a"), to("b")]));
+        let out = outbox.append(&batch).await.unwrap();
+        assert_eq!(out.len(), 1201);
+        let seqs: Vec<i64> = out.iter().map(|(s, _)| *s).collect();
+        assert!(
+            seqs[..1200].windows(2).all(|w| w[0] < w[1]),
+            "seq follows batch order"
+        );
+        assert_eq!(seqs[1200], seqs[0], "a repeat keeps the first seq");
+        assert!(out[1200].1.is_none(), "a repeat gets no deliveries");
+        let rows: Vec<&DeliveryRow> = out[..1200]
+            .iter()
+            .flat_map(|(_, r)| r.as_ref().unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2400);
+        assert!(
+            rows.windows(2).all(|w| w[0].id < w[1].id),
+            "ids follow batch order"
+        );
+        assert_eq!(rows[0].idempotency_key, "c0:ringing:a:lic-a");
+        assert_eq!(rows[0].event_seq, seqs[0]);
+        let stored = outbox.delivery(rows[2399].id).await.unwrap().unwrap();
+        assert_eq!(stored.idempotency_key, rows[2399].idempotency_key);
+        assert_eq!(outbox.pending().await.unwrap().len(), 2400);
+
+        // The same events again (a sender retrying after a lost ack): same
+        // seqs, nothing new; a new event in the same batch is stored.
+        let again = vec![
+            (ev("c5", CallState::Ringing), vec![to("a")]),
+            (ev("c5", CallState::Answered), vec![to("a")]),
+        ];
+        let out2 = outbox.append(&again).await.unwrap();
+        assert_eq!(out2[0].0, seqs[5]);
+        assert!(out2[0].1.is_none());
+        assert!(out2[1].0 > seqs[1199]);
+        assert_eq!(out2[1].1.as_ref().unwrap().len(), 1);
+        assert_eq!(outbox.pending().await.unwrap().len(), 2401);
+    }
 }
