@@ -1,0 +1,436 @@
+//! What the SaaS CRM connectors share. A connector describes its vendor's
+//! API as an [`App`] (search contacts by phone, create a contact, log a
+//! call); [`Crm`] turns that into a LeanSync connector with the behaviour
+//! users of such integrations ask for most:
+//!
+//! - numbers match whatever format the app stores (E.164 comparison after
+//!   a search with the usual spellings),
+//! - the company's own numbers never resolve to "the customer",
+//! - missed and answered calls are journaled from the host's events, so
+//!   nobody needs the app open,
+//! - several contacts on one number: log to all, the first, or none,
+//! - internal calls stay out of the journal unless asked for,
+//! - lookups are cached per installation with a short TTL,
+//! - a redelivered event does not create a second record.
+
+#[cfg(target_family = "wasm")]
+pub mod api;
+mod numbers;
+pub mod time;
+
+use std::marker::PhantomData;
+
+use leansync_plugin_api::{
+    CallEvent, CallState, ConfigIssue, Connector, ConnectorError, Contact, Delivery, Direction, kv,
+    log, permanent,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[cfg(target_family = "wasm")]
+pub use api::Api;
+
+/// A contact found in the app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Match {
+    /// The app's id of the record.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Company, if the app knows one.
+    pub organisation: Option<String>,
+    /// Opens the record in the app's web UI.
+    pub deep_link: Option<String>,
+    /// The phone numbers as the app stores them.
+    pub phones: Vec<String>,
+}
+
+/// What to do when several contacts share the caller's number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedNumberRule {
+    /// Log the call on every matching contact.
+    #[default]
+    All,
+    /// Log it on the first match only (the app's search order).
+    First,
+    /// Log it without linking any contact.
+    None,
+}
+
+/// Config options every SaaS connector offers (flattened into its config).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Options {
+    /// Several contacts on one number: `all`, `first` or `none`.
+    #[serde(default)]
+    pub shared_number_rule: SharedNumberRule,
+    /// Also journal calls between the company's own numbers.
+    #[serde(default)]
+    pub journal_internal_calls: bool,
+    /// The company's own numbers (any format): never "the customer", calls
+    /// with them are internal.
+    #[serde(default)]
+    pub company_numbers: Vec<String>,
+    /// Create a contact for a caller the app does not know yet.
+    #[serde(default)]
+    pub create_unknown_caller: bool,
+    /// How long a lookup result (found or not) is reused.
+    #[serde(default = "Options::default_cache_secs")]
+    pub lookup_cache_secs: u32,
+}
+
+impl Options {
+    fn default_cache_secs() -> u32 {
+        60
+    }
+}
+
+/// One finished call to journal.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The host's call id.
+    pub call_id: String,
+    /// Seen from the licensed number.
+    pub direction: Direction,
+    /// Answered (`ended`) or not (`missed`).
+    pub answered: bool,
+    /// Talk time.
+    pub duration_secs: u32,
+    /// When it started ringing (Unix ms).
+    pub started_at_ms: u64,
+    /// When it ended or stopped ringing (Unix ms).
+    pub ended_at_ms: u64,
+    /// Calling number (E.164), `None` when withheld.
+    pub from: Option<String>,
+    /// Called number (E.164).
+    pub to: String,
+    /// The customer's side of the call, `None` when withheld.
+    pub other: Option<String>,
+}
+
+impl Call {
+    fn new(event: &CallEvent) -> Self {
+        let other = other_party(event);
+        Self {
+            call_id: event.call_id.clone(),
+            direction: event.direction,
+            answered: event.state == CallState::Ended,
+            duration_secs: event.duration_secs.unwrap_or(0),
+            started_at_ms: event.started_at_ms,
+            ended_at_ms: event.ended_at_ms.unwrap_or(
+                event.started_at_ms + u64::from(event.duration_secs.unwrap_or(0)) * 1000,
+            ),
+            from: event.caller.clone(),
+            to: event.callee.clone(),
+            other,
+        }
+    }
+
+    /// Whether the customer called us (internal calls count as inbound).
+    pub fn inbound(&self) -> bool {
+        self.direction != Direction::Outbound
+    }
+
+    /// Talk time in milliseconds.
+    pub fn duration_ms(&self) -> u64 {
+        u64::from(self.duration_secs) * 1000
+    }
+
+    /// A one-line title, e.g. "Missed call from Anna Muster (+41791234567)".
+    pub fn title(&self, contact: Option<&Match>) -> String {
+        let number = self.other.as_deref().unwrap_or("a withheld number");
+        let who = match contact {
+            Some(c) if c.name != number => format!("{} ({number})", c.name),
+            _ => number.to_string(),
+        };
+        match (self.inbound(), self.answered) {
+            (true, true) => format!("Call from {who}"),
+            (true, false) => format!("Missed call from {who}"),
+            (false, true) => format!("Call to {who}"),
+            (false, false) => format!("Unanswered call to {who}"),
+        }
+    }
+
+    /// A few lines for the record's body.
+    pub fn summary(&self) -> String {
+        let way = match self.direction {
+            Direction::Inbound => "Inbound",
+            Direction::Outbound => "Outbound",
+            Direction::Internal => "Internal",
+        };
+        let outcome = if self.answered {
+            format!("answered, talk time {}", time::duration(self.duration_secs))
+        } else {
+            "not answered".to_string()
+        };
+        format!(
+            "{way} call from {} to {}, {outcome}.\nStarted {} (Swiss time).\nLogged by LeanSync Voice, call {}.",
+            self.from.as_deref().unwrap_or("a withheld number"),
+            self.to,
+            time::DateTime::zurich(self.started_at_ms).sql(),
+            self.call_id
+        )
+    }
+}
+
+/// A vendor's API as a connector needs it.
+pub trait App: Sized {
+    /// Source name shown with resolved contacts, e.g. "hubspot".
+    const SOURCE: &'static str;
+    /// Whether [`App::show`] does something (looked up on `ringing`).
+    const SHOWS_RINGING: bool = false;
+
+    /// Reads the installation's config and secrets.
+    fn connect() -> Result<(Self, Options), ConnectorError>;
+
+    /// Vendor-specific config checks beyond the JSON schema.
+    fn check_config(_config: &Value) -> Vec<ConfigIssue> {
+        Vec::new()
+    }
+
+    /// Contacts whose phone fields may hold `number` (E.164); `variants`
+    /// are its usual spellings. Candidates are checked afterwards, so a
+    /// fuzzy search is fine.
+    fn search(&self, number: &str, variants: &[String]) -> Result<Vec<Match>, ConnectorError>;
+
+    /// Creates a contact for an unknown number.
+    fn create_contact(&self, number: &str) -> Result<Match, ConnectorError>;
+
+    /// Writes one journal record of `call`, linked to `contact` if given.
+    /// `key` is stable across redeliveries of this record.
+    fn log_call(
+        &self,
+        call: &Call,
+        contact: Option<&Match>,
+        key: &str,
+    ) -> Result<(), ConnectorError>;
+
+    /// Brings the caller's record up while the phone rings.
+    fn show(&self, _contact: &Match) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// The connector of an [`App`]: `export!(crm::Crm<MyApp>)`.
+pub struct Crm<A>(PhantomData<A>);
+
+/// How long the marker of a written journal record is kept: longer than
+/// the host retries and an admin would re-drive a dead letter.
+const WRITTEN_TTL_SECS: u32 = 30 * 24 * 3600;
+
+impl<A: App> Connector for Crm<A> {
+    fn validate_config(config: Value) -> Result<(), Vec<ConfigIssue>> {
+        let mut issues = check_options(&config);
+        issues.extend(A::check_config(&config));
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(issues)
+        }
+    }
+
+    fn lookup_contact(number: String) -> Result<Option<Contact>, ConnectorError> {
+        let (app, options) = A::connect()?;
+        let found = find(&app, &options, &number)?;
+        Ok(found.into_iter().next().map(|m| Contact {
+            name: m.name,
+            organisation: m.organisation,
+            deep_link: m.deep_link,
+            source: A::SOURCE.to_string(),
+        }))
+    }
+
+    fn on_call_event(event: CallEvent, delivery: Delivery) -> Result<(), ConnectorError> {
+        let journal = matches!(event.state, CallState::Ended | CallState::Missed);
+        let ringing = event.state == CallState::Ringing && A::SHOWS_RINGING;
+        if !journal && !ringing {
+            return Ok(());
+        }
+        let (app, options) = A::connect()?;
+        let call = Call::new(&event);
+        if is_internal(&event, &call, &options) && !options.journal_internal_calls {
+            log::debug(&format!("call {} is internal: not journaled", call.call_id));
+            return Ok(());
+        }
+        let found = match &call.other {
+            Some(number) => find(&app, &options, number)?,
+            None => Vec::new(),
+        };
+        if ringing {
+            return match found.first() {
+                Some(contact) => app.show(contact),
+                None => Ok(()),
+            };
+        }
+        for contact in targets(&app, &options, &call, found, &delivery.idempotency_key)? {
+            let key = match &contact {
+                Some(c) => format!("{}:{}", delivery.idempotency_key, c.id),
+                None => delivery.idempotency_key.clone(),
+            };
+            let marker = format!("written:{key}");
+            if kv::get(&marker).is_some() {
+                log::info(&format!(
+                    "{key} was already journaled: skipping the redelivery"
+                ));
+                continue;
+            }
+            app.log_call(&call, contact.as_ref(), &key)?;
+            if let Err(e) = kv::set(&marker, b"1", Some(WRITTEN_TTL_SECS)) {
+                log::warn(&format!("cannot remember that {key} was journaled: {e}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The contacts a call is logged on, one `None` for "no contact".
+fn targets<A: App>(
+    app: &A,
+    options: &Options,
+    call: &Call,
+    found: Vec<Match>,
+    idempotency_key: &str,
+) -> Result<Vec<Option<Match>>, ConnectorError> {
+    Ok(match found.len() {
+        0 => match &call.other {
+            Some(number) if options.create_unknown_caller => {
+                vec![Some(create_once(app, options, number, idempotency_key)?)]
+            }
+            _ => vec![None],
+        },
+        1 => found.into_iter().map(Some).collect(),
+        _ => match options.shared_number_rule {
+            SharedNumberRule::All => found.into_iter().map(Some).collect(),
+            SharedNumberRule::First => found.into_iter().take(1).map(Some).collect(),
+            SharedNumberRule::None => vec![None],
+        },
+    })
+}
+
+/// Creates the unknown caller's contact once per delivery, even when the
+/// journal write after it fails and the event is redelivered.
+fn create_once<A: App>(
+    app: &A,
+    options: &Options,
+    number: &str,
+    idempotency_key: &str,
+) -> Result<Match, ConnectorError> {
+    let marker = format!("created:{idempotency_key}");
+    if let Some(m) = kv::get(&marker).and_then(|b| serde_json::from_slice(&b).ok()) {
+        return Ok(m);
+    }
+    let created = app.create_contact(number)?;
+    let bytes = serde_json::to_vec(&created).unwrap_or_default();
+    if let Err(e) = kv::set(&marker, &bytes, Some(WRITTEN_TTL_SECS)) {
+        log::warn(&format!(
+            "cannot remember the contact created for {number}: {e}"
+        ));
+    }
+    // The cached "not found" is stale now.
+    let _ = kv::set(
+        &cache_key(number),
+        &serde_json::to_vec(&vec![created.clone()]).unwrap_or_default(),
+        Some(options.lookup_cache_secs),
+    );
+    Ok(created)
+}
+
+/// The app's contacts with exactly this number, through the lookup cache.
+fn find<A: App>(app: &A, options: &Options, number: &str) -> Result<Vec<Match>, ConnectorError> {
+    if options
+        .company_numbers
+        .iter()
+        .any(|own| numbers::same(own, number))
+    {
+        return Ok(Vec::new());
+    }
+    let key = cache_key(number);
+    if let Some(hit) = kv::get(&key).and_then(|b| serde_json::from_slice::<Vec<Match>>(&b).ok()) {
+        return Ok(hit);
+    }
+    let variants = numbers::variants(number);
+    let found: Vec<Match> = app
+        .search(number, &variants)?
+        .into_iter()
+        .filter(|m| m.phones.iter().any(|p| numbers::same(p, number)))
+        .fold(Vec::new(), |mut acc, m| {
+            if !acc.iter().any(|seen: &Match| seen.id == m.id) {
+                acc.push(m);
+            }
+            acc
+        });
+    if options.lookup_cache_secs > 0 {
+        let bytes = serde_json::to_vec(&found).unwrap_or_default();
+        if let Err(e) = kv::set(&key, &bytes, Some(options.lookup_cache_secs)) {
+            log::warn(&format!("cannot cache the lookup of {number}: {e}"));
+        }
+    }
+    Ok(found)
+}
+
+fn cache_key(number: &str) -> String {
+    format!("lookup:{number}")
+}
+
+/// The customer's side of the call.
+fn other_party(event: &CallEvent) -> Option<String> {
+    match event.direction {
+        Direction::Outbound => Some(event.callee.clone()),
+        Direction::Inbound => event.caller.clone(),
+        Direction::Internal => {
+            if event.caller.as_deref() == Some(event.licensed_number.as_str()) {
+                Some(event.callee.clone())
+            } else {
+                event.caller.clone()
+            }
+        }
+    }
+}
+
+fn is_internal(event: &CallEvent, call: &Call, options: &Options) -> bool {
+    event.direction == Direction::Internal
+        || call.other.as_deref().is_some_and(|other| {
+            options
+                .company_numbers
+                .iter()
+                .any(|own| numbers::same(own, other))
+        })
+}
+
+fn check_options(config: &Value) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    if let Some(url) = config.get("base_url").and_then(Value::as_str) {
+        let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if !url.starts_with("https://") && !local {
+            issues.push(ConfigIssue {
+                field: "/base_url".into(),
+                message: format!(
+                    "'{url}' is not an https:// URL; enter the API's address, e.g. the default shown in the form"
+                ),
+            });
+        }
+    }
+    if let Some(list) = config.get("company_numbers").and_then(Value::as_array) {
+        for (i, n) in list.iter().enumerate() {
+            let n = n.as_str().unwrap_or_default();
+            if numbers::e164(n).is_none() {
+                issues.push(ConfigIssue {
+                    field: format!("/company_numbers/{i}"),
+                    message: format!(
+                        "'{n}' is not a phone number; write it as +41441234567 or 044 123 45 67"
+                    ),
+                });
+            }
+        }
+    }
+    issues
+}
+
+/// Reads a secret config field, or explains which field to set.
+pub fn secret(field: &str, help: &str) -> Result<String, ConnectorError> {
+    leansync_plugin_api::secret(field)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| permanent(format!("the secret `{field}` is not set; {help}")))
+}

@@ -1,0 +1,182 @@
+//! `zendesk`: resolves callers to Zendesk users, opens the caller's profile
+//! for an agent while the phone rings (Talk agent display), and records
+//! every answered or missed call as a ticket requested by the caller
+//! (Support API v2, API token).
+
+use crm::{Api, App, Call, Match, Options};
+use leansync_plugin_api::{ConfigIssue, ConnectorError, export, permanent};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// What an admin fixes when Zendesk rejects the credentials.
+const CREDENTIALS: &str = "set `email` to the sign-in email of a Zendesk agent and `api_token` to an API token of that account (Admin Center > Apps and integrations > Zendesk API, with token access enabled)";
+
+#[derive(Deserialize)]
+struct Config {
+    base_url: String,
+    email: String,
+    #[serde(default)]
+    display_agent_id: Option<u64>,
+    #[serde(flatten)]
+    options: Options,
+}
+
+struct Zendesk {
+    api: Api,
+    display_agent_id: Option<u64>,
+}
+
+impl Zendesk {
+    fn user(&self, u: &Value, organisation: Option<String>) -> Option<Match> {
+        let id = crm::api::id_of(&u["id"])?;
+        Some(Match {
+            name: crm::api::text(u, "name").unwrap_or_else(|| format!("user {id}")),
+            organisation,
+            deep_link: Some(format!("{}/agent/users/{id}", self.api.base)),
+            phones: crm::api::text(u, "phone").into_iter().collect(),
+            id,
+        })
+    }
+
+    fn organisation(&self, id: &Value) -> Result<Option<String>, ConnectorError> {
+        let Some(id) = crm::api::id_of(id) else {
+            return Ok(None);
+        };
+        let org = self.api.get(&format!("/api/v2/organizations/{id}.json"))?;
+        Ok(crm::api::text(&org["organization"], "name"))
+    }
+}
+
+impl App for Zendesk {
+    const SOURCE: &'static str = "zendesk";
+    const SHOWS_RINGING: bool = true;
+
+    fn connect() -> Result<(Self, Options), ConnectorError> {
+        let cfg: Config = leansync_plugin_api::config()?;
+        let token = crm::secret("api_token", CREDENTIALS)?;
+        let basic = base64(format!("{}/token:{token}", cfg.email).as_bytes());
+        let api = Api::new("Zendesk", &cfg.base_url, CREDENTIALS)
+            .with_header("authorization", &format!("Basic {basic}"));
+        Ok((
+            Zendesk {
+                api,
+                display_agent_id: cfg.display_agent_id,
+            },
+            cfg.options,
+        ))
+    }
+
+    fn check_config(config: &Value) -> Vec<ConfigIssue> {
+        let email = config["email"].as_str().unwrap_or_default();
+        if email.contains('@') && !email.contains('/') {
+            return Vec::new();
+        }
+        vec![ConfigIssue {
+            field: "/email".into(),
+            message: format!(
+                "'{email}' is not an email address; enter the sign-in email of the agent whose API token you use"
+            ),
+        }]
+    }
+
+    fn search(&self, _number: &str, variants: &[String]) -> Result<Vec<Match>, ConnectorError> {
+        // Zendesk stores valid numbers in E.164, the first spelling: usually
+        // one request. Stop at the first spelling that finds someone.
+        for term in variants {
+            let query = crm::api::encode(&format!("phone:\"{term}\""));
+            let found = self
+                .api
+                .get(&format!("/api/v2/users/search.json?query={query}"))?;
+            let users = found["users"].as_array().cloned().unwrap_or_default();
+            if users.is_empty() {
+                continue;
+            }
+            let mut out = Vec::new();
+            for u in &users {
+                let organisation = self.organisation(&u["organization_id"])?;
+                out.extend(self.user(u, organisation));
+            }
+            return Ok(out);
+        }
+        Ok(Vec::new())
+    }
+
+    fn create_contact(&self, number: &str) -> Result<Match, ConnectorError> {
+        let body = json!({ "user": { "name": number, "phone": number, "role": "end-user" } });
+        let created = self.api.post("/api/v2/users.json", &body)?;
+        self.user(&created["user"], None).ok_or_else(|| {
+            permanent(format!(
+                "Zendesk created a user for {number} but answered without its id: {created}"
+            ))
+        })
+    }
+
+    fn log_call(
+        &self,
+        call: &Call,
+        contact: Option<&Match>,
+        key: &str,
+    ) -> Result<(), ConnectorError> {
+        // Answered calls are a solved record; missed ones stay open so
+        // someone calls back.
+        let (status, tag) = if call.answered {
+            ("solved", "answered_call")
+        } else {
+            ("new", "missed_call")
+        };
+        let mut ticket = json!({
+            "subject": call.title(contact),
+            "comment": { "body": call.summary(), "public": false },
+            "status": status,
+            "tags": ["leansync", "phone_call", tag],
+            "via": { "channel": "voice" },
+        });
+        if let Some(c) = contact {
+            ticket["requester_id"] = json!(c.id.parse::<u64>().unwrap_or_default());
+        }
+        // Zendesk answers a repeated key with the ticket it already made.
+        let req = self
+            .api
+            .request("POST", "/api/v2/tickets.json")
+            .json(&json!({ "ticket": ticket }))
+            .header("idempotency-key", key);
+        self.api.send(req)?;
+        Ok(())
+    }
+
+    fn show(&self, contact: &Match) -> Result<(), ConnectorError> {
+        let Some(agent) = self.display_agent_id else {
+            return Ok(());
+        };
+        let path = format!(
+            "/api/v2/channels/voice/agents/{agent}/users/{}/display.json",
+            contact.id
+        );
+        self.api.post(&path, &json!({}))?;
+        Ok(())
+    }
+}
+
+export!(crm::Crm<Zendesk>);
+
+/// Standard base64 with padding (RFC 4648), for HTTP Basic credentials.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
