@@ -67,8 +67,7 @@ impl App for Bexio {
     fn connect() -> Result<(Self, Options), ConnectorError> {
         let cfg: Config = leansync_plugin_api::config()?;
         let token = crm::secret("access_token", CREDENTIALS)?;
-        let api = Api::new("bexio", &cfg.base_url, CREDENTIALS)
-            .with_header("authorization", &format!("Bearer {token}"));
+        let api = Api::new("bexio", &cfg.base_url, CREDENTIALS).bearer(&token);
         Ok((
             Bexio {
                 api,

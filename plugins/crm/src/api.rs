@@ -14,7 +14,18 @@ pub struct Api {
     /// Base URL without trailing slash, e.g. `https://api.hubapi.com`.
     pub base: String,
     headers: Vec<(String, String)>,
+    auth: Auth,
     credentials: &'static str,
+}
+
+/// How requests authenticate.
+enum Auth {
+    /// Only through [`Api::with_header`].
+    Headers,
+    /// `Authorization: Bearer`.
+    Bearer(String),
+    /// `Authorization: Basic`.
+    Basic(String, String),
 }
 
 impl Api {
@@ -26,13 +37,26 @@ impl Api {
             vendor,
             base: base.trim_end_matches('/').to_string(),
             headers: Vec::new(),
+            auth: Auth::Headers,
             credentials,
         }
     }
 
-    /// Sends `name: value` on every request (authentication, API version).
+    /// Sends `name: value` on every request (e.g. an API key header).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Authenticates with `Authorization: Bearer {token}`.
+    pub fn bearer(mut self, token: &str) -> Self {
+        self.auth = Auth::Bearer(token.into());
+        self
+    }
+
+    /// Authenticates with HTTP Basic.
+    pub fn basic(mut self, user: &str, password: &str) -> Self {
+        self.auth = Auth::Basic(user.into(), password.into());
         self
     }
 
@@ -43,7 +67,11 @@ impl Api {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        req
+        match &self.auth {
+            Auth::Headers => req,
+            Auth::Bearer(token) => req.bearer_auth(token),
+            Auth::Basic(user, password) => req.basic_auth(user, password),
+        }
     }
 
     /// `GET path`, JSON answer.

@@ -15,11 +15,13 @@
 
 #[cfg(target_family = "wasm")]
 pub mod api;
-mod numbers;
 pub mod time;
 
 use std::marker::PhantomData;
 
+use leansync_plugin_api::cache::LookupCache;
+use leansync_plugin_api::phone::{self, E164};
+use leansync_plugin_api::policy::CallPolicy;
 use leansync_plugin_api::{
     CallEvent, CallState, ConfigIssue, Connector, ConnectorError, Contact, Delivery, Direction, kv,
     log, permanent,
@@ -45,43 +47,37 @@ pub struct Match {
     pub phones: Vec<String>,
 }
 
-/// What to do when several contacts share the caller's number.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SharedNumberRule {
-    /// Log the call on every matching contact.
-    #[default]
-    All,
-    /// Log it on the first match only (the app's search order).
-    First,
-    /// Log it without linking any contact.
-    None,
-}
-
-/// Config options every SaaS connector offers (flattened into its config).
+/// Config options every SaaS connector offers (flattened into its config):
+/// the SDK's call policy (`default_country`, `shared_number`,
+/// `log_internal_calls`, `own_numbers`) and the two below.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Options {
-    /// Several contacts on one number: `all`, `first` or `none`.
-    #[serde(default)]
-    pub shared_number_rule: SharedNumberRule,
-    /// Also journal calls between the company's own numbers.
-    #[serde(default)]
-    pub journal_internal_calls: bool,
-    /// The company's own numbers (any format): never "the customer", calls
-    /// with them are internal.
-    #[serde(default)]
-    pub company_numbers: Vec<String>,
+    /// Own numbers, internal calls, shared numbers.
+    #[serde(flatten)]
+    pub policy: CallPolicy,
     /// Create a contact for a caller the app does not know yet.
     #[serde(default)]
     pub create_unknown_caller: bool,
-    /// How long a lookup result (found or not) is reused.
+    /// How long a found contact is reused before asking the app again.
     #[serde(default = "Options::default_cache_secs")]
     pub lookup_cache_secs: u32,
 }
 
+/// "Not found" is reused for at most this long: a contact just typed into
+/// the app should show up on the next call soon.
+const NOT_FOUND_CACHE_SECS: u32 = 30;
+
 impl Options {
     fn default_cache_secs() -> u32 {
         60
+    }
+
+    fn cache(&self) -> LookupCache {
+        LookupCache::new(
+            "lookup",
+            self.lookup_cache_secs,
+            self.lookup_cache_secs.min(NOT_FOUND_CACHE_SECS),
+        )
     }
 }
 
@@ -248,7 +244,7 @@ impl<A: App> Connector for Crm<A> {
         }
         let (app, options) = A::connect()?;
         let call = Call::new(&event);
-        if is_internal(&event, &call, &options) && !options.journal_internal_calls {
+        if is_internal(&event, &call, &options.policy) && !options.policy.log_internal_calls {
             log::debug(&format!("call {} is internal: not journaled", call.call_id));
             return Ok(());
         }
@@ -298,12 +294,8 @@ fn targets<A: App>(
             }
             _ => vec![None],
         },
-        1 => found.into_iter().map(Some).collect(),
-        _ => match options.shared_number_rule {
-            SharedNumberRule::All => found.into_iter().map(Some).collect(),
-            SharedNumberRule::First => found.into_iter().take(1).map(Some).collect(),
-            SharedNumberRule::None => vec![None],
-        },
+        // `shared_number = "none"` leaves an ambiguous number unjournaled.
+        _ => options.policy.pick(found).into_iter().map(Some).collect(),
     })
 }
 
@@ -327,49 +319,32 @@ fn create_once<A: App>(
         ));
     }
     // The cached "not found" is stale now.
-    let _ = kv::set(
-        &cache_key(number),
-        &serde_json::to_vec(&vec![created.clone()]).unwrap_or_default(),
-        Some(options.lookup_cache_secs),
-    );
+    options.cache().put(number, Some(&vec![created.clone()]));
     Ok(created)
 }
 
 /// The app's contacts with exactly this number, through the lookup cache.
+/// The company's own numbers and extensions resolve to nobody.
 fn find<A: App>(app: &A, options: &Options, number: &str) -> Result<Vec<Match>, ConnectorError> {
-    if options
-        .company_numbers
-        .iter()
-        .any(|own| numbers::same(own, number))
-    {
+    let policy = &options.policy;
+    let Some(wanted) = policy.resolvable(number) else {
         return Ok(Vec::new());
-    }
-    let key = cache_key(number);
-    if let Some(hit) = kv::get(&key).and_then(|b| serde_json::from_slice::<Vec<Match>>(&b).ok()) {
-        return Ok(hit);
-    }
-    let variants = numbers::variants(number);
-    let found: Vec<Match> = app
-        .search(number, &variants)?
-        .into_iter()
-        .filter(|m| m.phones.iter().any(|p| numbers::same(p, number)))
-        .fold(Vec::new(), |mut acc, m| {
-            if !acc.iter().any(|seen: &Match| seen.id == m.id) {
-                acc.push(m);
+    };
+    let cached = options.cache().get_or_fetch(&wanted.to_string(), || {
+        let variants = phone::search_variants(&wanted);
+        let mut found: Vec<Match> = Vec::new();
+        for m in app.search(&wanted.to_string(), &variants)? {
+            let same = m
+                .phones
+                .iter()
+                .any(|p| E164::parse(p, &policy.default_country).is_ok_and(|n| n == wanted));
+            if same && !found.iter().any(|seen| seen.id == m.id) {
+                found.push(m);
             }
-            acc
-        });
-    if options.lookup_cache_secs > 0 {
-        let bytes = serde_json::to_vec(&found).unwrap_or_default();
-        if let Err(e) = kv::set(&key, &bytes, Some(options.lookup_cache_secs)) {
-            log::warn(&format!("cannot cache the lookup of {number}: {e}"));
         }
-    }
-    Ok(found)
-}
-
-fn cache_key(number: &str) -> String {
-    format!("lookup:{number}")
+        Ok::<_, ConnectorError>((!found.is_empty()).then_some(found))
+    })?;
+    Ok(cached.unwrap_or_default())
 }
 
 /// The customer's side of the call.
@@ -387,14 +362,13 @@ fn other_party(event: &CallEvent) -> Option<String> {
     }
 }
 
-fn is_internal(event: &CallEvent, call: &Call, options: &Options) -> bool {
-    event.direction == Direction::Internal
-        || call.other.as_deref().is_some_and(|other| {
-            options
-                .company_numbers
-                .iter()
-                .any(|own| numbers::same(own, other))
-        })
+/// Internal by the SDK's rule, or an outbound call to an own number.
+fn is_internal(event: &CallEvent, call: &Call, policy: &CallPolicy) -> bool {
+    policy.is_internal(event)
+        || call
+            .other
+            .as_deref()
+            .is_some_and(|other| policy.is_own_number(other))
 }
 
 fn check_options(config: &Value) -> Vec<ConfigIssue> {
@@ -412,16 +386,21 @@ fn check_options(config: &Value) -> Vec<ConfigIssue> {
             });
         }
     }
-    if let Some(list) = config.get("company_numbers").and_then(Value::as_array) {
-        for (i, n) in list.iter().enumerate() {
-            let n = n.as_str().unwrap_or_default();
-            if numbers::e164(n).is_none() {
-                issues.push(ConfigIssue {
-                    field: format!("/company_numbers/{i}"),
-                    message: format!(
-                        "'{n}' is not a phone number; write it as +41441234567 or 044 123 45 67"
-                    ),
-                });
+    match serde_json::from_value::<CallPolicy>(config.clone()) {
+        Err(e) => issues.push(ConfigIssue {
+            field: String::new(),
+            message: format!("call options: {e}"),
+        }),
+        Ok(policy) => {
+            for (i, own) in policy.own_numbers.iter().enumerate() {
+                if let Err(e) = E164::parse(own, &policy.default_country) {
+                    issues.push(ConfigIssue {
+                        field: format!("/own_numbers/{i}"),
+                        message: format!(
+                            "{e}; write each own number in full, e.g. +41441234567 or 044 123 45 67"
+                        ),
+                    });
+                }
             }
         }
     }

@@ -77,8 +77,7 @@ impl App for HubSpot {
     fn connect() -> Result<(Self, Options), ConnectorError> {
         let cfg: Config = leansync_plugin_api::config()?;
         let token = crm::secret("access_token", CREDENTIALS)?;
-        let api = Api::new("HubSpot", &cfg.base_url, CREDENTIALS)
-            .with_header("authorization", &format!("Bearer {token}"));
+        let api = Api::new("HubSpot", &cfg.base_url, CREDENTIALS).bearer(&token);
         let record_url = format!(
             "{}/contacts/{}/record/0-1/",
             cfg.app_url.trim_end_matches('/'),

@@ -54,9 +54,9 @@ impl App for Zendesk {
     fn connect() -> Result<(Self, Options), ConnectorError> {
         let cfg: Config = leansync_plugin_api::config()?;
         let token = crm::secret("api_token", CREDENTIALS)?;
-        let basic = base64(format!("{}/token:{token}", cfg.email).as_bytes());
+        // Zendesk's API token auth: user `{email}/token`, password the token.
         let api = Api::new("Zendesk", &cfg.base_url, CREDENTIALS)
-            .with_header("authorization", &format!("Basic {basic}"));
+            .basic(&format!("{}/token", cfg.email), &token);
         Ok((
             Zendesk {
                 api,
@@ -158,25 +158,3 @@ impl App for Zendesk {
 }
 
 export!(crm::Crm<Zendesk>);
-
-/// Standard base64 with padding (RFC 4648), for HTTP Basic credentials.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
