@@ -61,6 +61,23 @@ fn contact(c: &Value) -> Option<Match> {
     })
 }
 
+impl Bexio {
+    /// The company a person belongs to, through bexio's contact relations.
+    fn company_of(&self, person: &str) -> Result<Option<String>, ConnectorError> {
+        let criteria = json!([{ "field": "contact_sub_id", "value": person, "criteria": "=" }]);
+        let relations = self.api.post("/2.0/contact_relation/search", &criteria)?;
+        let Some(company) = relations
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|r| crm::api::id_of(&r["contact_id"]))
+        else {
+            return Ok(None);
+        };
+        let company = self.api.get(&format!("/2.0/contact/{company}"))?;
+        Ok(crm::api::text(&company, "name_1"))
+    }
+}
+
 impl App for Bexio {
     const SOURCE: &'static str = "bexio";
 
@@ -93,7 +110,14 @@ impl App for Bexio {
         for field in PHONE_FIELDS {
             let criteria = json!([{ "field": field, "value": variants, "criteria": "in" }]);
             let list = self.api.post("/2.0/contact/search?limit=10", &criteria)?;
-            found.extend(list.as_array().into_iter().flatten().filter_map(contact));
+            for c in list.as_array().into_iter().flatten() {
+                if let Some(mut m) = contact(c) {
+                    if m.organisation.is_none() {
+                        m.organisation = self.company_of(&m.id)?;
+                    }
+                    found.push(m);
+                }
+            }
         }
         Ok(found)
     }

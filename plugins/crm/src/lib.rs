@@ -342,6 +342,12 @@ fn find<A: App>(app: &A, options: &Options, number: &str) -> Result<Vec<Match>, 
                 found.push(m);
             }
         }
+        // Several searches merge in request order; the apps' ids grow with
+        // time, so sorting by id makes "first" the oldest contact.
+        let ids: Option<Vec<u64>> = found.iter().map(|m| m.id.parse().ok()).collect();
+        if ids.is_some() {
+            found.sort_by_key(|m| m.id.parse::<u64>().unwrap_or_default());
+        }
         Ok::<_, ConnectorError>((!found.is_empty()).then_some(found))
     })?;
     Ok(cached.unwrap_or_default())
@@ -407,9 +413,47 @@ fn check_options(config: &Value) -> Vec<ConfigIssue> {
     issues
 }
 
+/// The fewest search terms that find every spelling in `variants` in an
+/// app whose search matches substrings: a term that contains another
+/// finds nothing more.
+pub fn substring_terms(variants: &[String]) -> Vec<String> {
+    variants
+        .iter()
+        .filter(|v| {
+            !variants
+                .iter()
+                .any(|other| other != *v && v.contains(other.as_str()))
+        })
+        .fold(Vec::new(), |mut terms, v| {
+            if !terms.contains(v) {
+                terms.push(v.clone());
+            }
+            terms
+        })
+}
+
 /// Reads a secret config field, or explains which field to set.
 pub fn secret(field: &str, help: &str) -> Result<String, ConnectorError> {
     leansync_plugin_api::secret(field)
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| permanent(format!("the secret `{field}` is not set; {help}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substring_terms_cover_every_spelling_with_few_requests() {
+        let number = E164::parse("+41791234567", &Default::default()).unwrap();
+        let variants = phone::search_variants(&number);
+        let terms = substring_terms(&variants);
+        assert_eq!(terms, ["791234567", "079 123 45 67", "+41 79 123 45 67"]);
+        for v in &variants {
+            assert!(
+                terms.iter().any(|t| v.contains(t.as_str())),
+                "{v} not covered"
+            );
+        }
+    }
 }

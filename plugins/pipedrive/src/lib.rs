@@ -100,24 +100,24 @@ impl App for Pipedrive {
     }
 
     fn search(&self, _number: &str, variants: &[String]) -> Result<Vec<Match>, ConnectorError> {
-        // One term per request: stop at the first spelling that finds someone.
-        for term in variants {
+        // The search matches inside stored numbers: the fewest terms that
+        // cover every usual spelling, one request each.
+        let mut persons = Vec::new();
+        for term in crm::substring_terms(variants) {
             let path = format!(
                 "/v1/persons/search?term={}&fields=phone&limit=10",
-                crm::api::encode(term)
+                crm::api::encode(&term)
             );
             let found = self.api.get(&path)?;
-            let persons: Vec<Match> = found["data"]["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|i| self.person(&i["item"]))
-                .collect();
-            if !persons.is_empty() {
-                return Ok(persons);
-            }
+            persons.extend(
+                found["data"]["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| self.person(&i["item"])),
+            );
         }
-        Ok(Vec::new())
+        Ok(persons)
     }
 
     fn create_contact(&self, number: &str) -> Result<Match, ConnectorError> {

@@ -80,25 +80,20 @@ impl App for Zendesk {
     }
 
     fn search(&self, _number: &str, variants: &[String]) -> Result<Vec<Match>, ConnectorError> {
-        // Zendesk stores valid numbers in E.164, the first spelling: usually
-        // one request. Stop at the first spelling that finds someone.
-        for term in variants {
-            let query = crm::api::encode(&format!("phone:\"{term}\""));
+        // The user search matches partial phone numbers: the fewest terms
+        // that cover every usual spelling, one request each.
+        let mut out = Vec::new();
+        for term in crm::substring_terms(variants) {
+            let query = crm::api::encode(&term);
             let found = self
                 .api
                 .get(&format!("/api/v2/users/search.json?query={query}"))?;
-            let users = found["users"].as_array().cloned().unwrap_or_default();
-            if users.is_empty() {
-                continue;
-            }
-            let mut out = Vec::new();
-            for u in &users {
+            for u in found["users"].as_array().into_iter().flatten() {
                 let organisation = self.organisation(&u["organization_id"])?;
                 out.extend(self.user(u, organisation));
             }
-            return Ok(out);
         }
-        Ok(Vec::new())
+        Ok(out)
     }
 
     fn create_contact(&self, number: &str) -> Result<Match, ConnectorError> {
