@@ -2,7 +2,7 @@
 //! missed call as a note on the contact (API 2.0, personal access token).
 
 use crm::{Api, App, Call, Match, Options};
-use leansync_plugin_api::{ConfigIssue, ConnectorError, export, permanent};
+use leansync_plugin_api::{ConfigIssue, ConnectorError, export};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -135,12 +135,7 @@ impl App for Bexio {
             "owner_id": self.user_id,
         });
         body[field] = json!(number);
-        let created = self.api.post("/2.0/contact", &body)?;
-        contact(&created).ok_or_else(|| {
-            permanent(format!(
-                "bexio created a contact for {number} but answered without its id: {created}"
-            ))
-        })
+        self.api.create("/2.0/contact", &body, contact)
     }
 
     fn log_call(

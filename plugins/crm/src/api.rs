@@ -84,6 +84,22 @@ impl Api {
         self.send(self.request("POST", path).json(body))
     }
 
+    /// `POST path` creating a contact; `read` finds it in the answer.
+    pub fn create(
+        &self,
+        path: &str,
+        body: &Value,
+        read: impl FnOnce(&Value) -> Option<crate::Match>,
+    ) -> Result<crate::Match, ConnectorError> {
+        let created = self.post(path, body)?;
+        read(&created).ok_or_else(|| {
+            permanent(format!(
+                "{} answered POST {path} without the new record's id: {created}",
+                self.vendor
+            ))
+        })
+    }
+
     /// Sends a request built with [`Api::request`]; a non-2xx answer
     /// becomes the matching connector error.
     pub fn send(&self, req: Request) -> Result<Value, ConnectorError> {

@@ -129,12 +129,8 @@ impl App for HubSpot {
 
     fn create_contact(&self, number: &str) -> Result<Match, ConnectorError> {
         let body = json!({ "properties": { "phone": number } });
-        let created = self.api.post("/crm/v3/objects/contacts", &body)?;
-        self.contact(&created).ok_or_else(|| {
-            leansync_plugin_api::permanent(format!(
-                "HubSpot created a contact for {number} but answered without its id: {created}"
-            ))
-        })
+        self.api
+            .create("/crm/v3/objects/contacts", &body, |c| self.contact(c))
     }
 
     fn log_call(

@@ -3,7 +3,7 @@
 //! API token).
 
 use crm::{Api, App, Call, Match, Options};
-use leansync_plugin_api::{ConfigIssue, ConnectorError, export, permanent};
+use leansync_plugin_api::{ConfigIssue, ConnectorError, export};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -125,12 +125,8 @@ impl App for Pipedrive {
             "name": number,
             "phone": [{ "value": number, "primary": true, "label": "work" }],
         });
-        let created = self.api.post("/v1/persons", &body)?;
-        self.person(&created["data"]).ok_or_else(|| {
-            permanent(format!(
-                "Pipedrive created a person for {number} but answered without its id: {created}"
-            ))
-        })
+        self.api
+            .create("/v1/persons", &body, |c| self.person(&c["data"]))
     }
 
     fn log_call(

@@ -4,7 +4,7 @@
 //! (Support API v2, API token).
 
 use crm::{Api, App, Call, Match, Options};
-use leansync_plugin_api::{ConfigIssue, ConnectorError, export, permanent};
+use leansync_plugin_api::{ConfigIssue, ConnectorError, export};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -98,12 +98,8 @@ impl App for Zendesk {
 
     fn create_contact(&self, number: &str) -> Result<Match, ConnectorError> {
         let body = json!({ "user": { "name": number, "phone": number, "role": "end-user" } });
-        let created = self.api.post("/api/v2/users.json", &body)?;
-        self.user(&created["user"], None).ok_or_else(|| {
-            permanent(format!(
-                "Zendesk created a user for {number} but answered without its id: {created}"
-            ))
-        })
+        self.api
+            .create("/api/v2/users.json", &body, |c| self.user(&c["user"], None))
     }
 
     fn log_call(
