@@ -494,3 +494,78 @@ async fn zendesk_deduplicates_on_its_side_when_the_connector_state_is_lost() {
         .unwrap();
     assert_eq!(Zendesk::journal(&b.fake).len(), 1);
 }
+
+// ---- through the running host ----------------------------------------------
+
+/// A missed call on a licensed number reaches HubSpot through the real
+/// `leansync` binary with nobody's app open: the host resolves the caller
+/// with the connector's lookup (the webhook installation of the same
+/// number sees the contact) and delivers the `missed` event, which the
+/// connector journals on the contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_call_reaches_hubspot_through_the_running_host() {
+    use leansync_tests::host::{Host, Tenant, eventually};
+    use leansync_tests::receiver::Receiver;
+
+    let fake = Fake::start(HubSpot).await;
+    let anna = HubSpot::seed(&fake, "Anna", "Muster", "Muster AG", "079 123 45 67");
+    let plugins = tempfile::tempdir().unwrap();
+    install("webhook", plugins.path());
+    let folder = install("hubspot", plugins.path());
+    edit_manifest(&folder, "outbound-hosts", r#"["127.0.0.1:*"]"#);
+    let dir = plugins.path().to_str().unwrap();
+    let h = Host::start_with("", &[("LEANSYNC_PLUGINS_DIR", dir)]).await;
+    let receiver = Receiver::start().await;
+    let t = Tenant::create(&h, "Muster Treuhand", &["044 123 45 67"], &receiver.url()).await;
+
+    // The same number also licensed for HubSpot.
+    let mut config = HubSpot::config(&fake.url());
+    config["access_token"] = json!(leansync_tests::saas::hubspot::TOKEN);
+    let body = json!({ "connector": "hubspot", "config": config, "granted_hosts": ["127.0.0.1"] });
+    let path = format!("/api/v1/customers/{}/installations", t.customer);
+    let inst = h.ok(&t.admin, "POST", &path, Some(body)).await;
+    let path = format!(
+        "/api/v1/installations/{}/licenses",
+        inst["id"].as_str().unwrap()
+    );
+    let licenses = h
+        .ok(&t.admin, "POST", &path, Some(json!({ "count": 1 })))
+        .await;
+    let license = licenses[0]["id"].as_str().unwrap();
+    h.op(
+        "POST",
+        &format!("/api/v1/licenses/{license}/provision"),
+        None,
+    )
+    .await;
+    let number = json!({ "number": "044 123 45 67" });
+    let path = format!("/api/v1/licenses/{license}/assign");
+    h.ok(&t.admin, "POST", &path, Some(number)).await;
+
+    let call = json!({ "to": "044 123 45 67", "from": "079 123 45 67", "answer_after": 0.2, "hangup_after": 0.3, "missed": true });
+    h.op("POST", "/api/v1/sim/calls", Some(call)).await;
+
+    let logged = eventually(Duration::from_secs(30), || {
+        HubSpot::journal(&fake).into_iter().next()
+    })
+    .await
+    .unwrap_or_else(|| panic!("no call logged in HubSpot:\n{}", h.log()));
+    assert_eq!(logged.contacts, vec![anna]);
+    assert!(!logged.answered);
+    assert!(
+        logged
+            .text
+            .contains("Missed call from Anna Muster (+41791234567)")
+    );
+    let popped = eventually(Duration::from_secs(10), || {
+        receiver.received().into_iter().find(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            body["event"]["contact"]["source"] == "hubspot"
+        })
+    })
+    .await;
+    let popped: Value =
+        serde_json::from_slice(&popped.expect("no event with the HubSpot contact").body).unwrap();
+    assert_eq!(popped["event"]["contact"]["name"], "Anna Muster");
+    assert_eq!(popped["event"]["contact"]["organisation"], "Muster AG");
+}
