@@ -348,6 +348,61 @@ async fn the_shipped_manifest_reaches_only_the_vendor_api<S: Saas>() {
     assert_eq!(hosts, vec![S::API_HOST.to_string()]);
 }
 
+async fn the_config_is_checked_field_by_field<S: Saas>() {
+    let b = Bench::start::<S>(json!({})).await;
+    let mut good = S::config("https://example.invalid");
+    for (k, v) in S::secrets() {
+        good[k] = json!(v);
+    }
+    let issues = b.rt.validate_config(S::PLUGIN, &good).await.unwrap();
+    assert!(issues.is_empty(), "{issues:?}");
+    let with = |key: &str, value: Value| {
+        let mut c = good.clone();
+        if value.is_null() {
+            c.as_object_mut().unwrap().remove(key);
+        } else {
+            c[key] = value;
+        }
+        c
+    };
+    for (config, field, says) in [
+        (
+            with("own_numbers", json!(["221"])),
+            "/own_numbers/0",
+            "too short",
+        ),
+        (
+            with("shared_number", json!("some")),
+            "/shared_number",
+            "some",
+        ),
+        (
+            with("base_url", json!("http://api.example.com")),
+            "/base_url",
+            "https://",
+        ),
+        (
+            with("default_country", json!("XX")),
+            "",
+            "not a known default country",
+        ),
+        (
+            with(S::CREDENTIAL_FIELD, Value::Null),
+            "",
+            S::CREDENTIAL_FIELD,
+        ),
+    ] {
+        let issues = b.rt.validate_config(S::PLUGIN, &config).await.unwrap();
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.field == field && i.message.contains(says)),
+            "{}: expected {field} saying {says}, got {issues:?}",
+            S::PLUGIN
+        );
+    }
+}
+
 /// Runs each generic test above once per vendor, as
 /// `saas::<vendor>::<behaviour>`.
 macro_rules! per_vendor {
@@ -382,6 +437,7 @@ per_vendor!(
         a_rate_limit_is_retryable_with_the_wait_the_app_asked_for,
         rejected_credentials_are_a_permanent_error_naming_the_field,
         the_shipped_manifest_reaches_only_the_vendor_api,
+        the_config_is_checked_field_by_field,
     ]
 );
 
