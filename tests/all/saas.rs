@@ -195,6 +195,31 @@ async fn answered_and_missed_calls_are_journaled_on_the_contact<S: Saas>() {
     );
 }
 
+async fn an_outbound_call_is_logged_on_the_called_contact<S: Saas>() {
+    // The licensed number is one of the company's own: its outbound calls
+    // to customers are still external.
+    let b = Bench::start::<S>(json!({ "own_numbers": ["044 123 45 67"] })).await;
+    let anna = S::seed(&b.fake, "Anna", "Muster", "Muster AG", "079 123 45 67");
+    let mut event = call_from("+41441234567", Some(61));
+    event.direction = Direction::Outbound;
+    event.callee = E164::parse("079 123 45 67").unwrap();
+    b.deliver(&event, "k-out").await.unwrap();
+    let journal = S::journal(&b.fake);
+    assert_eq!(journal.len(), 1, "{journal:#?}");
+    assert_eq!(journal[0].contacts, vec![anna]);
+    assert!(
+        journal[0]
+            .text
+            .contains("Call to Anna Muster (+41791234567)"),
+        "{}",
+        journal[0].text
+    );
+    // A call to another own number is internal.
+    event.callee = E164::parse("044 123 45 67").unwrap();
+    b.deliver(&event, "k-own").await.unwrap();
+    assert_eq!(S::journal(&b.fake).len(), 1);
+}
+
 async fn own_numbers_and_internal_calls_stay_out<S: Saas>() {
     let config = json!({ "own_numbers": ["044 123 45 99"] });
     let b = Bench::start::<S>(config).await;
@@ -430,6 +455,7 @@ per_vendor!(
         lookup_finds_the_contact_whatever_format_the_app_stores,
         a_burst_of_lookups_asks_the_app_once,
         answered_and_missed_calls_are_journaled_on_the_contact,
+        an_outbound_call_is_logged_on_the_called_contact,
         own_numbers_and_internal_calls_stay_out,
         a_shared_number_follows_the_configured_rule,
         an_unknown_caller_is_logged_or_created_once,

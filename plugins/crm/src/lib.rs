@@ -368,13 +368,19 @@ fn other_party(event: &CallEvent) -> Option<String> {
     }
 }
 
-/// Internal by the SDK's rule, or an outbound call to an own number.
+/// Whether the call stays between the company's own numbers. The SDK's
+/// rule looks at the caller, which for an outbound call is the licensed
+/// number itself (often listed as an own number): there the called party
+/// decides.
 fn is_internal(event: &CallEvent, call: &Call, policy: &CallPolicy) -> bool {
-    policy.is_internal(event)
-        || call
+    match event.direction {
+        Direction::Internal => true,
+        Direction::Outbound => call
             .other
             .as_deref()
-            .is_some_and(|other| policy.is_own_number(other))
+            .is_some_and(|other| policy.is_own_number(other)),
+        Direction::Inbound => policy.is_internal(event),
+    }
 }
 
 fn check_options(config: &Value) -> Vec<ConfigIssue> {
