@@ -43,6 +43,7 @@ pub mod cache;
 pub mod http;
 pub mod phone;
 pub mod policy;
+pub mod time;
 
 pub use bindings::leansync::connector::types::{
     CallEvent, CallState, ConfigIssue, ConnectorError, Contact, Delivery, Direction, HttpRequest,
