@@ -147,7 +147,7 @@ impl App for Bexio {
         let mut body = json!({
             "user_id": self.user_id,
             // bexio shows times as entered, in the company's (Swiss) time.
-            "event_start": crm::time::DateTime::zurich(call.started_at_ms).sql(),
+            "event_start": crm::time::sql_zurich(call.started_at_ms),
             "subject": call.title(contact),
             "info": call.summary(),
         });

@@ -155,7 +155,10 @@ impl Call {
             Direction::Internal => "Internal",
         };
         let outcome = if self.answered {
-            format!("answered, talk time {}", time::duration(self.duration_secs))
+            format!(
+                "answered, talk time {}",
+                leansync_plugin_api::time::duration(self.duration_secs)
+            )
         } else {
             "not answered".to_string()
         };
@@ -163,7 +166,7 @@ impl Call {
             "{way} call from {} to {}, {outcome}.\nStarted {} (Swiss time).\nLogged by LeanSync Voice, call {}.",
             self.from.as_deref().unwrap_or("a withheld number"),
             self.to,
-            time::DateTime::zurich(self.started_at_ms).sql(),
+            time::sql_zurich(self.started_at_ms),
             self.call_id
         )
     }

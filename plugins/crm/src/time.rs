@@ -1,111 +1,40 @@
-//! Calendar dates from Unix milliseconds, in the forms the vendors' APIs
-//! want (ISO 8601 UTC, `YYYY-MM-DD HH:MM:SS`), and Swiss local time for
-//! apps that store local wall-clock times (bexio).
+//! Call times in the two forms the SDK's `time` module does not write:
+//! `YYYY-MM-DD HH:MM:SS` (Pipedrive, bexio) and Swiss wall-clock time for
+//! apps that store local times (bexio).
 
-/// A broken-down date and time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DateTime {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-    millis: u32,
+use leansync_plugin_api::time::iso8601_utc;
+
+const MS_PER_DAY: u64 = 86_400_000;
+const MS_PER_HOUR: u64 = 3_600_000;
+
+/// `2025-11-25 22:18:06` in UTC.
+pub fn sql_utc(epoch_ms: u64) -> String {
+    iso8601_utc(epoch_ms)
+        .trim_end_matches('Z')
+        .replacen('T', " ", 1)
 }
 
-const MS_PER_DAY: i64 = 86_400_000;
-const MS_PER_HOUR: i64 = 3_600_000;
-
-impl DateTime {
-    /// UTC date and time of `ms` after the Unix epoch.
-    pub fn utc(ms: u64) -> Self {
-        let ms = ms as i64;
-        let days = ms.div_euclid(MS_PER_DAY);
-        let rest = ms.rem_euclid(MS_PER_DAY) as u32;
-        let (year, month, day) = civil_from_days(days);
-        Self {
-            year,
-            month,
-            day,
-            hour: rest / 3_600_000,
-            minute: rest / 60_000 % 60,
-            second: rest / 1000 % 60,
-            millis: rest % 1000,
-        }
-    }
-
-    /// Wall-clock time in Switzerland (CET, CEST from the last Sunday of
-    /// March to the last Sunday of October, switching at 01:00 UTC).
-    pub fn zurich(ms: u64) -> Self {
-        let t = ms as i64;
-        let year = Self::utc(ms).year;
-        let summer_from = last_sunday(year, 3) * MS_PER_DAY + MS_PER_HOUR;
-        let summer_until = last_sunday(year, 10) * MS_PER_DAY + MS_PER_HOUR;
-        let offset = if (summer_from..summer_until).contains(&t) {
-            2 * MS_PER_HOUR
-        } else {
-            MS_PER_HOUR
-        };
-        Self::utc((t + offset) as u64)
-    }
-
-    /// `2026-11-25T22:18:06.000Z` (only meaningful for [`DateTime::utc`]).
-    pub fn iso(&self) -> String {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second, self.millis
-        )
-    }
-
-    /// `2026-11-25 22:18:06`.
-    pub fn sql(&self) -> String {
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
-    }
+/// `2025-11-25 23:18:06`: wall-clock time in Switzerland (CET; CEST from
+/// the last Sunday of March to the last Sunday of October, switching at
+/// 01:00 UTC as everywhere in the EU).
+pub fn sql_zurich(epoch_ms: u64) -> String {
+    let year: i64 = iso8601_utc(epoch_ms)[..4].parse().unwrap_or(1970);
+    let summer = last_sunday_of(year, 3) * MS_PER_DAY + MS_PER_HOUR
+        ..last_sunday_of(year, 10) * MS_PER_DAY + MS_PER_HOUR;
+    let offset = if summer.contains(&epoch_ms) { 2 } else { 1 };
+    sql_utc(epoch_ms + offset * MS_PER_HOUR)
 }
 
-/// Talk time for people: `42 s`, `3 min 05 s`, `1 h 02 min`.
-pub fn duration(secs: u32) -> String {
-    match secs {
-        0..60 => format!("{secs} s"),
-        60..3600 => format!("{} min {:02} s", secs / 60, secs % 60),
-        _ => format!("{} h {:02} min", secs / 3600, secs / 60 % 60),
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+/// Days since 1970-01-01 of the last Sunday of a 31-day month.
+fn last_sunday_of(year: i64, month: i64) -> u64 {
+    // Days before the 31st, in 400-year eras starting on 0000-03-01.
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Inverse of [`days_from_civil`].
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Day number of the last Sunday of a 31-day month.
-fn last_sunday(year: i64, month: u32) -> i64 {
-    let last = days_from_civil(year, month, 31);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + 30;
+    let last = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
     // 1970-01-01 was a Thursday: weekday 4 with Sunday = 0.
-    last - (last + 4).rem_euclid(7)
+    (last - (last + 4).rem_euclid(7)).max(0) as u64
 }
 
 #[cfg(test)]
@@ -113,40 +42,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn formats_utc() {
-        // 2025-11-25 22:18:06.5 UTC
-        let t = 1_764_109_086_500;
-        assert_eq!(DateTime::utc(t).iso(), "2025-11-25T22:18:06.500Z");
-        assert_eq!(DateTime::utc(0).sql(), "1970-01-01 00:00:00");
-        assert_eq!(DateTime::utc(951_782_400_000).sql(), "2000-02-29 00:00:00");
+    fn utc_as_apps_write_it() {
+        assert_eq!(sql_utc(1_764_109_086_500), "2025-11-25 22:18:06");
+        assert_eq!(sql_utc(0), "1970-01-01 00:00:00");
     }
 
     #[test]
     fn zurich_follows_summer_time() {
-        // 2025-03-30 00:59:59 UTC: still CET; 01:00 UTC: CEST.
-        assert_eq!(
-            DateTime::zurich(1_743_296_399_000).sql(),
-            "2025-03-30 01:59:59"
-        );
-        assert_eq!(
-            DateTime::zurich(1_743_296_400_000).sql(),
-            "2025-03-30 03:00:00"
-        );
+        // 2025-03-30 00:59:59 UTC is still CET; from 01:00 UTC it is CEST.
+        assert_eq!(sql_zurich(1_743_296_399_000), "2025-03-30 01:59:59");
+        assert_eq!(sql_zurich(1_743_296_400_000), "2025-03-30 03:00:00");
         // 2025-10-26 01:00 UTC: back to CET.
-        assert_eq!(
-            DateTime::zurich(1_761_440_400_000).sql(),
-            "2025-10-26 02:00:00"
-        );
-        assert_eq!(
-            DateTime::zurich(1_764_109_086_500).sql(),
-            "2025-11-25 23:18:06"
-        );
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(duration(42), "42 s");
-        assert_eq!(duration(185), "3 min 05 s");
-        assert_eq!(duration(3720), "1 h 02 min");
+        assert_eq!(sql_zurich(1_761_440_399_000), "2025-10-26 02:59:59");
+        assert_eq!(sql_zurich(1_761_440_400_000), "2025-10-26 02:00:00");
+        assert_eq!(sql_zurich(1_764_109_086_500), "2025-11-25 23:18:06");
+        // 2024 (leap year): last Sundays are 31 March and 27 October.
+        assert_eq!(sql_zurich(1_711_846_800_000), "2024-03-31 03:00:00");
+        assert_eq!(sql_zurich(1_729_990_800_000), "2024-10-27 02:00:00");
     }
 }

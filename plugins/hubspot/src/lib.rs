@@ -163,7 +163,7 @@ impl App for HubSpot {
             .collect();
         let body = json!({
             "properties": {
-                "hs_timestamp": crm::time::DateTime::utc(call.started_at_ms).iso(),
+                "hs_timestamp": leansync_plugin_api::time::iso8601_utc(call.started_at_ms),
                 "hs_call_title": call.title(contact),
                 "hs_call_body": call.summary(),
                 "hs_call_status": status,

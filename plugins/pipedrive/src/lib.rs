@@ -142,8 +142,8 @@ impl App for Pipedrive {
             "duration": call.duration_secs.to_string(),
             "from_phone_number": call.from.clone().unwrap_or_default(),
             "to_phone_number": call.to,
-            "start_time": crm::time::DateTime::utc(call.started_at_ms).sql(),
-            "end_time": crm::time::DateTime::utc(call.ended_at_ms).sql(),
+            "start_time": crm::time::sql_utc(call.started_at_ms),
+            "end_time": crm::time::sql_utc(call.ended_at_ms),
         });
         if let Some(c) = contact {
             body["person_id"] = json!(c.id.parse::<u64>().unwrap_or_default());
