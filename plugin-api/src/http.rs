@@ -59,6 +59,18 @@ impl Request {
         self
     }
 
+    /// Adds `Authorization: Basic` with `user` and `password`.
+    pub fn basic_auth(self, user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.header("authorization", &format!("Basic {token}"))
+    }
+
+    /// Adds `Authorization: Bearer`.
+    pub fn bearer_auth(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
     /// Sets a JSON body and content type.
     pub fn json(mut self, value: &serde_json::Value) -> Self {
         self.body = value.to_string().into_bytes();

@@ -20,6 +20,10 @@
 //! export!(Hello);
 //! ```
 //!
+//! Helpers most connectors need: [`phone`] (what apps store → E.164, search
+//! variants), [`cache`] (lookup results per installation with a short TTL),
+//! [`policy`] (shared-number rule, internal-call filter, own numbers).
+//!
 //! Build with `cargo build --target wasm32-wasip2 --release`, put the `.wasm`
 //! next to a `plugin.toml`, and check it with `leansync plugin check DIR`.
 
@@ -34,8 +38,12 @@ pub mod bindings {
     });
 }
 
+pub mod cache;
 #[cfg(target_family = "wasm")]
 pub mod http;
+pub mod phone;
+pub mod policy;
+pub mod time;
 
 pub use bindings::leansync::connector::types::{
     CallEvent, CallState, ConfigIssue, ConnectorError, Contact, Delivery, Direction, HttpRequest,

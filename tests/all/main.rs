@@ -9,5 +9,6 @@ mod plugin_http;
 mod plugin_loading;
 mod plugin_reload;
 mod portal;
+mod saas;
 mod sip;
 mod webhook;

@@ -4,3 +4,4 @@ pub mod db;
 pub mod host;
 pub mod plugins;
 pub mod receiver;
+pub mod saas;

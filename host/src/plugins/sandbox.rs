@@ -105,8 +105,15 @@ impl HostServices for MemoryServices {
             ));
         }
         let mut kv = self.kv.lock();
-        let count = kv.keys().filter(|(i, _)| i == installation).count();
         let k = (installation.to_owned(), key.to_owned());
+        let mut count = kv.keys().filter(|(i, _)| i == installation).count();
+        if count >= KV_MAX_KEYS && !kv.contains_key(&k) {
+            // Expired entries are only dropped when read; a lookup cache
+            // with a TTL per number would otherwise fill the quota for good.
+            let now = Instant::now();
+            kv.retain(|(i, _), (_, exp)| i != installation || exp.is_none_or(|e| e > now));
+            count = kv.keys().filter(|(i, _)| i == installation).count();
+        }
         if count >= KV_MAX_KEYS && !kv.contains_key(&k) {
             return Err(format!(
                 "installation already holds {KV_MAX_KEYS} keys; delete some or set a ttl"
@@ -293,5 +300,33 @@ impl ResourceLimiter for MemoryLimiter {
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_entries_do_not_count_against_the_key_quota() {
+        let kv = MemoryServices::default();
+        for i in 0..KV_MAX_KEYS {
+            kv.kv_set("inst", &format!("k{i}"), vec![1], Some(0))
+                .unwrap();
+        }
+        assert_eq!(kv.kv_get("inst", "k0"), None, "a zero TTL expires at once");
+        kv.kv_set("inst", "fresh", vec![2], Some(60)).unwrap();
+        assert_eq!(kv.kv_get("inst", "fresh"), Some(vec![2]));
+    }
+
+    #[test]
+    fn live_entries_still_fill_the_quota() {
+        let kv = MemoryServices::default();
+        for i in 0..KV_MAX_KEYS {
+            kv.kv_set("inst", &format!("k{i}"), vec![1], None).unwrap();
+        }
+        let err = kv.kv_set("inst", "one-more", vec![1], None).unwrap_err();
+        assert!(err.contains("delete some or set a ttl"), "{err}");
+        kv.kv_set("other", "k", vec![1], None).unwrap();
     }
 }
