@@ -12,8 +12,11 @@
 //!
 //! Run: `cargo bench -p leansync-host --bench plugin_invoke` after
 //! `scripts/build-plugins.sh`. Prints median and p99 per variant and the
-//! ratio (a)/(b); the rounds interleave the variants so machine noise hits
-//! all of them alike.
+//! ratio (a)/(b), twice: calls back to back (throughput-bound: instantiation
+//! is paid on some core for every call, so warm instances cannot help) and
+//! paced at 1,000 calls/s (the latency a call sees on a host that is not
+//! saturated). The rounds interleave the variants so machine noise hits all
+//! of them alike.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,8 @@ use wasmtime::component::{Component, Linker};
 
 const ITERS: usize = 20_000;
 const ROUNDS: usize = 5;
+/// Iterations per round when paced at 1,000 per second (a busy host's rate).
+const PACED_ITERS: usize = 3_000;
 
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,95 +117,99 @@ fn main() {
         .block_on(pre.instantiate_async(&mut reused_store))
         .unwrap();
 
-    let mut a = Vec::with_capacity(ITERS * ROUNDS);
-    let mut a0 = Vec::with_capacity(ITERS * ROUNDS);
-    let mut b = Vec::with_capacity(ITERS * ROUNDS);
-    let mut c = Vec::with_capacity(ITERS * ROUNDS);
-    rt.block_on(async {
-        for round in 0..=ROUNDS {
-            let warmup = round == 0;
-            for _ in 0..ITERS {
-                let t = Instant::now();
-                host.on_call_event(&inst, &event, None, &delivery)
-                    .await
-                    .unwrap();
-                let da = t.elapsed();
+    // One interleaved measurement: every iteration times (a), (a0), (b), (c)
+    // once; `pace` spaces iterations out (None: back to back).
+    let mut measure = |iters: usize, pace: Option<Duration>| {
+        let mut a = Vec::with_capacity(iters * ROUNDS);
+        let mut a0 = Vec::with_capacity(iters * ROUNDS);
+        let mut b = Vec::with_capacity(iters * ROUNDS);
+        let mut c = Vec::with_capacity(iters * ROUNDS);
+        rt.block_on(async {
+            let mut tick = pace.map(tokio::time::interval);
+            for round in 0..=ROUNDS {
+                let warmup = round == 0;
+                for _ in 0..iters {
+                    if let Some(t) = tick.as_mut() {
+                        t.tick().await;
+                    }
+                    let t = Instant::now();
+                    host.on_call_event(&inst, &event, None, &delivery)
+                        .await
+                        .unwrap();
+                    let da = t.elapsed();
 
-                let t = Instant::now();
-                host_cold
-                    .on_call_event(&inst, &event, None, &delivery)
-                    .await
-                    .unwrap();
-                let da0 = t.elapsed();
+                    let t = Instant::now();
+                    host_cold
+                        .on_call_event(&inst, &event, None, &delivery)
+                        .await
+                        .unwrap();
+                    let da0 = t.elapsed();
 
-                let t = Instant::now();
-                let mut store = bare_store();
-                let i = pre.instantiate_async(&mut store).await.unwrap();
-                i.leansync_connector_connector()
-                    .call_on_call_event(&mut store, &wit_event, &wit_delivery)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                drop(store);
-                let db = t.elapsed();
+                    let t = Instant::now();
+                    let mut store = bare_store();
+                    let i = pre.instantiate_async(&mut store).await.unwrap();
+                    i.leansync_connector_connector()
+                        .call_on_call_event(&mut store, &wit_event, &wit_delivery)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    drop(store);
+                    let db = t.elapsed();
 
-                let t = Instant::now();
-                reused
-                    .leansync_connector_connector()
-                    .call_on_call_event(&mut reused_store, &wit_event, &wit_delivery)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                let dc = t.elapsed();
-                if !warmup {
-                    a.push(da);
-                    a0.push(da0);
-                    b.push(db);
-                    c.push(dc);
+                    let t = Instant::now();
+                    reused
+                        .leansync_connector_connector()
+                        .call_on_call_event(&mut reused_store, &wit_event, &wit_delivery)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let dc = t.elapsed();
+                    if !warmup {
+                        a.push(da);
+                        a0.push(da0);
+                        b.push(db);
+                        c.push(dc);
+                    }
                 }
             }
-        }
-    });
-    let (am, ap) = stats(&mut a);
-    let (a0m, a0p) = stats(&mut a0);
-    let (bm, bp) = stats(&mut b);
-    let (cm, cp) = stats(&mut c);
+        });
+        [a, a0, b, c].map(|mut v| stats(&mut v))
+    };
+    let tight = measure(ITERS, None);
+    let paced = measure(PACED_ITERS, Some(Duration::from_millis(1)));
     println!(
-        "plugin_invoke: {} iterations x {ROUNDS} rounds, {} cores",
-        ITERS,
+        "plugin_invoke: {ROUNDS} rounds, {} cores; back to back: {ITERS} iterations per round; paced: {PACED_ITERS} per round, one every 1 ms",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    println!("| variant | median | p99 |");
-    println!("|---|---|---|");
-    println!(
-        "| (a) host on_call_event (warm instance, default) | {} | {} |",
-        us(am),
-        us(ap)
-    );
-    println!(
-        "| (a0) host on_call_event, warm_instances = 0 | {} | {} |",
-        us(a0m),
-        us(a0p)
-    );
-    println!(
-        "| (b) bare wasmtime: fresh store from InstancePre + call | {} | {} |",
-        us(bm),
-        us(bp)
-    );
-    println!(
-        "| (c) bare wasmtime: call on reused instance | {} | {} |",
-        us(cm),
-        us(cp)
-    );
-    println!(
-        "ratio (a)/(b): median {:.2}x, p99 {:.2}x; (a0)/(b): median {:.2}x, p99 {:.2}x",
-        am.as_secs_f64() / bm.as_secs_f64(),
-        ap.as_secs_f64() / bp.as_secs_f64(),
-        a0m.as_secs_f64() / bm.as_secs_f64(),
-        a0p.as_secs_f64() / bp.as_secs_f64()
-    );
+    println!("| variant | back to back: median | p99 | paced 1,000/s: median | p99 |");
+    println!("|---|---|---|---|---|");
+    let names = [
+        "(a) host on_call_event (warm instance, default)",
+        "(a0) host on_call_event, warm_instances = 0",
+        "(b) bare wasmtime: fresh store from InstancePre + call",
+        "(c) bare wasmtime: call on reused instance",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            us(tight[i].0),
+            us(tight[i].1),
+            us(paced[i].0),
+            us(paced[i].1)
+        );
+    }
+    for (label, r) in [("back to back", &tight), ("paced", &paced)] {
+        let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
+        println!(
+            "{label}: (a)/(b) median {:.2}x, p99 {:.2}x; (a0)/(b) median {:.2}x, p99 {:.2}x",
+            ratio(r[0].0, r[2].0),
+            ratio(r[0].1, r[2].1),
+            ratio(r[1].0, r[2].0),
+            ratio(r[1].1, r[2].1)
+        );
+    }
     let _ = std::fs::remove_dir_all(&scratch);
 }
 

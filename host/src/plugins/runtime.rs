@@ -597,7 +597,6 @@ impl PluginRuntime {
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let scope = self.scope(&plugin, installation.clone());
         let warm = plugin.warm.lock().pop();
-        self.refill(&plugin);
         let (mut store, instance) = match warm {
             Some(mut w) => {
                 w.store.data_mut().bind(scope);
@@ -620,6 +619,10 @@ impl PluginRuntime {
                 limits.call_timeout_ms
             )),
         };
+        // Refill once the call is done: instantiating beside a running call
+        // slows it (both fight over the process's memory mappings).
+        drop(store);
+        self.refill(&plugin);
         match result {
             Ok(reply) => {
                 if plugin.health.consecutive.swap(0, Ordering::Relaxed) >= limits.degraded_after {
