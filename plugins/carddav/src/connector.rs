@@ -74,7 +74,7 @@ impl Connector for CardDav {
         // An address book has no journal; the events keep the index fresh
         // so the next ringing call's lookup finds it synced.
         let cfg: Config = config()?;
-        ensure_index(&cfg).map(|_| ())
+        ensure_index(&cfg, true).map(|_| ())
     }
 
     fn lookup_contact(number: String) -> Result<Option<Contact>, ConnectorError> {
@@ -82,7 +82,7 @@ impl Connector for CardDav {
         let Some(number) = cfg.policy.resolvable(&number) else {
             return Ok(None);
         };
-        let meta = ensure_index(&cfg)?;
+        let meta = ensure_index(&cfg, false)?;
         let found = Index::new(HostKv).find(&meta, &number);
         Ok(contact(&cfg, cfg.policy.pick(found)))
     }
@@ -121,15 +121,19 @@ fn contact(cfg: &Config, found: Vec<Entry>) -> Option<Contact> {
 }
 
 /// The usable index: synced within `refresh_secs`, else refreshed with a
-/// sync delta; built from scratch when missing. A failed refresh keeps the
-/// stale index (a lookup beats none) unless the server refused the
-/// credentials.
-fn ensure_index(cfg: &Config) -> Result<Meta, ConnectorError> {
+/// sync delta; built from scratch when missing, or when the daily rebuild is
+/// due and `may_rebuild` (call events, not the latency-bound lookups). A
+/// failed refresh keeps the stale index (a lookup beats none) unless the
+/// server refused the credentials.
+fn ensure_index(cfg: &Config, may_rebuild: bool) -> Result<Meta, ConnectorError> {
     let index = Index::new(HostKv);
-    let Some(meta) = index.meta() else {
-        let meta = full_sync(cfg, &index)?;
-        index.mark_fresh(cfg.refresh_secs);
-        return Ok(meta);
+    let meta = match index.meta() {
+        Some(meta) if !(may_rebuild && index.rebuild_due()) => meta,
+        _ => {
+            let meta = full_sync(cfg, &index)?;
+            index.mark_fresh(cfg.refresh_secs);
+            return Ok(meta);
+        }
     };
     if index.is_fresh() {
         return Ok(meta);

@@ -16,11 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::vcard::Card;
 
-/// How long index keys live; a full rebuild happens after [`FULL_EVERY_SECS`],
-/// well before, so an index in use is always complete.
+/// How long index keys live.
 const INDEX_TTL_SECS: u32 = 2 * 24 * 3600;
-/// A full rebuild at least this often also repairs any drift from deltas.
+/// A full rebuild is due this long after the last one (it also repairs any
+/// drift from deltas); call events do it, lookups keep using the old index.
 const FULL_EVERY_SECS: u32 = 24 * 3600;
+/// The index is used at most this long after its full build, safely before
+/// the first of its bucket keys can expire.
+const ALIVE_SECS: u32 = INDEX_TTL_SECS - 3600;
 /// Target entries per bucket: one lookup reads a few KiB.
 const PER_BUCKET: usize = 64;
 /// Bucket count bounds (the host allows 10,000 keys per installation; a
@@ -84,11 +87,16 @@ impl<S: Store> Index<S> {
         Self { store }
     }
 
-    /// The header, when an index exists that is complete and recent
-    /// enough to be used.
+    /// The header, when a complete index exists (its buckets outlive the
+    /// `idx:alive` marker written with them).
     pub fn meta(&self) -> Option<Meta> {
-        self.store.get("idx:full")?;
+        self.store.get("idx:alive")?;
         serde_json::from_slice(&self.store.get("idx:meta")?).ok()
+    }
+
+    /// Whether the daily full rebuild is due.
+    pub fn rebuild_due(&self) -> bool {
+        self.store.get("idx:full").is_none()
     }
 
     /// Whether the index was synced within the refresh interval.
@@ -163,6 +171,7 @@ impl<S: Store> Index<S> {
         }
         self.put("idx:meta", &meta)?;
         self.store.set("idx:full", b"1", FULL_EVERY_SECS)?;
+        self.store.set("idx:alive", b"1", ALIVE_SECS)?;
         if let Some(old) = previous.filter(|p| p.generation != meta.generation) {
             for b in 0..old.buckets {
                 self.store.delete(&number_key(&old, b));
@@ -478,12 +487,16 @@ mod tests {
     }
 
     #[test]
-    fn without_the_full_marker_the_index_is_not_used() {
+    fn markers_say_when_to_rebuild_and_when_the_index_is_gone() {
         let map = Map::default();
         let index = Index::new(&map);
         index.rebuild(vec![], None, &Region::default()).unwrap();
         assert!(index.meta().is_some());
+        assert!(!index.rebuild_due());
         map.0.borrow_mut().remove("idx:full");
+        assert!(index.rebuild_due());
+        assert!(index.meta().is_some(), "still usable until the rebuild");
+        map.0.borrow_mut().remove("idx:alive");
         assert!(index.meta().is_none());
         assert!(!index.is_fresh());
         index.mark_fresh(60);

@@ -100,7 +100,16 @@ impl Connector for Tryton {
         let found = find_parties(&rpc, &cfg, &number)?;
         let mut parties = cfg.policy.pick(found.clone());
         if found.is_empty() && cfg.create_unknown_callers {
-            parties.push(create_party(&rpc, &cfg, &number)?);
+            // Ask Tryton itself, not the cache: someone may have added the
+            // party since the lookup, and a duplicate party is worse than a
+            // request.
+            let fresh = search_parties(&rpc, &cfg, &number)?;
+            parties = if fresh.is_empty() {
+                vec![create_party(&rpc, &cfg, &number)?]
+            } else {
+                cache(&cfg).forget(&number.to_string());
+                cfg.policy.pick(fresh)
+            };
         }
         for party in parties {
             let resource = format!("party.party,{}", party.id);
