@@ -3,4 +3,6 @@
 pub mod db;
 pub mod host;
 pub mod plugins;
+pub mod radicale;
 pub mod receiver;
+pub mod tryton;
