@@ -30,3 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Tryton (the ERP the `tryton` connector is tested against) from PyPI into a
+# venv under target/, pinned to the 7.0 LTS series; the tests build their
+# SQLite database from it. Needs python3 with venv (Debian: python3-venv).
+TRYTON_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/py/tryton"
+if [ ! -x "$TRYTON_VENV/bin/trytond" ]; then
+  echo "==> python3 -m venv $TRYTON_VENV; pip install trytond trytond-party (7.0)"
+  python3 -m venv "$TRYTON_VENV"
+  "$TRYTON_VENV/bin/pip" install --quiet "trytond==7.0.59" "trytond-party==7.0.8" "trytond-country==7.0.1"
+fi

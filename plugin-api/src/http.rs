@@ -160,11 +160,20 @@ fn send(req: &Request) -> Result<Response, String> {
         Some(i) => (&authority[..i], format!("/{}", &authority[i..])),
         None => (authority, path.to_string()),
     };
-    let entries: Vec<(String, Vec<u8>)> = req
+    let mut entries: Vec<(String, Vec<u8>)> = req
         .headers
         .iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
         .collect();
+    // Without a length the body goes out chunked, which many servers
+    // (Python WSGI servers such as Tryton's and Radicale's among them)
+    // answer with 411 or read as empty.
+    if !req.body.is_empty() && !entries.iter().any(|(k, _)| k == "content-length") {
+        entries.push((
+            "content-length".into(),
+            req.body.len().to_string().into_bytes(),
+        ));
+    }
     let headers = Fields::from_list(&entries).map_err(|e| format!("invalid header: {e:?}"))?;
     let outgoing = OutgoingRequest::new(headers);
     let method = match req.method.to_ascii_uppercase().as_str() {

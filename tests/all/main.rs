@@ -1,6 +1,7 @@
 //! End-to-end tests, compiled into one binary; one file per behaviour.
 
 mod admin_api;
+mod carddav;
 mod crash;
 mod licensing_e2e;
 mod pipeline_delivery;
@@ -11,4 +12,5 @@ mod plugin_reload;
 mod portal;
 mod saas;
 mod sip;
+mod tryton;
 mod webhook;

@@ -267,6 +267,18 @@ pub struct Tenant {
 impl Tenant {
     /// Sets up a tenant whose `numbers[0]` is licensed for a webhook to `receiver_url`.
     pub async fn create(h: &Host, name: &str, numbers: &[&str], receiver_url: &str) -> Tenant {
+        let webhook = serde_json::json!({ "connector": "webhook", "config": { "url": receiver_url, "secret": "whsec" }, "granted_hosts": ["127.0.0.1"] });
+        Self::create_for(h, name, numbers, webhook).await
+    }
+
+    /// Like [`Tenant::create`] with any installation: `installation` is the
+    /// body of `POST /api/v1/customers/{id}/installations`.
+    pub async fn create_for(
+        h: &Host,
+        name: &str,
+        numbers: &[&str],
+        installation: serde_json::Value,
+    ) -> Tenant {
         let c = h
             .op(
                 "POST",
@@ -303,7 +315,12 @@ impl Tenant {
         )
         .await;
         let i = h
-            .ok(&admin, "POST", &format!("/api/v1/customers/{customer}/installations"), Some(serde_json::json!({ "connector": "webhook", "config": { "url": receiver_url, "secret": "whsec" }, "granted_hosts": ["127.0.0.1"] })))
+            .ok(
+                &admin,
+                "POST",
+                &format!("/api/v1/customers/{customer}/installations"),
+                Some(installation),
+            )
             .await;
         let installation = i["id"].as_str().unwrap().to_owned();
         let l = h

@@ -3,5 +3,7 @@
 pub mod db;
 pub mod host;
 pub mod plugins;
+pub mod radicale;
 pub mod receiver;
 pub mod saas;
+pub mod tryton;
