@@ -163,6 +163,10 @@ impl Config {
                 "LEANSYNC_SIP_ANSWER_TIMEOUT_SECS",
                 &mut self.telephony.sip.answer_timeout_secs,
             ),
+            (
+                "LEANSYNC_SIP_KEEPALIVE_SECS",
+                &mut self.telephony.sip.keepalive_secs,
+            ),
         ] {
             if let Some(v) = get(var) {
                 *field = v.parse().map_err(|_| {

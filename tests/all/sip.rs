@@ -594,3 +594,272 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(r.received().len(), before, "a refused call produced events");
 }
+
+impl Pbx {
+    fn bench(&self, command: &str) {
+        let out = Command::new(repo_root().join("tests/sip/bench.sh"))
+            .arg(command)
+            .arg(self.dir.path().join("pbx"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bench.sh {command} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops Kamailio (registrations and subscriptions are lost with it).
+    fn stop(&self) {
+        self.bench("stop");
+    }
+
+    /// Starts Kamailio again on the same port with the same users.
+    fn restart(&self) {
+        self.bench("restart");
+    }
+
+    /// SUBSCRIBEs the running Kamailio instance has received.
+    fn subscribes_received(&self) -> u64 {
+        let out = Command::new("kamcmd")
+            .arg("-s")
+            .arg(format!(
+                "unix:{}",
+                self.dir.path().join("pbx/kamailio_ctl").display()
+            ))
+            .args(["stats.get_statistics", "core:"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("core:rcv_requests_subscribe = "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no SUBSCRIBE count in {text:?}"))
+    }
+}
+
+/// Polls `GET /api/v1/telephony` until `ok` holds.
+async fn telephony_until(h: &Host, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = h.op("GET", "/api/v1/telephony", None).await;
+        if ok(&status) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("telephony never {what}: {status}\n{}", h.log());
+}
+
+/// One answered call from `caller` to the phone of `user` on `port`.
+async fn answered_call(pbx: &Pbx, user: &str, port: u16, caller: &str) -> (Child, Child) {
+    let answer = sipp(
+        pbx,
+        &[
+            "-sf",
+            scenario("uas_answer.xml").to_str().unwrap(),
+            "-s",
+            user,
+            "-p",
+            &port.to_string(),
+            "-d",
+            "200",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = sipp(
+        pbx,
+        &[
+            "-sf",
+            scenario("uac_call.xml").to_str().unwrap(),
+            "-s",
+            user,
+            "-set",
+            "caller",
+            caller,
+            "-p",
+            &free_port().to_string(),
+            "-d",
+            "500",
+        ],
+    );
+    (answer, call)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_pbx_gets_every_number_subscribed_again() {
+    let pbx = Pbx::start("41441234567:pw leansync:monpw");
+    let phone = free_port();
+    register(&pbx, "41441234567", phone);
+    let server = pbx.addr();
+    let h = Host::start_with(
+        "",
+        &[
+            ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
+            ("LEANSYNC_SIP_SERVER", &server),
+            ("LEANSYNC_SIP_USERNAME", "leansync"),
+            ("LEANSYNC_SIP_PASSWORD", "monpw"),
+            ("LEANSYNC_SIP_KEEPALIVE_SECS", "1"),
+        ],
+    )
+    .await;
+    let r = Receiver::start().await;
+    let t = Tenant::create(
+        &h,
+        "Restart AG",
+        &["044 123 45 67"],
+        &format!("{}/sip", r.url()),
+    )
+    .await;
+    telephony_until(&h, "subscribed", |s| s["active"] == 1).await;
+    let mut sse = h.sse(&t.key).await;
+
+    // Down for longer than a keepalive: shown as such, then recovered
+    // within seconds of the PBX coming back (not at the 480 s refresh).
+    pbx.stop();
+    let down = telephony_until(&h, "disconnected", |s| s["connected"] == false).await;
+    assert_eq!(down["active"], 0, "{down}");
+    let why = down["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&server) && why.contains("does not answer"),
+        "{down}"
+    );
+    pbx.restart();
+    register(&pbx, "41441234567", phone);
+    let up = telephony_until(&h, "subscribed again", |s| {
+        s["active"] == 1 && s["connected"] == true
+    })
+    .await;
+    assert_eq!(up["last_error"], Value::Null, "{up}");
+    let (mut answer, mut call) = answered_call(&pbx, "41441234567", phone, "+41791234567").await;
+    let ringing = sse
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a call after the PBX came back is reported");
+    assert_eq!(ringing["caller"], "+41791234567", "{ringing}");
+    call_states(&r, Some("+41791234567"), 3).await;
+    assert!(answer.wait().unwrap().success() && call.wait().unwrap().success());
+
+    // Restarted between two keepalives: nothing looked down, but the
+    // keepalive's refresh meets a 481 and the number is subscribed anew
+    // (the fresh instance sees the 481'd refresh, then SUBSCRIBE + auth).
+    pbx.restart();
+    register(&pbx, "41441234567", phone);
+    let renewed = eventually(Duration::from_secs(10), || {
+        (pbx.subscribes_received() >= 3).then_some(())
+    })
+    .await;
+    assert!(
+        renewed.is_some(),
+        "no new subscription after a quick PBX restart ({} SUBSCRIBEs)\n{}",
+        pbx.subscribes_received(),
+        h.log()
+    );
+    telephony_until(&h, "subscribed after the quick restart", |s| {
+        s["active"] == 1 && s["connected"] == true
+    })
+    .await;
+    let (mut answer, mut call) = answered_call(&pbx, "41441234567", phone, "+41797777777").await;
+    let evs = call_states(&r, Some("+41797777777"), 3).await;
+    assert_eq!(states(&evs), ["ringing", "answered", "ended"]);
+    assert!(answer.wait().unwrap().success() && call.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_credentials_are_reported_without_flooding_the_pbx() {
+    let pbx = Pbx::start("41441234567:pw 41441234568:pw leansync:monpw");
+    let server = pbx.addr();
+    let h = Host::start_with(
+        "",
+        &[
+            ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
+            ("LEANSYNC_SIP_SERVER", &server),
+            ("LEANSYNC_SIP_USERNAME", "leansync"),
+            ("LEANSYNC_SIP_PASSWORD", "not-the-password"),
+            ("LEANSYNC_SIP_KEEPALIVE_SECS", "1"),
+        ],
+    )
+    .await;
+    let r = Receiver::start().await;
+    // Two customers, one licensed number each: two monitored numbers.
+    let t = Tenant::create(
+        &h,
+        "Wrong AG",
+        &["044 123 45 67"],
+        &format!("{}/a", r.url()),
+    )
+    .await;
+    Tenant::create(
+        &h,
+        "Other AG",
+        &["044 123 45 68"],
+        &format!("{}/b", r.url()),
+    )
+    .await;
+    let status = telephony_until(&h, "reporting the refused credentials", |s| {
+        s["monitored"] == 2
+            && s["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused the credentials"))
+    })
+    .await;
+    let error = status["last_error"].as_str().unwrap();
+    for part in [
+        "'leansync'",
+        server.as_str(),
+        "telephony.sip.username",
+        "telephony.sip.password",
+        "LEANSYNC_SIP_PASSWORD",
+        "next attempt in",
+    ] {
+        assert!(error.contains(part), "'{part}' missing from: {error}");
+    }
+    assert_eq!(
+        (status["connected"].as_bool(), status["active"].as_u64()),
+        (Some(false), Some(0)),
+        "{status}"
+    );
+
+    // Backoff for the whole account: after the refusal, neither number
+    // tries again for a while (each try is two SUBSCRIBEs: challenge and
+    // answer), however many numbers are monitored.
+    let after_refusal = pbx.subscribes_received();
+    assert!(
+        after_refusal <= 4,
+        "{after_refusal} SUBSCRIBEs for 2 numbers before holding back"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pbx.subscribes_received(),
+        after_refusal,
+        "the host kept trying refused credentials\n{}",
+        h.log()
+    );
+
+    // Nothing else is affected: the host is alive and says why it is not
+    // ready, and calls from another source still reach the connector.
+    let (status, _) = h.call_text("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    let (status, why) = h.call_text("GET", "/readyz", None, None).await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("refused the credentials"), "{why}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let stored = h
+        .op(
+            "POST",
+            "/api/v1/ingest",
+            Some(serde_json::json!({
+                "call_id": "replay-1", "direction": "inbound", "state": "ringing",
+                "caller": "+41791234567", "callee": t.number, "monitored": t.number,
+                "started_at_ms": now, "answered_at_ms": null, "ended_at_ms": null,
+                "duration_secs": null
+            })),
+        )
+        .await;
+    assert!(stored["seq"].is_u64(), "{stored}");
+    call_states(&r, Some("+41791234567"), 1).await;
+}

@@ -5,6 +5,9 @@
 #                        start Kamailio in its own process group, wait until it
 #                        answers SIP OPTIONS, print PORT=<n> and PGID=<n>.
 #   bench.sh stop DIR    kill the bench's process group (idempotent).
+#   bench.sh restart DIR stop, then start again on the same port with the
+#                        same config and users: a PBX restart, which loses
+#                        every registration and subscription (memory only).
 #   bench.sh status DIR  exit 0 if the bench in DIR is running.
 #
 # Environment:
@@ -146,13 +149,13 @@ group_procs() {
 group_alive() { group_procs "$1" ""; }
 ours() { group_procs "$2" "$1/kamailio.cfg"; }
 
-start_once() { # dir port -> 0 ok, 2 bind failure, 1 other failure
+start_once() { # dir port [keep-config] -> 0 ok, 2 bind failure, 1 other failure
 	local dir=$1 port=$2 domain=${DOMAIN:-127.0.0.1} pid pgid i
 	if port_in_use "$port"; then
 		echo "bench.sh: port $port is in use" >&2
 		return 2
 	fi
-	render "$dir" "$port" "$domain"
+	[ -n "${3:-}" ] || render "$dir" "$port" "$domain"
 	rm -f "$dir/kamailio.pid" "$dir/kamailio.pgid" "$dir/kamailio_ctl"
 	# setsid: own session and process group; stdio detached so callers reading
 	# our stdout see EOF when this script exits
@@ -227,6 +230,24 @@ cmd_stop() {
 	rm -f "$dir/kamailio.pgid"
 }
 
+cmd_restart() {
+	local dir=$1 port i
+	[ -f "$dir/port" ] && [ -f "$dir/kamailio.cfg" ] || die "no bench was started in $dir (bench.sh start $dir)"
+	dir="$(cd "$dir" && pwd)"
+	port=$(cat "$dir/port")
+	cmd_stop "$dir"
+	# the old instance's sockets may take a moment to close
+	for i in $(seq 1 100); do
+		port_in_use "$port" || break
+		sleep 0.05
+	done
+	start_once "$dir" "$port" keep || {
+		echo "bench.sh: kamailio did not start again on port $port" >&2
+		tail -n 30 "$dir/kamailio.log" >&2
+		exit 1
+	}
+}
+
 cmd_status() {
 	local dir=$1 pgid
 	[ -f "$dir/kamailio.pgid" ] || return 1
@@ -238,6 +259,7 @@ cmd_status() {
 case "${1:-}" in
 start) [ -n "${2:-}" ] || die "usage: bench.sh start DIR"; cmd_start "$2" ;;
 stop) [ -n "${2:-}" ] || die "usage: bench.sh stop DIR"; cmd_stop "$2" ;;
+restart) [ -n "${2:-}" ] || die "usage: bench.sh restart DIR"; cmd_restart "$2" ;;
 status) [ -n "${2:-}" ] || die "usage: bench.sh status DIR"; cmd_status "$2" ;;
-*) die "usage: bench.sh start|stop|status DIR" ;;
+*) die "usage: bench.sh start|stop|restart|status DIR" ;;
 esac

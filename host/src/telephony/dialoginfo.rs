@@ -140,7 +140,32 @@ pub enum ParseError {
     /// The body ends before the root element is closed.
     #[error("dialog-info document is truncated")]
     Truncated,
+    /// The root element is `dialog-info` in another namespace.
+    #[error(
+        "dialog-info root is in namespace '{0}', not '{DIALOG_INFO_NS}' (RFC 4235): not a dialog event document"
+    )]
+    WrongNamespace(String),
+    /// The body is over [`MAX_BODY_BYTES`]; it is refused before parsing.
+    #[error(
+        "dialog-info body of {0} bytes is over the {MAX_BODY_BYTES}-byte limit: ignored (no PBX lists that many dialogs for one number)"
+    )]
+    TooLarge(usize),
+    /// Elements nest deeper than [`MAX_DEPTH`].
+    #[error("dialog-info elements nest deeper than {MAX_DEPTH} levels: ignored")]
+    TooDeep,
 }
+
+/// The dialog-info namespace (RFC 4235).
+pub const DIALOG_INFO_NS: &str = "urn:ietf:params:xml:ns:dialog-info";
+
+/// Largest body parsed: a full-state document of [`Tracker::MAX_DIALOGS`]
+/// dialogs at about 600 bytes each, with room to spare. Bigger bodies are
+/// refused at once, before any XML is read.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Deepest element nesting accepted (a real document needs 4, extensions a
+/// few more).
+pub const MAX_DEPTH: usize = 32;
 
 /// Parses an `application/dialog-info+xml` body.
 ///
@@ -152,11 +177,19 @@ pub enum ParseError {
 /// left out rather than failing the whole document. Content after the root
 /// element is ignored.
 ///
+/// A root without any namespace declaration is accepted (some PBXs omit
+/// it); one declared in another namespace is not.
+///
 /// # Errors
 ///
-/// [`ParseError`] when the body is not well-formed XML, its root is not
-/// `dialog-info`, it has no root element, or it ends inside the root.
+/// [`ParseError`] when the body is over [`MAX_BODY_BYTES`], is not
+/// well-formed XML, its root is not `dialog-info` in the RFC 4235
+/// namespace, it has no root element, nests deeper than [`MAX_DEPTH`], or
+/// ends inside the root.
 pub fn parse(body: &str) -> Result<Option<DialogInfo>, ParseError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ParseError::TooLarge(body.len()));
+    }
     let body = body.trim_start_matches('\u{feff}');
     if body.trim().is_empty() {
         return Ok(None);
@@ -213,6 +246,11 @@ pub fn parse(body: &str) -> Result<Option<DialogInfo>, ParseError> {
             if !name.eq_ignore_ascii_case("dialog-info") {
                 return Err(ParseError::WrongRoot(name));
             }
+            if let Some(ns) = declared_namespace(&e)
+                && ns != DIALOG_INFO_NS
+            {
+                return Err(ParseError::WrongNamespace(ns));
+            }
             info = Some(root_info(&e));
             if empty {
                 break;
@@ -228,11 +266,28 @@ pub fn parse(body: &str) -> Result<Option<DialogInfo>, ParseError> {
         }
         if empty {
             close(ctx, &mut text, &mut dialog, &mut participant, &mut info);
+        } else if stack.len() >= MAX_DEPTH {
+            return Err(ParseError::TooDeep);
         } else {
             stack.push(ctx);
         }
     }
     Ok(info)
+}
+
+/// The namespace the root element's own prefix (or the default namespace)
+/// is bound to on that element, if it declares one.
+fn declared_namespace(e: &BytesStart<'_>) -> Option<String> {
+    let name = e.name();
+    let wanted: Vec<u8> = match name.prefix() {
+        Some(p) => [b"xmlns:".as_slice(), p.as_ref()].concat(),
+        None => b"xmlns".to_vec(),
+    };
+    e.attributes()
+        .with_checks(false)
+        .filter_map(Result::ok)
+        .find(|a| a.key.as_ref() == wanted.as_slice())
+        .map(|a| String::from_utf8_lossy(&a.value).trim().to_string())
 }
 
 /// Where the parser is in the document.
@@ -1439,6 +1494,241 @@ mod tests {
             Err(ParseError::Truncated)
         );
         assert!(parse("not xml at all").is_err());
+    }
+
+    #[test]
+    fn truncated_documents_are_errors_at_every_cut() {
+        for body in ANSWERED
+            .iter()
+            .chain(&MISSED)
+            .chain(&OUTGOING)
+            .chain([&RFC_STYLE])
+        {
+            let body = body.trim_end();
+            for cut in (1..body.len()).filter(|&i| body.is_char_boundary(i)) {
+                let prefix = &body[..cut];
+                match parse(prefix) {
+                    Ok(None) if prefix.trim().is_empty() => {}
+                    Ok(other) => panic!("a cut at byte {cut} parsed as {other:?}: {prefix}"),
+                    Err(e) => assert!(
+                        matches!(
+                            e,
+                            ParseError::Truncated | ParseError::Xml { .. } | ParseError::NoRoot
+                        ),
+                        "cut at {cut}: {e}"
+                    ),
+                }
+            }
+        }
+        assert_eq!(
+            parse(&ANSWERED[2][..ANSWERED[2].len() / 2])
+                .unwrap_err()
+                .to_string(),
+            "dialog-info document is truncated"
+        );
+    }
+
+    #[test]
+    fn wrong_namespace_is_refused_with_the_expected_one_named() {
+        let err = parse(
+            r#"<dialog-info xmlns="urn:ietf:params:xml:ns:pidf" version="1" entity="sip:1@h"/>"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ParseError::WrongNamespace("urn:ietf:params:xml:ns:pidf".into())
+        );
+        assert!(err.to_string().contains(DIALOG_INFO_NS), "{err}");
+        // the root's own prefix decides, not another declaration on it
+        assert_eq!(
+            parse(
+                r#"<di:dialog-info xmlns:di="urn:example:other" xmlns="urn:ietf:params:xml:ns:dialog-info"/>"#
+            ),
+            Err(ParseError::WrongNamespace("urn:example:other".into()))
+        );
+        assert!(
+            parse(r#"<di:dialog-info xmlns:di="urn:ietf:params:xml:ns:dialog-info" xmlns="urn:example:other"/>"#)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn huge_bodies_are_refused_before_parsing() {
+        let dialog =
+            r#"<dialog id="d" call-id="c" direction="recipient"><state>early</state></dialog>"#;
+        let mut body = format!(r#"<dialog-info xmlns="{DIALOG_INFO_NS}" version="1">"#);
+        while body.len() < 10 * 1024 * 1024 {
+            body.push_str(dialog);
+        }
+        let err = parse(&body).unwrap_err();
+        assert_eq!(err, ParseError::TooLarge(body.len()));
+        assert!(err.to_string().contains("1048576-byte limit"), "{err}");
+        // unclosed and unparseable: refused all the same, by size
+        assert!(matches!(
+            parse(&"<a>".repeat(4_000_000)),
+            Err(ParseError::TooLarge(_))
+        ));
+
+        // a large but plausible document (1200 dialogs, ~110 KB) is read whole
+        let mut body = format!(r#"<dialog-info xmlns="{DIALOG_INFO_NS}" version="1">"#);
+        for i in 0..1200 {
+            body.push_str(&format!(
+                r#"<dialog id="d{i}" direction="recipient"><state>early</state></dialog>"#
+            ));
+        }
+        body.push_str("</dialog-info>");
+        assert_eq!(parse(&body).unwrap().unwrap().dialogs.len(), 1200);
+        // so is one long value, up to the limit
+        let long = format!(
+            r#"<dialog-info version="1"><dialog id="{}"><state>early</state></dialog></dialog-info>"#,
+            "x".repeat(MAX_BODY_BYTES - 200)
+        );
+        assert_eq!(
+            parse(&long).unwrap().unwrap().dialogs[0].id.len(),
+            MAX_BODY_BYTES - 200
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let body = format!(
+            r#"<dialog-info xmlns="{DIALOG_INFO_NS}">{}"#,
+            "<x>".repeat(100_000)
+        );
+        assert_eq!(parse(&body), Err(ParseError::TooDeep));
+        // a closed deep document too, and inside a dialog
+        let body = format!(
+            r#"<dialog-info><dialog id="a"><state>early</state>{}{}</dialog></dialog-info>"#,
+            "<ext>".repeat(MAX_DEPTH),
+            "</ext>".repeat(MAX_DEPTH)
+        );
+        assert_eq!(parse(&body), Err(ParseError::TooDeep));
+        // extensions a few levels deep are fine
+        let body = format!(
+            r#"<dialog-info><dialog id="a"><state>early</state>{}{}</dialog></dialog-info>"#,
+            "<ext>".repeat(10),
+            "</ext>".repeat(10)
+        );
+        assert_eq!(parse(&body).unwrap().unwrap().dialogs.len(), 1);
+    }
+
+    /// Per dialog: the transitions come Ringing, then at most one Answered,
+    /// then Ended (only if answered) or Missed (only if not), nothing after.
+    fn check_order(seen: &mut HashMap<String, Vec<&'static str>>, t: &Transition) {
+        let (id, kind) = match t {
+            Transition::Ringing { dialog_id, .. } => (dialog_id, "ringing"),
+            Transition::Answered { dialog_id, .. } => (dialog_id, "answered"),
+            Transition::Ended { dialog_id, .. } => (dialog_id, "ended"),
+            Transition::Missed { dialog_id, .. } => (dialog_id, "missed"),
+        };
+        let history = seen.entry(id.clone()).or_default();
+        let ok = matches!(
+            (history.as_slice(), kind),
+            ([], "ringing")
+                | (["ringing"], "answered" | "missed")
+                | (["ringing", "answered"], "ended")
+        );
+        assert!(ok, "dialog {id}: {kind} after {history:?}");
+        history.push(kind);
+    }
+
+    /// A quick always-run relative of the fuzz target (host/fuzz): the
+    /// captured bodies mutated by a fixed-seed generator (truncations, byte
+    /// flips, spliced markup, repeated and removed spans). The parser never
+    /// panics, and whatever it accepts keeps the tracker's order per dialog.
+    #[test]
+    fn mutated_bodies_never_panic_and_keep_the_transition_order() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        const FRAGMENTS: &[&str] = &[
+            r#"<dialog id="x" direction="recipient">"#,
+            "</dialog>",
+            "<state>early</state>",
+            "<state>confirmed</state>",
+            "<state>terminated</state>",
+            r#"<state event="rejected">terminated</state>"#,
+            "<duration>99999999999999999999999</duration>",
+            "<remote><identity>sip:+41790000000@x</identity></remote>",
+            "&amp;",
+            "&#x0;",
+            "&#1114112;",
+            "&bogus;",
+            "<![CDATA[",
+            "]]>",
+            "<!--",
+            "-->",
+            "<?pi x?>",
+            r#"<!DOCTYPE d [<!ENTITY e "boom">]>"#,
+            "\u{0}",
+            "\u{feff}",
+            "é",
+            r#" version="18446744073709551616""#,
+            r#" state="partial""#,
+            r#" xmlns="urn:example:other""#,
+            "</dialog-info>",
+        ];
+        let corpus: Vec<&str> = ANSWERED
+            .iter()
+            .chain(&MISSED)
+            .chain(&OUTGOING)
+            .copied()
+            .chain([RFC_STYLE])
+            .collect();
+        let mut rng = StdRng::seed_from_u64(4235);
+        let mut tracker = Tracker::new();
+        let mut seen = HashMap::new();
+        let (mut parsed, mut refused) = (0, 0);
+        for round in 0..5000u64 {
+            let mut body = corpus[rng.random_range(0..corpus.len())]
+                .as_bytes()
+                .to_vec();
+            for _ in 0..rng.random_range(1..=4) {
+                let at = rng.random_range(0..=body.len());
+                match rng.random_range(0..5) {
+                    0 => body.truncate(at),
+                    1 if !body.is_empty() => {
+                        let i = rng.random_range(0..body.len());
+                        body[i] = rng.random();
+                    }
+                    2 => {
+                        let f = FRAGMENTS[rng.random_range(0..FRAGMENTS.len())];
+                        body.splice(at..at, f.bytes());
+                    }
+                    3 => {
+                        let end = rng.random_range(at..=body.len());
+                        let span = body[at..end].to_vec();
+                        body.splice(at..at, span);
+                    }
+                    _ => {
+                        let end = rng.random_range(at..=body.len());
+                        body.drain(at..end);
+                    }
+                }
+            }
+            match parse(&String::from_utf8_lossy(&body)) {
+                Ok(Some(info)) => {
+                    parsed += 1;
+                    for t in tracker.observe(&info, round) {
+                        check_order(&mut seen, &t);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    refused += 1;
+                    let message = e.to_string();
+                    assert!(message.contains("dialog-info"), "unclear error: {message}");
+                }
+            }
+            if round % 100 == 0 {
+                tracker.new_subscription();
+            }
+        }
+        assert!(
+            parsed > 500 && refused > 500,
+            "mutations too tame or too wild: {parsed} parsed, {refused} refused"
+        );
+        assert!(seen.values().any(|h| h.len() == 3), "no full call survived");
+        assert!(tracker.len() <= Tracker::MAX_DIALOGS);
     }
 
     #[test]

@@ -6,7 +6,22 @@
 //! sip:<user>@<domain>` with `Event: dialog`, digest-authenticated (401 or
 //! 407), refreshed at 80 % of the granted expiry, re-established with
 //! exponential backoff (1 s → 60 s) after errors, 481 or timeouts, and
-//! ended (`Expires: 0`) when the number loses its last license.
+//! ended (`Expires: 0`) when the number loses its last license. New
+//! SUBSCRIBEs are paced ([`SUBSCRIBE_SPACING`]) so a large set never
+//! arrives at the PBX as one burst.
+//!
+//! PBX restarts: a PBX keeps subscriptions in memory, so after a restart
+//! its NOTIFYs stop silently. A keepalive ([`keepalive_loop`]) sends
+//! OPTIONS every `keepalive_secs`; when the PBX stops answering, then
+//! answers again, every number is subscribed anew at once. A restart
+//! quicker than one keepalive period is caught by the canary: each answered
+//! keepalive also refreshes one subscription (in turn), and a 481 to any
+//! refresh means the PBX lost them all.
+//!
+//! Refused credentials concern the whole watcher account: one refusal
+//! holds every number back ([`AuthHold`], 15 s doubling to 10 min), then a
+//! single number probes again, so a wrong password never floods the PBX
+//! (or trips its intrusion detection).
 //! Click-to-call is third-party call control, RFC 3725 flow I ([`c2c`]).
 
 mod c2c;
@@ -14,13 +29,14 @@ mod c2c;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use rsipstack::EndpointBuilder;
 use rsipstack::dialog::authenticate::{Credential, handle_client_authenticate};
-use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::{self as rsip, Header, Method, SipMessage, StatusCode};
 use rsipstack::transaction::endpoint::{EndpointInnerRef, EndpointOption};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
@@ -28,7 +44,8 @@ use rsipstack::transaction::{Transaction, make_tag};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::dialoginfo::{self, Tracker, Transition};
@@ -60,6 +77,9 @@ pub struct SipConfig {
     /// Click-to-call: how long the destination may ring, seconds (keep it
     /// under 32: the phone's answer waits unacknowledged meanwhile).
     pub answer_timeout_secs: u32,
+    /// Seconds between OPTIONS keepalives to the PBX (0: none). A PBX that
+    /// stops answering and answers again gets every number subscribed anew.
+    pub keepalive_secs: u32,
 }
 
 impl Default for SipConfig {
@@ -74,6 +94,7 @@ impl Default for SipConfig {
             user_format: "digits".into(),
             ring_timeout_secs: 30,
             answer_timeout_secs: 25,
+            keepalive_secs: 5,
         }
     }
 }
@@ -113,17 +134,55 @@ struct Watch {
     calls: HashMap<String, CallCtx>,
 }
 
+/// Gap between two new SUBSCRIBEs: 100 numbers reach the PBX within
+/// 200 ms, 1000 within 2 s.
+const SUBSCRIBE_SPACING: Duration = Duration::from_millis(2);
+
+/// First and longest wait after the PBX refused the credentials.
+const AUTH_BACKOFF: (Duration, Duration) = (Duration::from_secs(15), Duration::from_secs(600));
+
+/// How long the number probing the credentials has before others may try.
+const AUTH_PROBE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The subscription task of one monitored number.
+struct SubHandle {
+    cancel: CancellationToken,
+    /// Makes the task refresh at once (the keepalive's canary).
+    refresh_now: Arc<Notify>,
+}
+
+/// Holds every number back while the PBX refuses the watcher's credentials.
+#[derive(Default)]
+struct AuthHold {
+    /// No SUBSCRIBE before this instant; `None`: credentials not refused.
+    until: Option<Instant>,
+    /// The current wait, doubled on every refusal.
+    backoff: Duration,
+}
+
 struct Inner {
     cfg: SipConfig,
     endpoint: EndpointInnerRef,
     server: SipAddr,
     local: SocketAddr,
     events: mpsc::Sender<CallEvent>,
-    subscriptions: Mutex<HashMap<E164, CancellationToken>>,
+    subscriptions: Mutex<HashMap<E164, SubHandle>>,
     by_call_id: Mutex<HashMap<String, E164>>,
     watches: Mutex<HashMap<E164, Watch>>,
     active: Mutex<BTreeSet<E164>>,
     last_error: Mutex<Option<String>>,
+    /// Whether the PBX answered the last keepalive.
+    pbx_up: AtomicBool,
+    /// Why the PBX counts as down.
+    pbx_error: Mutex<Option<String>>,
+    /// Bumped when the PBX lost every subscription: each subscription task
+    /// starts a new one at once.
+    epoch: watch::Sender<u64>,
+    /// Earliest instant for the next new SUBSCRIBE (pacing).
+    next_slot: Mutex<Instant>,
+    auth_hold: Mutex<AuthHold>,
+    /// Wakes the numbers held back once the credentials are accepted.
+    auth_ok: Notify,
     /// Legs of click-to-calls in progress, by SIP Call-ID.
     c2c_legs: Mutex<HashMap<String, Arc<c2c::Bridge>>>,
     /// Why the last click-to-call did not connect.
@@ -200,12 +259,19 @@ impl SipProvider {
             watches: Mutex::new(HashMap::new()),
             active: Mutex::new(BTreeSet::new()),
             last_error: Mutex::new(None),
+            pbx_up: AtomicBool::new(true),
+            pbx_error: Mutex::new(None),
+            epoch: watch::Sender::new(0),
+            next_slot: Mutex::new(Instant::now()),
+            auth_hold: Mutex::new(AuthHold::default()),
+            auth_ok: Notify::new(),
             c2c_legs: Mutex::new(HashMap::new()),
             last_c2c_error: Mutex::new(None),
             cancel,
         });
         tokio::spawn(async move { endpoint.serve().await });
         tokio::spawn(incoming_loop(inner.clone(), incoming));
+        tokio::spawn(keepalive_loop(inner.clone()));
         tracing::info!(local = %local, server = %inner.cfg.server, "SIP provider started");
         Ok(Self { inner })
     }
@@ -229,10 +295,10 @@ impl Provider for SipProvider {
 
     fn set_monitored(&self, numbers: BTreeSet<E164>) {
         let mut subs = self.inner.subscriptions.lock();
-        subs.retain(|n, token| {
+        subs.retain(|n, sub| {
             let keep = numbers.contains(n);
             if !keep {
-                token.cancel();
+                sub.cancel.cancel();
             }
             keep
         });
@@ -240,9 +306,17 @@ impl Provider for SipProvider {
             if subs.contains_key(&n) {
                 continue;
             }
-            let token = self.inner.cancel.child_token();
-            subs.insert(n.clone(), token.clone());
-            tokio::spawn(subscription_loop(self.inner.clone(), n, token));
+            let handle = SubHandle {
+                cancel: self.inner.cancel.child_token(),
+                refresh_now: Arc::new(Notify::new()),
+            };
+            tokio::spawn(subscription_loop(
+                self.inner.clone(),
+                n.clone(),
+                handle.cancel.clone(),
+                handle.refresh_now.clone(),
+            ));
+            subs.insert(n, handle);
         }
     }
 
@@ -253,32 +327,46 @@ impl Provider for SipProvider {
 
     fn status(&self) -> ProviderStatus {
         let monitored = self.inner.subscriptions.lock().len();
-        let active = self.inner.active.lock().len();
+        let pbx_up = self.inner.pbx_up.load(Ordering::SeqCst);
+        let active = if pbx_up {
+            self.inner.active.lock().len()
+        } else {
+            0
+        };
         ProviderStatus {
             kind: "sip",
-            connected: monitored == 0 || active > 0,
+            connected: pbx_up && (monitored == 0 || active > 0),
             monitored,
             active,
             last_error: self
                 .inner
-                .last_error
+                .pbx_error
                 .lock()
                 .clone()
+                .or_else(|| self.inner.last_error.lock().clone())
                 .or_else(|| self.inner.last_c2c_error.lock().clone()),
         }
     }
 }
 
-/// Keeps one number subscribed until `cancel`.
-async fn subscription_loop(inner: Arc<Inner>, number: E164, cancel: CancellationToken) {
+/// Keeps one number subscribed until `cancel`; `refresh_now` makes it
+/// refresh at once.
+async fn subscription_loop(
+    inner: Arc<Inner>,
+    number: E164,
+    cancel: CancellationToken,
+    refresh_now: Arc<Notify>,
+) {
+    let mut epoch = inner.epoch.subscribe();
     let mut backoff = Duration::from_secs(1);
-    while !cancel.is_cancelled() {
+    while wait_for_turn(&inner, &cancel).await {
         let call_id = format!("ls-{}", uuid::Uuid::now_v7().simple());
         let from_tag = make_tag().to_string();
         let mut dialog = Sub {
             call_id: call_id.clone(),
             from_tag,
             to_tag: None,
+            remote_target: None,
             seq: 0,
         };
         inner
@@ -288,15 +376,25 @@ async fn subscription_loop(inner: Arc<Inner>, number: E164, cancel: Cancellation
         if let Some(w) = inner.watches.lock().get_mut(&number) {
             w.tracker.new_subscription();
         }
+        // This new subscription covers every PBX restart noticed so far.
+        let started_in = *epoch.borrow_and_update();
+        let mut again_at_once = false;
         loop {
             match subscribe(&inner, &number, &mut dialog, inner.cfg.expires).await {
                 Ok(granted) => {
                     backoff = Duration::from_secs(1);
+                    credentials_accepted(&inner);
                     inner.active.lock().insert(number.clone());
                     *inner.last_error.lock() = None;
                     let refresh = Duration::from_secs(u64::from(granted.max(10)) * 8 / 10);
                     tokio::select! {
                         _ = tokio::time::sleep(refresh) => continue,
+                        _ = refresh_now.notified() => continue,
+                        _ = epoch.changed() => {
+                            // The PBX lost its subscriptions: start anew.
+                            again_at_once = true;
+                            break;
+                        }
                         _ = cancel.cancelled() => {
                             let _ = subscribe(&inner, &number, &mut dialog, 0).await;
                             break;
@@ -305,8 +403,31 @@ async fn subscription_loop(inner: Arc<Inner>, number: E164, cancel: Cancellation
                 }
                 Err(e) => {
                     inner.active.lock().remove(&number);
+                    let message = match &e {
+                        SubscribeError::Credentials(_) => {
+                            let wait = credentials_refused(&inner);
+                            again_at_once = true; // the hold does the waiting
+                            format!("{e}; next attempt in {} s", wait.as_secs())
+                        }
+                        SubscribeError::Gone(_) => {
+                            // A PBX that forgot one subscription (restart)
+                            // forgot them all: renew every number, once per
+                            // restart however many refreshes meet a 481.
+                            inner.epoch.send_if_modified(|current| {
+                                let first = *current == started_in;
+                                if first {
+                                    tracing::warn!(number = %number, "the PBX lost the dialog subscriptions (481): subscribing every number anew");
+                                    *current += 1;
+                                }
+                                first
+                            });
+                            again_at_once = true;
+                            format!("{number}: {e}")
+                        }
+                        SubscribeError::Failed(_) => format!("{number}: {e}"),
+                    };
                     tracing::warn!(number = %number, error = %e, retry_in = ?backoff, "dialog subscription failed");
-                    *inner.last_error.lock() = Some(format!("{number}: {e}"));
+                    *inner.last_error.lock() = Some(message);
                     break;
                 }
             }
@@ -315,21 +436,222 @@ async fn subscription_loop(inner: Arc<Inner>, number: E164, cancel: Cancellation
         if cancel.is_cancelled() {
             break;
         }
+        if again_at_once {
+            backoff = Duration::from_secs(1);
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
+            // The PBX is back: no reason to wait out the backoff.
+            _ = epoch.changed() => backoff = Duration::from_secs(0),
             _ = cancel.cancelled() => break,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+        backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     }
     inner.active.lock().remove(&number);
     inner.watches.lock().remove(&number);
+}
+
+/// Waits until this number may send a new SUBSCRIBE: not while the PBX
+/// refuses the credentials (one number at a time probes them once the hold
+/// is over), and [`SUBSCRIBE_SPACING`] after the previous new SUBSCRIBE.
+/// `false` when cancelled meanwhile.
+async fn wait_for_turn(inner: &Inner, cancel: &CancellationToken) -> bool {
+    loop {
+        let now = Instant::now();
+        let held_until = {
+            let mut hold = inner.auth_hold.lock();
+            match hold.until {
+                Some(until) if until > now => Some(until),
+                Some(_) => {
+                    // This number probes; the others wait for its answer.
+                    hold.until = Some(now + AUTH_PROBE_WINDOW);
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(until) = held_until {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = inner.auth_ok.notified() => {}
+                _ = cancel.cancelled() => return false,
+            }
+            continue;
+        }
+        let slot = {
+            let mut next = inner.next_slot.lock();
+            let slot = (*next).max(now);
+            *next = slot + SUBSCRIBE_SPACING;
+            slot
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(slot) => {}
+            _ = cancel.cancelled() => return false,
+        }
+        // A refusal may have arrived while this number waited for its slot.
+        let refused_meanwhile = inner
+            .auth_hold
+            .lock()
+            .until
+            .is_some_and(|until| until > Instant::now() + AUTH_PROBE_WINDOW / 2);
+        if !refused_meanwhile {
+            return true;
+        }
+    }
+}
+
+fn credentials_accepted(inner: &Inner) {
+    let mut hold = inner.auth_hold.lock();
+    if hold.until.take().is_some() {
+        hold.backoff = Duration::ZERO;
+        drop(hold);
+        inner.auth_ok.notify_waiters();
+    }
+}
+
+/// Holds every number back after a refusal; returns for how long.
+fn credentials_refused(inner: &Inner) -> Duration {
+    let mut hold = inner.auth_hold.lock();
+    hold.backoff = (hold.backoff * 2).clamp(AUTH_BACKOFF.0, AUTH_BACKOFF.1);
+    hold.until = Some(Instant::now() + hold.backoff);
+    hold.backoff
+}
+
+/// Sends OPTIONS to the PBX every `keepalive_secs`. When it stops
+/// answering, the provider is shown disconnected; when it answers again,
+/// every number is subscribed anew. While it answers, each keepalive also
+/// refreshes one subscription in turn (the canary): a PBX restarted between
+/// two keepalives answers it 481, which renews them all.
+async fn keepalive_loop(inner: Arc<Inner>) {
+    if inner.cfg.keepalive_secs == 0 {
+        return;
+    }
+    let period = Duration::from_secs(u64::from(inner.cfg.keepalive_secs));
+    let wait = period.min(Duration::from_secs(2));
+    let call_id = format!("ls-ka-{}", uuid::Uuid::now_v7().simple());
+    let from_tag = make_tag().to_string();
+    let mut seq = 0u32;
+    let mut canary = 0usize;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = inner.cancel.cancelled() => return,
+        }
+        seq = seq.wrapping_add(1);
+        let answer = options(&inner, &call_id, &from_tag, seq, wait).await;
+        let was_up = inner.pbx_up.swap(answer.is_ok(), Ordering::SeqCst);
+        match answer {
+            Err(e) if was_up => {
+                tracing::warn!(server = %inner.cfg.server, "{e}");
+                inner.active.lock().clear();
+                *inner.pbx_error.lock() = Some(e);
+            }
+            Err(_) => {}
+            Ok(()) if !was_up => {
+                tracing::info!(server = %inner.cfg.server, "the PBX answers again: subscribing every number anew");
+                *inner.pbx_error.lock() = None;
+                inner.epoch.send_modify(|e| *e += 1);
+            }
+            Ok(()) => {
+                let next = {
+                    let subs = inner.subscriptions.lock();
+                    let active = inner.active.lock();
+                    let live: Vec<&SubHandle> = active.iter().filter_map(|n| subs.get(n)).collect();
+                    (!live.is_empty()).then(|| live[canary % live.len()].refresh_now.clone())
+                };
+                canary = canary.wrapping_add(1);
+                if let Some(refresh) = next {
+                    refresh.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// One OPTIONS to the PBX; any final answer (even 4xx) means it is up.
+async fn options(
+    inner: &Inner,
+    call_id: &str,
+    from_tag: &str,
+    seq: u32,
+    wait: Duration,
+) -> Result<(), String> {
+    let cfg = &inner.cfg;
+    let pbx = rsip::Uri::try_from(format!("sip:{}", cfg.server)).map_err(|e| e.to_string())?;
+    let me = rsip::Uri::try_from(format!("sip:{}@{}", cfg.username, cfg.domain()))
+        .map_err(|e| e.to_string())?;
+    let via = inner
+        .endpoint
+        .get_via(None, None)
+        .map_err(|e| e.to_string())?;
+    let from = rsip::typed::From {
+        display_name: None,
+        uri: me,
+        params: vec![],
+    }
+    .with_tag(from_tag.to_owned().into());
+    let to = rsip::typed::To {
+        display_name: None,
+        uri: pbx.clone(),
+        params: vec![],
+    };
+    let request = inner.endpoint.make_request(
+        Method::Options,
+        pbx,
+        via,
+        from,
+        to,
+        seq,
+        Some(call_id.to_owned().into()),
+    );
+    let key = TransactionKey::from_request(&request, TransactionRole::Client)
+        .map_err(|e| e.to_string())?;
+    let mut tx = Transaction::new_client(key, request, inner.endpoint.clone(), None);
+    tx.destination = Some(inner.server.clone());
+    let answered = tokio::time::timeout(wait, async {
+        tx.send().await.ok()?;
+        while let Some(msg) = tx.receive().await {
+            if let SipMessage::Response(r) = msg
+                && r.status_code.code() >= 200
+            {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    match answered {
+        Ok(Some(())) => Ok(()),
+        _ => Err(format!(
+            "the PBX at {} does not answer (no reply to OPTIONS within {} s): no calls are reported until it is back; check that it runs and that telephony.sip.server is right",
+            cfg.server,
+            wait.as_secs_f32()
+        )),
+    }
 }
 
 struct Sub {
     call_id: String,
     from_tag: String,
     to_tag: Option<String>,
+    /// The PBX's Contact from the first 2xx: where refreshes go (RFC 6665).
+    remote_target: Option<rsip::Uri>,
     seq: u32,
+}
+
+/// Why a SUBSCRIBE failed.
+#[derive(Debug, thiserror::Error)]
+enum SubscribeError {
+    /// The PBX refused the watcher account's credentials.
+    #[error("{0}")]
+    Credentials(String),
+    /// The PBX does not know the subscription (481): it lost its state.
+    #[error("{0}")]
+    Gone(String),
+    /// Anything else: no answer, another refusal, a local error.
+    #[error("{0}")]
+    Failed(String),
 }
 
 fn tag_of(header_value: &str) -> Option<String> {
@@ -345,19 +667,17 @@ async fn subscribe(
     number: &E164,
     sub: &mut Sub,
     expires: u32,
-) -> Result<u32, String> {
+) -> Result<u32, SubscribeError> {
+    let failed = |e: &dyn std::fmt::Display| SubscribeError::Failed(e.to_string());
     let cfg = &inner.cfg;
     let domain = cfg.domain();
     let target = rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.user_of(number)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(&e))?;
     let me =
-        rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.username)).map_err(|e| e.to_string())?;
+        rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.username)).map_err(|e| failed(&e))?;
     let contact = rsip::Uri::try_from(format!("sip:{}@{}", cfg.username, inner.local))
-        .map_err(|e| e.to_string())?;
-    let via = inner
-        .endpoint
-        .get_via(None, None)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(&e))?;
+    let via = inner.endpoint.get_via(None, None).map_err(|e| failed(&e))?;
     let from = rsip::typed::From {
         display_name: None,
         uri: me,
@@ -373,9 +693,10 @@ async fn subscribe(
         to = to.with_tag(t.clone().into());
     }
     sub.seq += 1;
+    let request_uri = sub.remote_target.clone().unwrap_or_else(|| target.clone());
     let mut request = inner.endpoint.make_request(
         Method::Subscribe,
-        target,
+        request_uri,
         via,
         from,
         to,
@@ -395,13 +716,13 @@ async fn subscribe(
         .headers
         .unique_push(Header::Accept("application/dialog-info+xml".into()));
     request.headers.unique_push(Header::Expires(expires.into()));
-    let key = TransactionKey::from_request(&request, TransactionRole::Client)
-        .map_err(|e| e.to_string())?;
+    let key =
+        TransactionKey::from_request(&request, TransactionRole::Client).map_err(|e| failed(&e))?;
     let mut tx = Transaction::new_client(key, request, inner.endpoint.clone(), None);
     tx.destination = Some(inner.server.clone());
     tx.send()
         .await
-        .map_err(|e| format!("cannot send SUBSCRIBE to {}: {e}", cfg.server))?;
+        .map_err(|e| failed(&format!("cannot send SUBSCRIBE to {}: {e}", cfg.server)))?;
     let credential = Credential {
         username: cfg.username.clone(),
         password: cfg.password.clone(),
@@ -417,24 +738,31 @@ async fn subscribe(
             StatusCode::Trying => continue,
             StatusCode::Unauthorized | StatusCode::ProxyAuthenticationRequired => {
                 if answered_challenge {
-                    return Err(format!(
-                        "the PBX refused the credentials of '{}' ({}); check telephony.sip.username and password",
-                        cfg.username, resp.status_code
-                    ));
+                    return Err(SubscribeError::Credentials(format!(
+                        "the PBX at {} refused the credentials of the telephony account '{}' ({}): check telephony.sip.username and telephony.sip.password (LEANSYNC_SIP_USERNAME, LEANSYNC_SIP_PASSWORD)",
+                        cfg.server, cfg.username, resp.status_code
+                    )));
                 }
                 answered_challenge = true;
                 sub.seq += 1;
                 tx = handle_client_authenticate(sub.seq, &tx, resp, &credential)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| failed(&e))?;
                 tx.destination = Some(inner.server.clone());
-                tx.send().await.map_err(|e| e.to_string())?;
+                tx.send().await.map_err(|e| failed(&e))?;
             }
             code if code.code() >= 200 && code.code() < 300 => {
                 if sub.to_tag.is_none()
                     && let Ok(to) = resp.to_header()
                 {
                     sub.to_tag = tag_of(to.value());
+                }
+                if sub.remote_target.is_none() {
+                    sub.remote_target = resp
+                        .contact_header()
+                        .ok()
+                        .and_then(|c| c.typed().ok())
+                        .map(|c| c.uri);
                 }
                 let granted = resp
                     .expires_header()
@@ -443,13 +771,20 @@ async fn subscribe(
                 return Ok(granted);
             }
             code if code.code() < 200 => continue,
-            code => return Err(format!("SUBSCRIBE for {number} answered {code}")),
+            StatusCode::CallTransactionDoesNotExist => {
+                return Err(SubscribeError::Gone(format!(
+                    "the PBX no longer knows the subscription for {number} (481)"
+                )));
+            }
+            code => {
+                return Err(failed(&format!("SUBSCRIBE for {number} answered {code}")));
+            }
         }
     }
-    Err(format!(
+    Err(failed(&format!(
         "no answer to SUBSCRIBE for {number} from {}",
         cfg.server
-    ))
+    )))
 }
 
 /// Answers requests from the PBX; NOTIFYs feed the trackers.
