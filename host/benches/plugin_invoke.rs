@@ -1,10 +1,11 @@
 //! Cost of delivering one call event to one plugin.
 //!
 //! (a) the host's full path (`PluginRuntime::on_call_event`: sandbox state,
-//!     deadline, memory cap, conversion, health accounting), as configured
-//!     by default: a warm instance made off the call path (by the runtime's
-//!     other worker thread) serves the call,
-//! (a0) the same with `warm_instances = 0`: instantiation on the call path,
+//!     deadline, memory cap, conversion, health accounting) with
+//!     `warm_instances = 2`: a warm instance made off the call path (by the
+//!     runtime's other worker thread) serves the call,
+//! (a0) the same with `warm_instances = 0` (the default): instantiation on
+//!     the call path,
 //! (b) bare wasmtime doing the same work — a fresh store from a cached
 //!     `InstancePre` plus one call of the same export, same engine settings
 //!     (pooling, epochs) — the physical-limit baseline,
@@ -58,7 +59,14 @@ fn main() {
     let scratch = std::env::temp_dir().join(format!("leansync-bench-{}", std::process::id()));
 
     // (a) the host
-    let host = PluginRuntime::new(limits.clone(), &scratch).unwrap();
+    let host = PluginRuntime::new(
+        PluginLimits {
+            warm_instances: 2,
+            ..limits.clone()
+        },
+        &scratch,
+    )
+    .unwrap();
     let cold_limits = PluginLimits {
         warm_instances: 0,
         ..limits.clone()
@@ -186,8 +194,8 @@ fn main() {
     println!("| variant | back to back: median | p99 | paced 1,000/s: median | p99 |");
     println!("|---|---|---|---|---|");
     let names = [
-        "(a) host on_call_event (warm instance, default)",
-        "(a0) host on_call_event, warm_instances = 0",
+        "(a) host on_call_event, warm_instances = 2",
+        "(a0) host on_call_event, warm_instances = 0 (default)",
         "(b) bare wasmtime: fresh store from InstancePre + call",
         "(c) bare wasmtime: call on reused instance",
     ];

@@ -53,7 +53,9 @@ pub struct PluginLimits {
     pub max_instances: u32,
     /// Instances per plugin created ahead of time, off the call path, so a
     /// call does not wait for instantiation. Each is used for one call only
-    /// (no state crosses calls or installations). 0 disables.
+    /// (no state crosses calls or installations). 0 (the default) disables:
+    /// on the 2-core machines measured so far (BENCHMARKS.md) a warm
+    /// instance's call was not faster than instantiating inline.
     pub warm_instances: u32,
 }
 
@@ -93,7 +95,7 @@ impl Default for PluginLimits {
             memory_limit_mib: 64,
             degraded_after: 5,
             max_instances: 1_000,
-            warm_instances: 2,
+            warm_instances: 0,
         }
     }
 }

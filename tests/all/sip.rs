@@ -59,6 +59,20 @@ impl Drop for Pbx {
     }
 }
 
+/// A host on the `sip` provider, watching through `pbx` as `leansync` with
+/// `password`, plus `extra` environment.
+async fn sip_host(pbx: &Pbx, password: &str, extra: &[(&str, &str)]) -> Host {
+    let server = pbx.addr();
+    let mut env = vec![
+        ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
+        ("LEANSYNC_SIP_SERVER", server.as_str()),
+        ("LEANSYNC_SIP_USERNAME", "leansync"),
+        ("LEANSYNC_SIP_PASSWORD", password),
+    ];
+    env.extend_from_slice(extra);
+    Host::start_with("", &env).await
+}
+
 fn scenario(name: &str) -> PathBuf {
     repo_root().join("tests/sip/scenarios").join(name)
 }
@@ -131,17 +145,7 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
     let (phone, other_phone) = (free_port(), free_port());
     register(&pbx, "41441234567", phone);
     register(&pbx, "41441234568", other_phone);
-    let server = pbx.addr();
-    let h = Host::start_with(
-        "",
-        &[
-            ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
-            ("LEANSYNC_SIP_SERVER", &server),
-            ("LEANSYNC_SIP_USERNAME", "leansync"),
-            ("LEANSYNC_SIP_PASSWORD", "monpw"),
-        ],
-    )
-    .await;
+    let h = sip_host(&pbx, "monpw", &[]).await;
     let r = Receiver::start().await;
     let t = Tenant::create(
         &h,
@@ -412,14 +416,10 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
     let (phone, dest) = (free_port(), free_port());
     register(&pbx, "41441234567", phone);
     register(&pbx, "41449876543", dest);
-    let server = pbx.addr();
-    let h = Host::start_with(
-        "",
+    let h = sip_host(
+        &pbx,
+        "monpw",
         &[
-            ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
-            ("LEANSYNC_SIP_SERVER", &server),
-            ("LEANSYNC_SIP_USERNAME", "leansync"),
-            ("LEANSYNC_SIP_PASSWORD", "monpw"),
             ("LEANSYNC_SIP_RING_TIMEOUT_SECS", "3"),
             ("LEANSYNC_SIP_ANSWER_TIMEOUT_SECS", "3"),
         ],
@@ -692,18 +692,7 @@ async fn a_restarted_pbx_gets_every_number_subscribed_again() {
     let pbx = Pbx::start("41441234567:pw leansync:monpw");
     let phone = free_port();
     register(&pbx, "41441234567", phone);
-    let server = pbx.addr();
-    let h = Host::start_with(
-        "",
-        &[
-            ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
-            ("LEANSYNC_SIP_SERVER", &server),
-            ("LEANSYNC_SIP_USERNAME", "leansync"),
-            ("LEANSYNC_SIP_PASSWORD", "monpw"),
-            ("LEANSYNC_SIP_KEEPALIVE_SECS", "1"),
-        ],
-    )
-    .await;
+    let h = sip_host(&pbx, "monpw", &[("LEANSYNC_SIP_KEEPALIVE_SECS", "1")]).await;
     let r = Receiver::start().await;
     let t = Tenant::create(
         &h,
@@ -722,7 +711,7 @@ async fn a_restarted_pbx_gets_every_number_subscribed_again() {
     assert_eq!(down["active"], 0, "{down}");
     let why = down["last_error"].as_str().unwrap_or_default();
     assert!(
-        why.contains(&server) && why.contains("does not answer"),
+        why.contains(&pbx.addr()) && why.contains("does not answer"),
         "{down}"
     );
     pbx.restart();
@@ -769,16 +758,10 @@ async fn a_restarted_pbx_gets_every_number_subscribed_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_credentials_are_reported_without_flooding_the_pbx() {
     let pbx = Pbx::start("41441234567:pw 41441234568:pw leansync:monpw");
-    let server = pbx.addr();
-    let h = Host::start_with(
-        "",
-        &[
-            ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
-            ("LEANSYNC_SIP_SERVER", &server),
-            ("LEANSYNC_SIP_USERNAME", "leansync"),
-            ("LEANSYNC_SIP_PASSWORD", "not-the-password"),
-            ("LEANSYNC_SIP_KEEPALIVE_SECS", "1"),
-        ],
+    let h = sip_host(
+        &pbx,
+        "not-the-password",
+        &[("LEANSYNC_SIP_KEEPALIVE_SECS", "1")],
     )
     .await;
     let r = Receiver::start().await;
@@ -807,7 +790,7 @@ async fn wrong_credentials_are_reported_without_flooding_the_pbx() {
     let error = status["last_error"].as_str().unwrap();
     for part in [
         "'leansync'",
-        server.as_str(),
+        pbx.addr().as_str(),
         "telephony.sip.username",
         "telephony.sip.password",
         "LEANSYNC_SIP_PASSWORD",

@@ -93,7 +93,8 @@ pub fn test_limits() -> PluginLimits {
         memory_limit_mib: 32,
         degraded_after: 3,
         max_instances: 64,
-        ..PluginLimits::default()
+        // Exercise the warm-instance path in every plugin test.
+        warm_instances: 2,
     }
 }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rsipstack::dialog::authenticate::{Credential, handle_client_authenticate};
+use rsipstack::dialog::authenticate::handle_client_authenticate;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{
     self as rsip, Header, Method, Request, Response, SipMessage, StatusCode, ToTypedHeader,
@@ -304,15 +304,7 @@ async fn invite(inner: &Arc<Inner>, leg: &LegRequest, wait: Duration) -> Result<
         1,
         Some(leg.call_id.clone().into()),
     );
-    let contact = uri(&format!("sip:{}@{}", cfg.username, inner.local))?;
-    request.headers.unique_push(
-        rsip::typed::Contact {
-            display_name: None,
-            uri: contact,
-            params: vec![],
-        }
-        .into(),
-    );
+    inner.push_contact(&mut request)?;
     if !leg.body.is_empty() {
         request
             .headers
@@ -331,12 +323,7 @@ async fn invite(inner: &Arc<Inner>, leg: &LegRequest, wait: Duration) -> Result<
     {
         let inner = inner.clone();
         let current = current.clone();
-        let credential = Credential {
-            username: cfg.username.clone(),
-            password: cfg.password.clone(),
-            realm: None,
-            auth_username: None,
-        };
+        let credential = cfg.credential();
         tokio::spawn(async move {
             let key = match TransactionKey::from_request(&request, TransactionRole::Client) {
                 Ok(k) => k,

@@ -100,6 +100,16 @@ impl Default for SipConfig {
 }
 
 impl SipConfig {
+    /// Digest credentials of the account, for 401/407 challenges.
+    fn credential(&self) -> Credential {
+        Credential {
+            username: self.username.clone(),
+            password: self.password.clone(),
+            realm: None,
+            auth_username: None,
+        }
+    }
+
     fn domain(&self) -> String {
         if self.domain.is_empty() {
             self.server
@@ -279,6 +289,23 @@ impl SipProvider {
     /// The local SIP address (for diagnostics and tests).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local
+    }
+}
+
+impl Inner {
+    /// Adds our Contact (`sip:<username>@<local address>`) to a request.
+    fn push_contact(&self, request: &mut rsip::Request) -> Result<(), String> {
+        let uri = rsip::Uri::try_from(format!("sip:{}@{}", self.cfg.username, self.local))
+            .map_err(|e| format!("invalid Contact for {}: {e}", self.cfg.username))?;
+        request.headers.unique_push(
+            rsip::typed::Contact {
+                display_name: None,
+                uri,
+                params: vec![],
+            }
+            .into(),
+        );
+        Ok(())
     }
 }
 
@@ -675,8 +702,6 @@ async fn subscribe(
         .map_err(|e| failed(&e))?;
     let me =
         rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.username)).map_err(|e| failed(&e))?;
-    let contact = rsip::Uri::try_from(format!("sip:{}@{}", cfg.username, inner.local))
-        .map_err(|e| failed(&e))?;
     let via = inner.endpoint.get_via(None, None).map_err(|e| failed(&e))?;
     let from = rsip::typed::From {
         display_name: None,
@@ -703,14 +728,7 @@ async fn subscribe(
         sub.seq,
         Some(sub.call_id.clone().into()),
     );
-    request.headers.unique_push(
-        rsip::typed::Contact {
-            display_name: None,
-            uri: contact,
-            params: vec![],
-        }
-        .into(),
-    );
+    inner.push_contact(&mut request).map_err(|e| failed(&e))?;
     request.headers.unique_push(Header::Event("dialog".into()));
     request
         .headers
@@ -723,12 +741,7 @@ async fn subscribe(
     tx.send()
         .await
         .map_err(|e| failed(&format!("cannot send SUBSCRIBE to {}: {e}", cfg.server)))?;
-    let credential = Credential {
-        username: cfg.username.clone(),
-        password: cfg.password.clone(),
-        realm: None,
-        auth_username: None,
-    };
+    let credential = cfg.credential();
     let mut answered_challenge = false;
     while let Some(msg) = tx.receive().await {
         let SipMessage::Response(resp) = msg else {
