@@ -16,6 +16,8 @@
 #   PORT    use this UDP+TCP port instead of picking a free one
 #   DOMAIN  SIP domain and digest realm (default 127.0.0.1)
 #   KAMAILIO_SHM  shared memory in MB (-m), default 64
+#   KAMAILIO_PKG  private memory per process in MB (-M), default 8
+#   KAMAILIO_CHILDREN  UDP worker processes, default 2
 #   INSTALL  1 (default): apt-get install missing packages when run as root;
 #            0: fail instead
 #
@@ -103,6 +105,7 @@ make_db() {
 render() {
 	local dir=$1 port=$2 domain=$3
 	sed -e "s|@PORT@|$port|g" -e "s|@DIR@|$dir|g" -e "s|@DOMAIN@|$domain|g" \
+		-e "s|@CHILDREN@|${KAMAILIO_CHILDREN:-2}|g" \
 		-e "s|@MPATH@|$(module_dir)|g" "$TEMPLATE" >"$dir/kamailio.cfg"
 }
 
@@ -159,7 +162,7 @@ start_once() { # dir port [keep-config] -> 0 ok, 2 bind failure, 1 other failure
 	rm -f "$dir/kamailio.pid" "$dir/kamailio.pgid" "$dir/kamailio_ctl"
 	# setsid: own session and process group; stdio detached so callers reading
 	# our stdout see EOF when this script exits
-	setsid kamailio -DD -E -Y "$dir" -m "${KAMAILIO_SHM:-64}" -f "$dir/kamailio.cfg" -P "$dir/kamailio.pid" \
+	setsid kamailio -DD -E -Y "$dir" -m "${KAMAILIO_SHM:-64}" -M "${KAMAILIO_PKG:-8}" -f "$dir/kamailio.cfg" -P "$dir/kamailio.pid" \
 		</dev/null >"$dir/kamailio.log" 2>&1 &
 	pid=$!
 	for i in $(seq 1 200); do # up to ~10 s

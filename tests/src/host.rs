@@ -267,8 +267,20 @@ pub struct Tenant {
 impl Tenant {
     /// Sets up a tenant whose `numbers[0]` is licensed for a webhook to `receiver_url`.
     pub async fn create(h: &Host, name: &str, numbers: &[&str], receiver_url: &str) -> Tenant {
+        Self::create_licensed(h, name, numbers, receiver_url, 1).await
+    }
+
+    /// Like [`Tenant::create`], with the first `licensed` numbers licensed
+    /// (one license each); the fields describe the first.
+    pub async fn create_licensed(
+        h: &Host,
+        name: &str,
+        numbers: &[&str],
+        receiver_url: &str,
+        licensed: usize,
+    ) -> Tenant {
         let webhook = serde_json::json!({ "connector": "webhook", "config": { "url": receiver_url, "secret": "whsec" }, "granted_hosts": ["127.0.0.1"] });
-        Self::create_for(h, name, numbers, webhook).await
+        Self::create_with(h, name, numbers, webhook, licensed).await
     }
 
     /// Like [`Tenant::create`] with any installation: `installation` is the
@@ -278,6 +290,18 @@ impl Tenant {
         name: &str,
         numbers: &[&str],
         installation: serde_json::Value,
+    ) -> Tenant {
+        Self::create_with(h, name, numbers, installation, 1).await
+    }
+
+    /// The general form: `installation` as in [`Tenant::create_for`], the
+    /// first `licensed` numbers licensed to it.
+    pub async fn create_with(
+        h: &Host,
+        name: &str,
+        numbers: &[&str],
+        installation: serde_json::Value,
+        licensed: usize,
     ) -> Tenant {
         let c = h
             .op(
@@ -328,28 +352,33 @@ impl Tenant {
                 &admin,
                 "POST",
                 &format!("/api/v1/installations/{installation}/licenses"),
-                Some(serde_json::json!({ "count": 1 })),
+                Some(serde_json::json!({ "count": licensed })),
             )
             .await;
-        let license = l[0]["id"].as_str().unwrap().to_owned();
-        let p = h
-            .op(
-                "POST",
-                &format!("/api/v1/licenses/{license}/provision"),
-                None,
-            )
-            .await;
-        let key = p["key"].as_str().unwrap().to_owned();
-        let key_id = p["license"]["keys"][0]["id"].as_str().unwrap().to_owned();
-        let assigned = h
-            .ok(
-                &admin,
-                "POST",
-                &format!("/api/v1/licenses/{license}/assign"),
-                Some(serde_json::json!({ "number": numbers[0] })),
-            )
-            .await;
-        let number = assigned["number"].as_str().unwrap().to_owned();
+        let mut first = None;
+        for (l, number) in l.as_array().unwrap().iter().zip(numbers) {
+            let license = l["id"].as_str().unwrap().to_owned();
+            let p = h
+                .op(
+                    "POST",
+                    &format!("/api/v1/licenses/{license}/provision"),
+                    None,
+                )
+                .await;
+            let key = p["key"].as_str().unwrap().to_owned();
+            let key_id = p["license"]["keys"][0]["id"].as_str().unwrap().to_owned();
+            let assigned = h
+                .ok(
+                    &admin,
+                    "POST",
+                    &format!("/api/v1/licenses/{license}/assign"),
+                    Some(serde_json::json!({ "number": number })),
+                )
+                .await;
+            let number = assigned["number"].as_str().unwrap().to_owned();
+            first.get_or_insert((license, key, key_id, number));
+        }
+        let (license, key, key_id, number) = first.expect("at least one license");
         Tenant {
             customer,
             admin,

@@ -162,12 +162,47 @@ struct SubHandle {
 }
 
 /// Holds every number back while the PBX refuses the watcher's credentials.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct AuthHold {
-    /// No SUBSCRIBE before this instant; `None`: credentials not refused.
+    /// No new SUBSCRIBE before this instant; `None`: nothing refused.
     until: Option<Instant>,
     /// The current wait, doubled on every refusal.
     backoff: Duration,
+    /// Refusals so far: tells a number whether one came in while it waited
+    /// for its slot.
+    refusals: u64,
+}
+
+impl AuthHold {
+    /// Whether a number may send a new SUBSCRIBE at `now`: `Ok` with the
+    /// refusals so far, or `Err` with when to ask again. Once a hold is
+    /// over, the first number to ask goes (it probes the credentials) and
+    /// the others wait [`AUTH_PROBE_WINDOW`] for its answer.
+    fn turn(&mut self, now: Instant) -> Result<u64, Instant> {
+        match self.until {
+            Some(until) if until > now => Err(until),
+            Some(_) => {
+                self.until = Some(now + AUTH_PROBE_WINDOW);
+                Ok(self.refusals)
+            }
+            None => Ok(self.refusals),
+        }
+    }
+
+    /// The PBX refused the credentials: hold every number back; returns for
+    /// how long.
+    fn refused(&mut self, now: Instant) -> Duration {
+        self.backoff = (self.backoff * 2).clamp(AUTH_BACKOFF.0, AUTH_BACKOFF.1);
+        self.until = Some(now + self.backoff);
+        self.refusals += 1;
+        self.backoff
+    }
+
+    /// The PBX accepted them; `true` when numbers were held back.
+    fn accepted(&mut self) -> bool {
+        self.backoff = Duration::ZERO;
+        self.until.take().is_some()
+    }
 }
 
 struct Inner {
@@ -480,35 +515,25 @@ async fn subscription_loop(
 }
 
 /// Waits until this number may send a new SUBSCRIBE: not while the PBX
-/// refuses the credentials (one number at a time probes them once the hold
-/// is over), and [`SUBSCRIBE_SPACING`] after the previous new SUBSCRIBE.
-/// `false` when cancelled meanwhile.
+/// refuses the credentials ([`AuthHold`]), and [`SUBSCRIBE_SPACING`] after
+/// the previous new SUBSCRIBE. `false` when cancelled meanwhile.
 async fn wait_for_turn(inner: &Inner, cancel: &CancellationToken) -> bool {
     loop {
-        let now = Instant::now();
-        let held_until = {
-            let mut hold = inner.auth_hold.lock();
-            match hold.until {
-                Some(until) if until > now => Some(until),
-                Some(_) => {
-                    // This number probes; the others wait for its answer.
-                    hold.until = Some(now + AUTH_PROBE_WINDOW);
-                    None
+        let turn = inner.auth_hold.lock().turn(Instant::now());
+        let refusals = match turn {
+            Ok(refusals) => refusals,
+            Err(until) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = inner.auth_ok.notified() => {}
+                    _ = cancel.cancelled() => return false,
                 }
-                None => None,
+                continue;
             }
         };
-        if let Some(until) = held_until {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => {}
-                _ = inner.auth_ok.notified() => {}
-                _ = cancel.cancelled() => return false,
-            }
-            continue;
-        }
         let slot = {
             let mut next = inner.next_slot.lock();
-            let slot = (*next).max(now);
+            let slot = (*next).max(Instant::now());
             *next = slot + SUBSCRIBE_SPACING;
             slot
         };
@@ -516,33 +541,21 @@ async fn wait_for_turn(inner: &Inner, cancel: &CancellationToken) -> bool {
             _ = tokio::time::sleep_until(slot) => {}
             _ = cancel.cancelled() => return false,
         }
-        // A refusal may have arrived while this number waited for its slot.
-        let refused_meanwhile = inner
-            .auth_hold
-            .lock()
-            .until
-            .is_some_and(|until| until > Instant::now() + AUTH_PROBE_WINDOW / 2);
-        if !refused_meanwhile {
+        // A refusal may have come in while this number waited for its slot.
+        if inner.auth_hold.lock().refusals == refusals {
             return true;
         }
     }
 }
 
 fn credentials_accepted(inner: &Inner) {
-    let mut hold = inner.auth_hold.lock();
-    if hold.until.take().is_some() {
-        hold.backoff = Duration::ZERO;
-        drop(hold);
+    if inner.auth_hold.lock().accepted() {
         inner.auth_ok.notify_waiters();
     }
 }
 
-/// Holds every number back after a refusal; returns for how long.
 fn credentials_refused(inner: &Inner) -> Duration {
-    let mut hold = inner.auth_hold.lock();
-    hold.backoff = (hold.backoff * 2).clamp(AUTH_BACKOFF.0, AUTH_BACKOFF.1);
-    hold.until = Some(Instant::now() + hold.backoff);
-    hold.backoff
+    inner.auth_hold.lock().refused(Instant::now())
 }
 
 /// Sends OPTIONS to the PBX every `keepalive_secs`. When it stops
@@ -943,5 +956,45 @@ fn event(ctx: &CallCtx, number: &E164, state: CallState, duration_secs: Option<u
         answered_at_ms: ctx.answered_at_ms,
         ended_at_ms: matches!(state, CallState::Ended | CallState::Missed).then_some(now),
         duration_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_credentials_hold_every_number_then_one_probes() {
+        let t0 = Instant::now();
+        let mut hold = AuthHold::default();
+        assert_eq!(hold.turn(t0), Ok(0), "nothing refused: go");
+        assert_eq!(hold.refused(t0), AUTH_BACKOFF.0);
+        let until = t0 + AUTH_BACKOFF.0;
+        assert_eq!(hold.turn(t0), Err(until), "held");
+        assert_eq!(hold.turn(until - Duration::from_millis(1)), Err(until));
+
+        // Over: exactly one number probes, the others wait for its answer.
+        assert_eq!(hold.turn(until), Ok(1));
+        assert_eq!(hold.turn(until), Err(until + AUTH_PROBE_WINDOW));
+        // The probe refused again: twice as long, and a number that passed
+        // before it sees the new refusal (refusals moved on).
+        assert_eq!(hold.refused(until), AUTH_BACKOFF.0 * 2);
+        assert_eq!(hold.refusals, 2);
+        let later = until + AUTH_BACKOFF.0 * 2;
+        assert_eq!(hold.turn(later), Ok(2));
+        // Accepted: everybody goes, the backoff starts over.
+        assert!(hold.accepted());
+        assert!(!hold.accepted(), "nobody was held any more");
+        assert_eq!(hold.turn(later), Ok(2));
+        assert_eq!(hold.turn(later), Ok(2));
+        assert_eq!(hold.refused(later), AUTH_BACKOFF.0);
+    }
+
+    #[test]
+    fn the_credentials_backoff_stops_growing_at_its_maximum() {
+        let t0 = Instant::now();
+        let mut hold = AuthHold::default();
+        let waits: Vec<u64> = (0..8).map(|_| hold.refused(t0).as_secs()).collect();
+        assert_eq!(waits, [15, 30, 60, 120, 240, 480, 600, 600]);
     }
 }
