@@ -90,9 +90,23 @@ pub struct NewDelivery {
     pub customer_id: String,
 }
 
-/// Rows per multi-row INSERT: well under both backends' bind-parameter
+/// Most rows per multi-row INSERT: well under both backends' bind-parameter
 /// limits (8 parameters per delivery row).
-const ROWS_PER_STATEMENT: usize = 500;
+const ROWS_PER_STATEMENT: usize = 512;
+
+/// Splits `items` into chunks whose lengths are powers of two (at most
+/// [`ROWS_PER_STATEMENT`]), so a handful of distinct statements cover every
+/// batch size and stay in the prepared-statement cache.
+fn chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let n = ROWS_PER_STATEMENT.min(1 << items.len().ilog2());
+        let (head, rest) = items.split_at(n);
+        out.push(head);
+        items = rest;
+    }
+    out
+}
 
 /// `($1, …, $cols, literals…), (…)` for `rows` rows.
 fn placeholders(rows: usize, cols: usize, literals: &[&str]) -> String {
@@ -206,7 +220,7 @@ impl Outbox {
                 }
             }
         }
-        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+        for chunk in chunks(&unique) {
             let sql = format!(
                 "INSERT INTO call_events (call_id, event_id, number, state, payload, created_at_ms) VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id",
                 placeholders(chunk.len(), 6, &[])
@@ -282,7 +296,7 @@ impl Outbox {
             spans.push((seq, Some(start..rows.len())));
         }
         let mut ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        for chunk in chunks(&rows) {
             let sql = format!(
                 "INSERT INTO deliveries (event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, created_at_ms, updated_at_ms, status, attempts) VALUES {} RETURNING id, idempotency_key",
                 placeholders(chunk.len(), 8, &["'pending'", "0"])
@@ -514,6 +528,17 @@ mod tests {
             license_id: format!("lic-{installation}"),
             customer_id: "cus".into(),
         }
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two_covering_everything_in_order() {
+        let items: Vec<u32> = (0..1300).collect();
+        let parts = chunks(&items);
+        let lens: Vec<usize> = parts.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [512, 512, 256, 16, 4]);
+        assert_eq!(parts.concat(), items);
+        assert!(chunks::<u32>(&[]).is_empty());
+        assert_eq!(chunks(&[7]).concat(), [7]);
     }
 
     #[tokio::test]
