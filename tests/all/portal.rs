@@ -47,6 +47,8 @@ struct Browser {
     base: String,
     shots: PathBuf,
     step: u32,
+    /// Chromium's temporary files (it leaves scoped dirs behind in /tmp).
+    _tmp: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -66,8 +68,10 @@ impl Browser {
             );
         }
         let port = free_port();
+        let tmp = tempfile::tempdir().unwrap();
         let driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -100,6 +104,7 @@ impl Browser {
             base: base.to_owned(),
             shots,
             step: 0,
+            _tmp: tmp,
         }
     }
 
