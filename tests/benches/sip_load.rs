@@ -103,27 +103,27 @@ impl Pbx {
             phone_port: free_port(),
         };
         // Every number's contact is the one phone on phone_port; 25
-        // registrations at a time, each SIPp on its own port.
+        // registrations at a time, each SIPp on its own port (a port taken
+        // meanwhile for UDP fails one: it is tried again).
+        let register = |u: &str| {
+            Command::new("timeout")
+                .args(["20", "sipp", "-sf"])
+                .arg(scenario("register.xml"))
+                .args(["-s", u, "-au", u, "-ap", "pw", "-i", "127.0.0.1"])
+                .args(["-set", "contact_port", &pbx.phone_port.to_string()])
+                .args(["-p", &free_port().to_string(), "-m", "1", "-nostdin"])
+                .arg(pbx.addr())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
         for batch in users.chunks(25) {
-            let children: Vec<(String, Child)> = batch
-                .iter()
-                .map(|u| {
-                    let child = Command::new("timeout")
-                        .args(["20", "sipp", "-sf"])
-                        .arg(scenario("register.xml"))
-                        .args(["-s", u, "-au", u, "-ap", "pw", "-i", "127.0.0.1"])
-                        .args(["-set", "contact_port", &pbx.phone_port.to_string()])
-                        .args(["-p", &free_port().to_string(), "-m", "1", "-nostdin"])
-                        .arg(pbx.addr())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .unwrap();
-                    (u.clone(), child)
-                })
-                .collect();
+            let children: Vec<(&String, Child)> = batch.iter().map(|u| (u, register(u))).collect();
             for (u, mut child) in children {
-                assert!(child.wait().unwrap().success(), "{u} could not register");
+                let ok = child.wait().unwrap().success()
+                    || (0..3).any(|_| register(u).wait().unwrap().success());
+                assert!(ok, "{u} could not register");
             }
         }
         pbx
@@ -477,7 +477,9 @@ async fn main() {
                 "| {r} | {:.0} | {} | {} |",
                 round.achieved_cps, round.successful, round.failed
             );
-            let clean = round.failed == 0 && round.achieved_cps >= 0.95 * f64::from(*r);
+            // clean: at most 0.1 % failed calls, and the rate was kept
+            let clean = round.failed * 1000 <= u64::from(*r * seconds)
+                && round.achieved_cps >= 0.95 * f64::from(*r);
             if clean {
                 kamailio_max = kamailio_max.max(round.achieved_cps);
             }
