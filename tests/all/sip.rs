@@ -90,6 +90,14 @@ fn sipp(pbx: &Pbx, args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// Runs `scenario` as SIP user `user` on local `port` (see [`sipp`]).
+fn play(pbx: &Pbx, scenario_name: &str, user: &str, port: &str, args: &[&str]) -> Child {
+    let file = scenario(scenario_name);
+    let mut all = vec!["-sf", file.to_str().unwrap(), "-s", user, "-p", port];
+    all.extend_from_slice(args);
+    sipp(pbx, &all)
+}
+
 fn register(pbx: &Pbx, user: &str, port: u16) {
     let status = Command::new("timeout")
         .arg("10")
@@ -178,19 +186,7 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
 
     // Answered: ringing with the E.164 caller, answered, ended with ~2 s.
     let port = phone.to_string();
-    let mut answer = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("uas_answer.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-p",
-            &port,
-            "-d",
-            "500",
-        ],
-    );
+    let mut answer = play(&pbx, "uas_answer.xml", "41441234567", &port, &["-d", "500"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut caller = sipp(
         &pbx,
@@ -232,17 +228,7 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
     assert!(answer.wait().unwrap().success() && caller.wait().unwrap().success());
 
     // Unanswered and anonymous: ringing then missed, caller withheld.
-    let mut phone_rings = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("uas_noanswer.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-p",
-            &port,
-        ],
-    );
+    let mut phone_rings = play(&pbx, "uas_noanswer.xml", "41441234567", &port, &[]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut gives_up = sipp(
         &pbx,
@@ -270,19 +256,7 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
     let _ = phone_rings.wait();
 
     // A caller in national format arrives in E.164.
-    let mut answer = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("uas_answer.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-p",
-            &port,
-            "-d",
-            "200",
-        ],
-    );
+    let mut answer = play(&pbx, "uas_answer.xml", "41441234567", &port, &["-d", "200"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut caller = sipp(
         &pbx,
@@ -306,18 +280,12 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
     // The customer's second number has no license: nothing reaches the app.
     let before = r.received().len();
     let other = other_phone.to_string();
-    let mut answer = sipp(
+    let mut answer = play(
         &pbx,
-        &[
-            "-sf",
-            scenario("uas_answer.xml").to_str().unwrap(),
-            "-s",
-            "41441234568",
-            "-p",
-            &other,
-            "-d",
-            "200",
-        ],
+        "uas_answer.xml",
+        "41441234568",
+        &other,
+        &["-d", "200"],
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut caller = sipp(
@@ -451,32 +419,8 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
     // Both answer: the phone is rung first (no SDP), its offer goes to the
     // destination, both ACKed (c2c_phone.xml fails on an ACK without SDP);
     // the destination hangs up after 1.5 s and the phone gets the BYE.
-    let mut phone_leg = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("c2c_phone.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-p",
-            &phone,
-            "-d",
-            "200",
-        ],
-    );
-    let mut dest_leg = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("c2c_dest.xml").to_str().unwrap(),
-            "-s",
-            "41449876543",
-            "-p",
-            &dest,
-            "-d",
-            "1500",
-        ],
-    );
+    let mut phone_leg = play(&pbx, "c2c_phone.xml", "41441234567", &phone, &["-d", "200"]);
+    let mut dest_leg = play(&pbx, "c2c_dest.xml", "41449876543", &dest, &["-d", "1500"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = place("044 987 65 43").await;
     assert_eq!(status, 202, "{body}");
@@ -508,30 +452,8 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
 
     // Destination busy: reported as missed; the answered phone leg is
     // acknowledged and hung up (its scenario only passes on ACK + BYE).
-    let mut phone_leg = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("c2c_phone.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-p",
-            &phone,
-            "-d",
-            "200",
-        ],
-    );
-    let mut dest_leg = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("c2c_dest_busy.xml").to_str().unwrap(),
-            "-s",
-            "41449876543",
-            "-p",
-            &dest,
-        ],
-    );
+    let mut phone_leg = play(&pbx, "c2c_phone.xml", "41441234567", &phone, &["-d", "200"]);
+    let mut dest_leg = play(&pbx, "c2c_dest_busy.xml", "41449876543", &dest, &[]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = place("044 987 65 43").await;
     assert_eq!(status, 202, "{body}");
@@ -547,17 +469,7 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
     assert!(dest_leg.wait().unwrap().success(), "busy: destination leg");
 
     // The phone never answers: cancelled after the ring timeout, missed.
-    let mut phone_leg = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("uas_noanswer.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-p",
-            &phone,
-        ],
-    );
+    let mut phone_leg = play(&pbx, "uas_noanswer.xml", "41441234567", &phone, &[]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = place("044 987 65 43").await;
     assert_eq!(status, 202, "{body}");
