@@ -712,7 +712,7 @@ impl Licensing {
             .iter()
             .map(|n| E164::parse(n).map_err(|e| Error::invalid("invalid_number", e.to_string())))
             .collect::<Result<_>>()?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         for n in &parsed {
             let owner: Option<String> =
                 sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
@@ -911,7 +911,7 @@ impl Licensing {
             ));
         }
         let mut ids = Vec::new();
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         for _ in 0..count {
             let lid = id("lic");
             sqlx::query("INSERT INTO licenses (id, customer_id, installation_id, state, ordered_at_ms) VALUES ($1, $2, $3, 'ordered', $4)")
@@ -1224,7 +1224,7 @@ impl Licensing {
     pub async fn delete_licenses(&self, actor: &Actor, cid: &str) -> Result<u64> {
         actor.require_operator()?;
         self.customer_exists(cid).await?;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("DELETE FROM license_keys WHERE license_id IN (SELECT id FROM licenses WHERE customer_id = $1)").bind(cid).execute(&mut *tx).await?;
         let n = sqlx::query("DELETE FROM licenses WHERE customer_id = $1")
             .bind(cid)

@@ -178,7 +178,7 @@ impl Licensing {
             valid_from: valid_from.to_string(),
             monthly_chf: price.to_string(),
         };
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("DELETE FROM prices WHERE connector = $1 AND valid_from = $2")
             .bind(&view.connector)
             .bind(&view.valid_from)

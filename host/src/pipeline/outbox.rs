@@ -4,7 +4,7 @@
 //! Works on SQLite (embedded default, WAL) and PostgreSQL through sqlx's
 //! `Any` driver; only the DDL differs by backend.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{AnyPool, Row};
 
@@ -208,7 +208,7 @@ impl Outbox {
         let now = now_ms() as i64;
         // Multi-row statements: a handful of round trips per batch instead
         // of one per row (what PostgreSQL throughput hinges on).
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let mut seqs: HashMap<String, i64> = HashMap::new();
         let mut fresh: HashSet<String> = HashSet::new();
         let mut unique: Vec<&CallEvent> = Vec::with_capacity(batch.len());
@@ -329,22 +329,48 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Records attempt outcomes in one transaction.
+    /// Records attempt outcomes in one transaction. Outcomes that read the
+    /// same (mostly "delivered on the first attempt") are written by one
+    /// `UPDATE … WHERE id IN (…)` per chunk; a delivery listed twice keeps
+    /// its last outcome.
     pub async fn record(
         &self,
         updates: &[(i64, DeliveryStatus, i32, Option<String>)],
     ) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut last = HashMap::with_capacity(updates.len());
+        for (i, (id, ..)) in updates.iter().enumerate() {
+            last.insert(*id, i);
+        }
+        let mut groups: BTreeMap<(&str, i32, Option<&str>), Vec<i64>> = BTreeMap::new();
+        for (i, (id, status, attempts, error)) in updates.iter().enumerate() {
+            if last[id] == i {
+                groups
+                    .entry((status.as_str(), *attempts, error.as_deref()))
+                    .or_default()
+                    .push(*id);
+            }
+        }
         let now = now_ms() as i64;
-        for (id, status, attempts, error) in updates {
-            sqlx::query("UPDATE deliveries SET status = $1, attempts = $2, last_error = $3, updated_at_ms = $4 WHERE id = $5")
-                .bind(status.as_str())
-                .bind(*attempts)
-                .bind(error.clone())
-                .bind(now)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
+        let mut tx = self.db.begin_write().await?;
+        for ((status, attempts, error), ids) in &groups {
+            for chunk in chunks(ids) {
+                let sql = format!(
+                    "UPDATE deliveries SET status = $1, attempts = $2, last_error = $3, updated_at_ms = $4 WHERE id IN ({})",
+                    (5..5 + chunk.len())
+                        .map(|i| format!("${i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(*status)
+                    .bind(*attempts)
+                    .bind(error.map(str::to_owned))
+                    .bind(now);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -460,7 +486,7 @@ impl Outbox {
     /// Deletes call events (personal data) and finished deliveries older
     /// than `cutoff_ms`; returns the number of events removed.
     pub async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query("DELETE FROM deliveries WHERE created_at_ms < $1 AND status <> 'pending'")
             .bind(cutoff_ms)
             .execute(&mut *tx)
@@ -593,5 +619,50 @@ mod tests {
         assert!(out2[1].0 > seqs[1199]);
         assert_eq!(out2[1].1.as_ref().unwrap().len(), 1);
         assert_eq!(outbox.pending().await.unwrap().len(), 2401);
+    }
+
+    #[tokio::test]
+    async fn outcomes_are_recorded_per_delivery_and_the_last_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+        let outbox = Outbox::connect(&url).await.unwrap();
+        let batch: Vec<(CallEvent, Vec<NewDelivery>)> = (0..700)
+            .map(|i| (ev(&format!("c{i}"), CallState::Ringing), vec![to("a")]))
+            .collect();
+        let ids: Vec<i64> = outbox
+            .append(&batch)
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|(_, r)| r.as_ref().unwrap().iter().map(|d| d.id))
+            .collect();
+        // 600 delivered at once (more than one statement), one dead after
+        // three attempts, one retried then delivered, the rest untouched.
+        let mut updates: Vec<(i64, DeliveryStatus, i32, Option<String>)> = ids[..600]
+            .iter()
+            .map(|id| (*id, DeliveryStatus::Delivered, 1, None))
+            .collect();
+        updates.push((ids[600], DeliveryStatus::Dead, 3, Some("HTTP 410".into())));
+        updates.push((ids[601], DeliveryStatus::Dead, 1, Some("first".into())));
+        updates.push((ids[601], DeliveryStatus::Delivered, 2, None));
+        outbox.record(&updates).await.unwrap();
+
+        let pending = outbox.pending().await.unwrap();
+        assert_eq!(pending.len(), 98);
+        assert_eq!(pending[0].id, ids[602]);
+        let dead = outbox.dead(None).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!((dead[0].id, dead[0].attempts), (ids[600], 3));
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 410"));
+        let retried = outbox.delivery(ids[601]).await.unwrap().unwrap();
+        assert_eq!(
+            (retried.status, retried.attempts, retried.last_error),
+            (DeliveryStatus::Delivered, 2, None)
+        );
+        let first = outbox.delivery(ids[599]).await.unwrap().unwrap();
+        assert_eq!(
+            (first.status, first.attempts),
+            (DeliveryStatus::Delivered, 1)
+        );
     }
 }

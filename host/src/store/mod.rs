@@ -3,10 +3,12 @@
 //! portable DDL; only the auto-increment column type differs by backend.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context;
-use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Which SQL dialect the pool speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,39 @@ pub struct Db {
     pub pool: AnyPool,
     /// The dialect.
     pub backend: Backend,
+    /// SQLite has one writer at a time; a second one waits in SQLite's busy
+    /// handler, which sleeps in steps of up to 100 ms. Writers queue here
+    /// instead (first come, first served, woken at once), which keeps the
+    /// outbox's commit latency at the cost of the commit itself.
+    write_turn: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction; on SQLite it also holds the write turn until it
+/// commits or is dropped. Statements run on `&mut *tx`, as on a
+/// [`Transaction`].
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// Commits, then gives the write turn to the next writer.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
 }
 
 impl Db {
@@ -58,7 +93,24 @@ impl Db {
             .connect_with(opts)
             .await
             .with_context(|| format!("cannot open the database {url}"))?;
-        Ok(Self { pool, backend })
+        let write_turn = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Self {
+            pool,
+            backend,
+            write_turn,
+        })
+    }
+
+    /// Begins a transaction that writes (see [`WriteTx`]).
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = match &self.write_turn {
+            Some(m) => Some(m.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(WriteTx {
+            tx: self.pool.begin().await?,
+            _turn: turn,
+        })
     }
 
     /// Column type of an auto-incrementing primary key.
