@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod engine;
 pub mod manifest;
+mod outbound;
 pub mod runtime;
 pub mod sandbox;
 pub mod watcher;
