@@ -93,8 +93,10 @@ pub struct SipConfig {
     /// Click-to-call: how long the destination may ring, seconds (keep it
     /// under 32: the phone's answer waits unacknowledged meanwhile).
     pub answer_timeout_secs: u32,
-    /// Seconds between OPTIONS keepalives to the PBX (0: none). A PBX that
-    /// stops answering and answers again gets every number subscribed anew.
+    /// Seconds between OPTIONS keepalives to the PBX (0: none; not with
+    /// `tcp`). A PBX that stops answering and answers again, or a TCP
+    /// connection reopened on a new port, gets the registration and every
+    /// subscription anew.
     pub keepalive_secs: u32,
 }
 
@@ -791,7 +793,7 @@ impl Inner {
         series: &mut Series,
     ) -> Result<rsip::Response, RequestError> {
         let cfg = &self.cfg;
-        let method = request.method.clone();
+        let method = request.method;
         let key = TransactionKey::from_request(&request, TransactionRole::Client)
             .map_err(|e| e.to_string())?;
         let mut tx = Transaction::new_client(key, request, self.endpoint.clone(), None);
