@@ -572,15 +572,15 @@ impl Baresip {
     /// has its registration.
     async fn start(pbx: &Pbx, user: &str) -> Baresip {
         let dir = tempfile::tempdir().unwrap();
-        let config = format!(
-            "poll_method epoll\n\
-             sip_listen 127.0.0.1:{}\n\
-             net_interface 127.0.0.1\n\
-             module_path /usr/lib/baresip/modules\n\
-             module g711.so\n\
-             module_app account.so\n",
-            free_port()
-        );
+        // Port 0: baresip also listens on TCP and TLS, at the port + 1 of a
+        // fixed one, which may be another test's; with 0 each transport
+        // gets its own free port from the system.
+        let config = "poll_method epoll\n\
+                      sip_listen 127.0.0.1:0\n\
+                      net_interface 127.0.0.1\n\
+                      module_path /usr/lib/baresip/modules\n\
+                      module g711.so\n\
+                      module_app account.so\n";
         std::fs::write(dir.path().join("config"), config).unwrap();
         std::fs::write(
             dir.path().join("accounts"),
