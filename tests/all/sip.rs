@@ -64,13 +64,13 @@ impl Drop for Pbx {
 
 /// A PBX with the phone of 41441234567 registered (SIPp, on `phone`), a
 /// host watching through it with `env`, and a customer licensing that
-/// number whose events reach `r`.
+/// number whose events reach `r` and `sse`, once the number is subscribed.
 struct Watched {
     pbx: Pbx,
     phone: u16,
     h: Host,
     r: Receiver,
-    t: Tenant,
+    sse: Sse,
 }
 
 impl Watched {
@@ -87,12 +87,14 @@ impl Watched {
             &format!("{}/watched", r.url()),
         )
         .await;
+        telephony_until(&h, "subscribed", |s| s["active"] == 1).await;
+        let sse = h.sse(&t.key).await;
         Watched {
             pbx,
             phone,
             h,
             r,
-            t,
+            sse,
         }
     }
 }
@@ -296,17 +298,10 @@ async fn the_watcher_account_registers_the_host_and_unregisters_on_shutdown() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn over_tcp_one_connection_carries_registration_subscriptions_and_calls() {
-    let Watched {
-        pbx,
-        phone,
-        h,
-        r,
-        t,
-    } = Watched::start(&[("LEANSYNC_SIP_TRANSPORT", "tcp")]).await;
-    let status = telephony_until(&h, "subscribed and registered", |s| {
-        s["active"] == 1 && s["registration"]["registered"] == true
-    })
-    .await;
+    let mut w = Watched::start(&[("LEANSYNC_SIP_TRANSPORT", "tcp")]).await;
+    let (pbx, h) = (&w.pbx, &w.h);
+    let status =
+        telephony_until(h, "registered", |s| s["registration"]["registered"] == true).await;
     // Registered over the TCP connection, with a Contact that tells the
     // PBX to send its requests back over TCP.
     let contact = status["registration"]["contact"]
@@ -326,8 +321,7 @@ async fn over_tcp_one_connection_carries_registration_subscriptions_and_calls() 
     );
     // The host has no UDP socket over TCP: every NOTIFY below came over
     // the connection it opened.
-    let mut sse = h.sse(&t.key).await;
-    answered_and_missed_calls_are_reported(&pbx, phone, &r, &mut sse).await;
+    answered_and_missed_calls_are_reported(&w.pbx, w.phone, &w.r, &mut w.sse).await;
 }
 
 /// One binding in the PBX's location table.
@@ -431,6 +425,40 @@ async fn events_of_call(h: &Host, r: &Receiver, call_id: &str, n: usize) -> Vec<
     })
 }
 
+/// Places a click-to-call with `key` (number +41441234567) to
+/// 044 987 65 43 and waits until it was ringing, answered and ended, all
+/// outbound from that number to +41449876543; returns its id and events.
+/// `phone_log` tells what the phone saw when it was not so.
+async fn click_to_call_connects(
+    h: &Host,
+    r: &Receiver,
+    key: &str,
+    phone_log: &dyn Fn() -> String,
+) -> (String, Vec<Value>) {
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/v1/calls",
+            Some(key),
+            Some(serde_json::json!({ "to": "044 987 65 43" })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["call_id"].as_str().expect("call id").to_owned();
+    let evs = events_of_call(h, r, &id, 3).await;
+    assert_eq!(
+        states(&evs),
+        ["ringing", "answered", "ended"],
+        "{evs:?}\n{}\n{}",
+        h.log(),
+        phone_log()
+    );
+    assert!(evs.iter().all(|e| e["direction"] == "outbound"
+        && e["caller"] == "+41441234567"
+        && e["callee"] == "+41449876543"));
+    (id, evs)
+}
+
 fn states(evs: &[Value]) -> Vec<&str> {
     evs.iter().map(|e| e["state"].as_str().unwrap()).collect()
 }
@@ -479,19 +507,7 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
     let mut phone_leg = play(&pbx, "c2c_phone.xml", "41441234567", &phone, &["-d", "200"]);
     let mut dest_leg = play(&pbx, "c2c_dest.xml", "41449876543", &dest, &["-d", "1500"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, body) = place("044 987 65 43").await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["call_id"].as_str().expect("call id").to_owned();
-    let evs = events_of_call(&h, &r, &id, 3).await;
-    assert_eq!(
-        states(&evs),
-        ["ringing", "answered", "ended"],
-        "{evs:?}\n{}",
-        h.log()
-    );
-    assert!(evs.iter().all(|e| e["direction"] == "outbound"
-        && e["caller"] == "+41441234567"
-        && e["callee"] == "+41449876543"));
+    let (id, evs) = click_to_call_connects(&h, &r, &t.key, &String::new).await;
     let talk = evs[2]["duration_secs"].as_u64().unwrap();
     assert!((1..=3).contains(&talk), "talk time {talk} s for 1.5 s");
     assert!(
@@ -664,27 +680,7 @@ async fn click_to_call_over_tcp_rings_a_real_softphone_then_the_destination() {
         ],
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, body) = h
-        .call(
-            "POST",
-            "/api/v1/calls",
-            Some(&t.key),
-            Some(serde_json::json!({ "to": "044 987 65 43" })),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["call_id"].as_str().expect("call id").to_owned();
-    let evs = events_of_call(&h, &r, &id, 3).await;
-    assert_eq!(
-        states(&evs),
-        ["ringing", "answered", "ended"],
-        "{evs:?}\n{}\n{}",
-        h.log(),
-        phone.log()
-    );
-    assert!(evs.iter().all(|e| e["direction"] == "outbound"
-        && e["caller"] == "+41441234567"
-        && e["callee"] == "+41449876543"));
+    click_to_call_connects(&h, &r, &t.key, &|| phone.log()).await;
     // The destination's scenario passes only on INVITE with an offer, ACK
     // and a 200 to its BYE: its leg was established and closed.
     assert!(
@@ -873,10 +869,8 @@ async fn a_restarted_pbx_gets_every_number_subscribed_again() {
         phone,
         h,
         r,
-        t,
+        mut sse,
     } = Watched::start(&[("LEANSYNC_SIP_KEEPALIVE_SECS", "1")]).await;
-    telephony_until(&h, "subscribed", |s| s["active"] == 1).await;
-    let mut sse = h.sse(&t.key).await;
 
     // Down for longer than a keepalive: shown as such, then recovered
     // within seconds of the PBX coming back (not at the 480 s refresh).
