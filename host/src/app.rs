@@ -259,6 +259,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let left = app.pipeline.drain(deadline).await;
+    // Unregister from the PBX, so it stops sending to a host that is gone.
+    app.telephony.shutdown().await;
     if left > 0 {
         tracing::warn!(
             left,

@@ -156,6 +156,19 @@ impl Config {
         if let Some(v) = get("LEANSYNC_SIP_PASSWORD") {
             self.telephony.sip.password = v;
         }
+        if let Some(v) = get("LEANSYNC_SIP_BIND") {
+            self.telephony.sip.bind = v;
+        }
+        if let Some(v) = get("LEANSYNC_SIP_TRANSPORT") {
+            self.telephony.sip.transport = v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("LEANSYNC_SIP_TRANSPORT: {e}"))?;
+        }
+        if let Some(v) = get("LEANSYNC_SIP_REGISTER") {
+            self.telephony.sip.register = v.parse().map_err(|_| {
+                anyhow::anyhow!("LEANSYNC_SIP_REGISTER='{v}' is neither true nor false")
+            })?;
+        }
         for (var, field) in [
             (
                 "LEANSYNC_SIP_RING_TIMEOUT_SECS",
@@ -242,6 +255,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn sip_transport_and_registration_come_from_file_or_env() {
+        let cfg: Config =
+            toml::from_str("[telephony.sip]\ntransport = \"tcp\"\nregister = false").unwrap();
+        assert_eq!(
+            cfg.telephony.sip.transport,
+            crate::telephony::sip::SipTransport::Tcp
+        );
+        assert!(!cfg.telephony.sip.register);
+        let mut cfg = Config::default();
+        assert!(cfg.telephony.sip.register, "registers by default");
+        cfg.apply_env(|k| match k {
+            "LEANSYNC_SIP_TRANSPORT" => Some("tcp".into()),
+            "LEANSYNC_SIP_REGISTER" => Some("false".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.telephony.sip.transport,
+            crate::telephony::sip::SipTransport::Tcp
+        );
+        assert!(!cfg.telephony.sip.register);
+    }
+
+    #[test]
+    fn a_bad_sip_transport_names_the_key_and_the_allowed_values() {
+        let err = toml::from_str::<Config>("[telephony.sip]\ntransport = \"sctp\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("transport") && err.contains("'sctp'") && err.contains("\"tcp\""),
+            "{err}"
+        );
+        let err = Config::default()
+            .apply_env(|k| (k == "LEANSYNC_SIP_TRANSPORT").then(|| "tls".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("LEANSYNC_SIP_TRANSPORT") && err.contains("not supported yet"),
+            "{err}"
+        );
+        let err = Config::default()
+            .apply_env(|k| (k == "LEANSYNC_SIP_REGISTER").then(|| "yes please".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LEANSYNC_SIP_REGISTER='yes please'"), "{err}");
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! to a licensed number reaches the webhook connector and the SSE stream
 //! with the right caller; answered calls end with a plausible duration;
 //! unanswered ones are missed; anonymous and national callers are
-//! normalised; an unlicensed number reaches nothing.
+//! normalised; an unlicensed number reaches nothing. The host registers
+//! its watcher account (and unregisters on SIGTERM), works the same over
+//! TCP, and click-to-call rings a real baresip phone before the destination.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use leansync_tests::host::{Host, Tenant, eventually, free_port};
+use leansync_tests::host::{Host, Sse, Tenant, eventually, free_port};
 use leansync_tests::plugins::repo_root;
 use leansync_tests::receiver::Receiver;
 use serde_json::Value;
@@ -56,6 +59,43 @@ impl Drop for Pbx {
             .arg("stop")
             .arg(self.dir.path().join("pbx"))
             .status();
+    }
+}
+
+/// A PBX with the phone of 41441234567 registered (SIPp, on `phone`), a
+/// host watching through it with `env`, and a customer licensing that
+/// number whose events reach `r` and `sse`, once the number is subscribed.
+struct Watched {
+    pbx: Pbx,
+    phone: u16,
+    h: Host,
+    r: Receiver,
+    sse: Sse,
+}
+
+impl Watched {
+    async fn start(env: &[(&str, &str)]) -> Watched {
+        let pbx = Pbx::start("41441234567:pw leansync:monpw");
+        let phone = free_port();
+        register(&pbx, "41441234567", phone);
+        let h = sip_host(&pbx, "monpw", env).await;
+        let r = Receiver::start().await;
+        let t = Tenant::create(
+            &h,
+            "Watched AG",
+            &["044 123 45 67"],
+            &format!("{}/watched", r.url()),
+        )
+        .await;
+        telephony_until(&h, "subscribed", |s| s["active"] == 1).await;
+        let sse = h.sse(&t.key).await;
+        Watched {
+            pbx,
+            phone,
+            h,
+            r,
+            sse,
+        }
     }
 }
 
@@ -164,146 +204,25 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
     .await;
     assert_eq!(t.number, "+41441234567");
     // The licensed number is subscribed (digest-authenticated) within seconds.
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = h.op("GET", "/api/v1/telephony", None).await;
-        if status["active"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        status["active"],
-        1,
-        "subscription not active: {status}\n{}",
-        h.log()
-    );
+    let status = telephony_until(&h, "subscribed", |s| s["active"] == 1).await;
     assert_eq!(
         status["monitored"], 1,
         "only the licensed number is monitored: {status}"
     );
     let mut sse = h.sse(&t.key).await;
 
-    // Answered: ringing with the E.164 caller, answered, ended with ~2 s.
-    let port = phone.to_string();
-    let mut answer = play(&pbx, "uas_answer.xml", "41441234567", &port, &["-d", "500"]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut caller = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("uac_call.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-set",
-            "caller",
-            "+41791234567",
-            "-p",
-            &free_port().to_string(),
-            "-d",
-            "2000",
-        ],
-    );
-    let ringing = sse
-        .next(Duration::from_secs(10))
-        .await
-        .expect("ringing on the SSE stream");
-    assert_eq!(
-        (ringing["state"].as_str(), ringing["caller"].as_str()),
-        (Some("ringing"), Some("+41791234567")),
-        "{ringing}"
-    );
-    let evs = call_states(&r, Some("+41791234567"), 3).await;
-    let states: Vec<&str> = evs.iter().map(|e| e["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["ringing", "answered", "ended"]);
-    assert!(
-        evs.iter()
-            .all(|e| e["call_id"] == evs[0]["call_id"] && e["licensed_number"] == "+41441234567")
-    );
-    let duration = evs[2]["duration_secs"].as_u64().unwrap();
-    assert!(
-        (1..=4).contains(&duration),
-        "duration {duration} s for a 2 s call"
-    );
-    assert!(answer.wait().unwrap().success() && caller.wait().unwrap().success());
-
-    // Unanswered and anonymous: ringing then missed, caller withheld.
-    let mut phone_rings = play(&pbx, "uas_noanswer.xml", "41441234567", &port, &[]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut gives_up = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("uac_cancel.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-set",
-            "caller",
-            "anonymous",
-            "-set",
-            "caller_domain",
-            "anonymous.invalid",
-            "-p",
-            &free_port().to_string(),
-            "-d",
-            "1000",
-        ],
-    );
-    let evs = call_states(&r, None, 2).await;
-    let states: Vec<&str> = evs.iter().map(|e| e["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["ringing", "missed"]);
-    let _ = gives_up.wait();
-    let _ = phone_rings.wait();
+    answered_and_missed_calls_are_reported(&pbx, phone, &r, &mut sse).await;
 
     // A caller in national format arrives in E.164.
-    let mut answer = play(&pbx, "uas_answer.xml", "41441234567", &port, &["-d", "200"]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut caller = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("uac_call.xml").to_str().unwrap(),
-            "-s",
-            "41441234567",
-            "-set",
-            "caller",
-            "0797654321",
-            "-p",
-            &free_port().to_string(),
-            "-d",
-            "500",
-        ],
-    );
+    let (mut answer, mut caller) =
+        answered_call(&pbx, "41441234567", phone, "0797654321", 500).await;
     call_states(&r, Some("+41797654321"), 3).await;
     let _ = (answer.wait(), caller.wait());
 
     // The customer's second number has no license: nothing reaches the app.
     let before = r.received().len();
-    let other = other_phone.to_string();
-    let mut answer = play(
-        &pbx,
-        "uas_answer.xml",
-        "41441234568",
-        &other,
-        &["-d", "200"],
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut caller = sipp(
-        &pbx,
-        &[
-            "-sf",
-            scenario("uac_call.xml").to_str().unwrap(),
-            "-s",
-            "41441234568",
-            "-set",
-            "caller",
-            "+41791111111",
-            "-p",
-            &free_port().to_string(),
-            "-d",
-            "500",
-        ],
-    );
+    let (mut answer, mut caller) =
+        answered_call(&pbx, "41441234568", other_phone, "+41791111111", 500).await;
     assert!(
         answer.wait().unwrap().success() && caller.wait().unwrap().success(),
         "the unlicensed call itself must work on the PBX"
@@ -323,35 +242,174 @@ async fn calls_on_a_real_pbx_reach_the_licensed_app_only() {
         None,
     )
     .await;
-    let mut status = Value::Null;
-    for _ in 0..50 {
-        status = h.op("GET", "/api/v1/telephony", None).await;
-        if status["monitored"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status["monitored"], 0, "{status}");
+    telephony_until(&h, "unmonitored after the revocation", |s| {
+        s["monitored"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watcher_account_registers_the_host_and_unregisters_on_shutdown() {
+    let pbx = Pbx::start("leansync:monpw");
+    let sip_port = free_port();
+    let bind = format!("127.0.0.1:{sip_port}");
+    let mut h = sip_host(&pbx, "monpw", &[("LEANSYNC_SIP_BIND", bind.as_str())]).await;
+    // Digest-authenticated REGISTER (Kamailio challenges every one): the
+    // PBX's location table points at the host's SIP socket.
+    let contact = format!("sip:leansync@{bind}");
+    let registered = eventually(Duration::from_secs(10), || {
+        let bindings = pbx.contacts("leansync");
+        bindings
+            .iter()
+            .any(|b| b.address == contact)
+            .then_some(bindings)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "{contact} not registered: {:?}\n{}",
+            pbx.contacts("leansync"),
+            h.log()
+        )
+    });
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered[0].socket, format!("udp:{}", pbx.addr()));
+    let status = telephony_until(&h, "registered", |s| {
+        s["registration"]["registered"] == true
+    })
+    .await;
+    assert_eq!(
+        status["registration"]["contact"],
+        contact.as_str(),
+        "{status}"
+    );
+    assert_eq!(status["registration"]["expires_secs"], 600, "{status}");
+    assert_eq!(status["registration"]["error"], Value::Null, "{status}");
+
+    // SIGTERM: the host removes its Contact before it exits.
+    assert!(h.terminate(), "the host did not stop cleanly\n{}", h.log());
+    assert!(
+        pbx.contacts("leansync").is_empty(),
+        "still registered after shutdown: {:?}\n{}",
+        pbx.contacts("leansync"),
+        h.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_tcp_one_connection_carries_registration_subscriptions_and_calls() {
+    let mut w = Watched::start(&[("LEANSYNC_SIP_TRANSPORT", "tcp")]).await;
+    let (pbx, h) = (&w.pbx, &w.h);
+    let status =
+        telephony_until(h, "registered", |s| s["registration"]["registered"] == true).await;
+    // Registered over the TCP connection, with a Contact that tells the
+    // PBX to send its requests back over TCP.
+    let contact = status["registration"]["contact"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        contact.to_ascii_lowercase().ends_with(";transport=tcp"),
+        "{status}"
+    );
+    let registered = pbx.contacts("leansync");
+    assert!(
+        registered
+            .iter()
+            .any(|c| c.address == contact && c.socket == format!("tcp:{}", pbx.addr())),
+        "{registered:?} vs {contact}"
+    );
+    // The host has no UDP socket over TCP: every NOTIFY below came over
+    // the connection it opened.
+    answered_and_missed_calls_are_reported(&w.pbx, w.phone, &w.r, &mut w.sse).await;
+}
+
+/// One binding in the PBX's location table.
+#[derive(Debug)]
+struct Binding {
+    /// The registered Contact URI.
+    address: String,
+    /// Kamailio's socket it arrived on, `udp:127.0.0.1:<port>`.
+    socket: String,
 }
 
 impl Pbx {
-    /// Dialogs the PBX still tracks (Kamailio's dialog module).
-    fn dialogs(&self) -> String {
+    /// Runs a kamcmd command on this PBX's control socket.
+    fn kamcmd(&self, args: &[&str]) -> String {
         let out = Command::new("kamcmd")
             .arg("-s")
             .arg(format!(
                 "unix:{}",
                 self.dir.path().join("pbx/kamailio_ctl").display()
             ))
-            .arg("dlg.list")
+            .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "kamcmd dlg.list failed: {}",
+            "kamcmd {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Dialogs the PBX still tracks (Kamailio's dialog module).
+    fn dialogs(&self) -> String {
+        self.kamcmd(&["dlg.list"])
+    }
+
+    /// Fails unless every dialog on the PBX has ended within seconds.
+    /// Ended dialogs (state 5, "deleted") may stay listed a little longer,
+    /// until Kamailio drops its last reference (seen under load).
+    async fn assert_no_dialogs_left(&self) {
+        let open = |d: &str| {
+            d.lines()
+                .filter_map(|l| l.trim().strip_prefix("state: "))
+                .any(|state| state.trim() != "5")
+        };
+        let left = eventually(Duration::from_secs(10), || {
+            let d = self.dialogs();
+            (!open(&d)).then_some(d)
+        })
+        .await;
+        assert!(
+            left.is_some(),
+            "dialogs left on the PBX: {}",
+            self.dialogs()
+        );
+    }
+
+    /// Requests of `method` (lower case) the running instance received.
+    fn received(&self, method: &str) -> u64 {
+        let text = self.kamcmd(&["stats.get_statistics", "core:"]);
+        let key = format!("core:rcv_requests_{method} = ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {method} count in {text:?}"))
+    }
+
+    /// The current registrations of SIP user `aor` (usrloc `ul.dump`).
+    fn contacts(&self, aor: &str) -> Vec<Binding> {
+        let mut out = Vec::new();
+        let mut current = None;
+        for line in self.kamcmd(&["ul.dump"]).lines().map(str::trim) {
+            if let Some(a) = line.strip_prefix("AoR: ") {
+                current = Some(a.to_owned());
+            } else if current.as_deref() != Some(aor) {
+                continue;
+            } else if let Some(address) = line.strip_prefix("Address: ") {
+                out.push(Binding {
+                    address: address.to_owned(),
+                    socket: String::new(),
+                });
+            } else if let Some(socket) = line.strip_prefix("Socket: ")
+                && let Some(b) = out.last_mut()
+            {
+                b.socket = socket.to_owned();
+            }
+        }
+        out
     }
 }
 
@@ -372,6 +430,40 @@ async fn events_of_call(h: &Host, r: &Receiver, call_id: &str, n: usize) -> Vec<
             h.log()
         )
     })
+}
+
+/// Places a click-to-call with `key` (number +41441234567) to
+/// 044 987 65 43 and waits until it was ringing, answered and ended, all
+/// outbound from that number to +41449876543; returns its id and events.
+/// `phone_log` tells what the phone saw when it was not so.
+async fn click_to_call_connects(
+    h: &Host,
+    r: &Receiver,
+    key: &str,
+    phone_log: &dyn Fn() -> String,
+) -> (String, Vec<Value>) {
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/v1/calls",
+            Some(key),
+            Some(serde_json::json!({ "to": "044 987 65 43" })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["call_id"].as_str().expect("call id").to_owned();
+    let evs = events_of_call(h, r, &id, 3).await;
+    assert_eq!(
+        states(&evs),
+        ["ringing", "answered", "ended"],
+        "{evs:?}\n{}\n{}",
+        h.log(),
+        phone_log()
+    );
+    assert!(evs.iter().all(|e| e["direction"] == "outbound"
+        && e["caller"] == "+41441234567"
+        && e["callee"] == "+41449876543"));
+    (id, evs)
 }
 
 fn states(evs: &[Value]) -> Vec<&str> {
@@ -422,19 +514,7 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
     let mut phone_leg = play(&pbx, "c2c_phone.xml", "41441234567", &phone, &["-d", "200"]);
     let mut dest_leg = play(&pbx, "c2c_dest.xml", "41449876543", &dest, &["-d", "1500"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, body) = place("044 987 65 43").await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["call_id"].as_str().expect("call id").to_owned();
-    let evs = events_of_call(&h, &r, &id, 3).await;
-    assert_eq!(
-        states(&evs),
-        ["ringing", "answered", "ended"],
-        "{evs:?}\n{}",
-        h.log()
-    );
-    assert!(evs.iter().all(|e| e["direction"] == "outbound"
-        && e["caller"] == "+41441234567"
-        && e["callee"] == "+41449876543"));
+    let (id, evs) = click_to_call_connects(&h, &r, &t.key, &String::new).await;
     let talk = evs[2]["duration_secs"].as_u64().unwrap();
     assert!((1..=3).contains(&talk), "talk time {talk} s for 1.5 s");
     assert!(
@@ -484,12 +564,7 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
     );
 
     // Nothing is left on the PBX, and the failure is visible to the operator.
-    let left = eventually(Duration::from_secs(5), || {
-        let d = pbx.dialogs();
-        (!d.contains("h_entry")).then_some(d)
-    })
-    .await;
-    assert!(left.is_some(), "dialogs left on the PBX: {}", pbx.dialogs());
+    pbx.assert_no_dialogs_left().await;
     let status = h.op("GET", "/api/v1/telephony", None).await;
     assert!(
         status["last_error"]
@@ -505,6 +580,145 @@ async fn click_to_call_rings_the_phone_then_the_destination_over_a_real_pbx() {
     assert!(status == 403 || status == 422, "{status} {body}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(r.received().len(), before, "a refused call produced events");
+}
+
+/// A real softphone: baresip registered to a [`Pbx`] as one user,
+/// answering every call at once (`answermode=auto`), without audio devices
+/// (g711 only). Runs in its own process group, killed on drop.
+struct Baresip {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Baresip {
+    /// Starts baresip as `user` (password `pw`) and waits until the PBX
+    /// has its registration.
+    async fn start(pbx: &Pbx, user: &str) -> Baresip {
+        let dir = tempfile::tempdir().unwrap();
+        // Port 0: baresip also listens on TCP and TLS, at the port + 1 of a
+        // fixed one, which may be another test's; with 0 each transport
+        // gets its own free port from the system.
+        let config = "poll_method epoll\n\
+                      sip_listen 127.0.0.1:0\n\
+                      net_interface 127.0.0.1\n\
+                      module_path /usr/lib/baresip/modules\n\
+                      module g711.so\n\
+                      module_app account.so\n";
+        std::fs::write(dir.path().join("config"), config).unwrap();
+        std::fs::write(
+            dir.path().join("accounts"),
+            format!(
+                "<sip:{user}@{}>;auth_pass=pw;answermode=auto;regint=600\n",
+                pbx.addr()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("baresip.log")).unwrap();
+        let child = Command::new("timeout")
+            .args(["120", "baresip", "-f"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("cannot start baresip: run scripts/test-deps.sh");
+        let phone = Baresip { dir, child };
+        let registered = eventually(Duration::from_secs(10), || {
+            (!pbx.contacts(user).is_empty()).then_some(())
+        })
+        .await;
+        assert!(
+            registered.is_some(),
+            "baresip did not register as {user}:\n{}",
+            phone.log()
+        );
+        phone
+    }
+
+    /// Everything baresip printed.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("baresip.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn click_to_call_over_tcp_rings_a_real_softphone_then_the_destination() {
+    let pbx = Pbx::start("41441234567:pw 41449876543:pw leansync:monpw");
+    let phone = Baresip::start(&pbx, "41441234567").await;
+    let dest = free_port();
+    register(&pbx, "41449876543", dest);
+    // Over TCP: both legs go through the host's one connection to the PBX
+    // (the phones themselves are on UDP).
+    let h = sip_host(&pbx, "monpw", &[("LEANSYNC_SIP_TRANSPORT", "tcp")]).await;
+    let r = Receiver::start().await;
+    let t = Tenant::create(
+        &h,
+        "Softphone AG",
+        &["044 123 45 67"],
+        &format!("{}/c2c", r.url()),
+    )
+    .await;
+
+    // The destination answers and hangs up after 1.5 s; what it received
+    // is traced so its offer can be checked.
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("dest.msg");
+    let mut dest_leg = play(
+        &pbx,
+        "c2c_dest.xml",
+        "41449876543",
+        &dest.to_string(),
+        &[
+            "-d",
+            "1500",
+            "-trace_msg",
+            "-message_file",
+            trace.to_str().unwrap(),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    click_to_call_connects(&h, &r, &t.key, &|| phone.log()).await;
+    // The destination's scenario passes only on INVITE with an offer, ACK
+    // and a 200 to its BYE: its leg was established and closed.
+    assert!(
+        dest_leg.wait().unwrap().success(),
+        "destination leg failed\n{}",
+        phone.log()
+    );
+    // The phone rang first: the destination was offered baresip's own SDP,
+    // which exists only once the phone has answered.
+    let traced = std::fs::read_to_string(&trace).unwrap();
+    let invite = traced
+        .split("INVITE sip:")
+        .nth(1)
+        .expect("the destination got no INVITE");
+    assert!(
+        invite.contains("a=tool:baresip"),
+        "the destination's offer is not the phone's:\n{traced}"
+    );
+    // Baresip answered the host's INVITE, got the destination's answer in
+    // the ACK (established) and the BYE passed on from the destination.
+    let answered_by_phone = eventually(Duration::from_secs(5), || {
+        let log = phone.log();
+        (log.contains("Call established") && log.contains("terminated (duration")).then_some(())
+    })
+    .await;
+    assert!(
+        answered_by_phone.is_some(),
+        "the phone's leg was not established and ended:\n{}",
+        phone.log()
+    );
+    pbx.assert_no_dialogs_left().await;
 }
 
 impl Pbx {
@@ -534,20 +748,7 @@ impl Pbx {
 
     /// SUBSCRIBEs the running Kamailio instance has received.
     fn subscribes_received(&self) -> u64 {
-        let out = Command::new("kamcmd")
-            .arg("-s")
-            .arg(format!(
-                "unix:{}",
-                self.dir.path().join("pbx/kamailio_ctl").display()
-            ))
-            .args(["stats.get_statistics", "core:"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.strip_prefix("core:rcv_requests_subscribe = "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no SUBSCRIBE count in {text:?}"))
+        self.received("subscribe")
     }
 }
 
@@ -564,8 +765,15 @@ async fn telephony_until(h: &Host, what: &str, ok: impl Fn(&Value) -> bool) -> V
     panic!("telephony never {what}: {status}\n{}", h.log());
 }
 
-/// One answered call from `caller` to the phone of `user` on `port`.
-async fn answered_call(pbx: &Pbx, user: &str, port: u16, caller: &str) -> (Child, Child) {
+/// One call from `caller` to the phone of `user` on `port`, answered after
+/// 200 ms, hung up by the caller after `talk_ms`.
+async fn answered_call(
+    pbx: &Pbx,
+    user: &str,
+    port: u16,
+    caller: &str,
+    talk_ms: u32,
+) -> (Child, Child) {
     let answer = sipp(
         pbx,
         &[
@@ -593,28 +801,83 @@ async fn answered_call(pbx: &Pbx, user: &str, port: u16, caller: &str) -> (Child
             "-p",
             &free_port().to_string(),
             "-d",
-            "500",
+            &talk_ms.to_string(),
         ],
     );
     (answer, call)
 }
 
+/// To the phone of 41441234567 on `phone`: an answered call is reported
+/// ringing (E.164 caller, also first on the SSE stream), answered, then
+/// ended with its talk time; a withheld caller who gives up is ringing,
+/// then missed.
+async fn answered_and_missed_calls_are_reported(
+    pbx: &Pbx,
+    phone: u16,
+    r: &Receiver,
+    sse: &mut Sse,
+) {
+    let (mut answer, mut caller) =
+        answered_call(pbx, "41441234567", phone, "+41791234567", 2000).await;
+    let ringing = sse
+        .next(Duration::from_secs(10))
+        .await
+        .expect("ringing on the SSE stream");
+    assert_eq!(
+        (ringing["state"].as_str(), ringing["caller"].as_str()),
+        (Some("ringing"), Some("+41791234567")),
+        "{ringing}"
+    );
+    let evs = call_states(r, Some("+41791234567"), 3).await;
+    assert_eq!(states(&evs), ["ringing", "answered", "ended"]);
+    assert!(
+        evs.iter()
+            .all(|e| e["call_id"] == evs[0]["call_id"] && e["licensed_number"] == "+41441234567")
+    );
+    let duration = evs[2]["duration_secs"].as_u64().unwrap();
+    assert!(
+        (1..=4).contains(&duration),
+        "duration {duration} s for a 2 s call"
+    );
+    assert!(answer.wait().unwrap().success() && caller.wait().unwrap().success());
+
+    let port = phone.to_string();
+    let mut phone_rings = play(pbx, "uas_noanswer.xml", "41441234567", &port, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut gives_up = sipp(
+        pbx,
+        &[
+            "-sf",
+            scenario("uac_cancel.xml").to_str().unwrap(),
+            "-s",
+            "41441234567",
+            "-set",
+            "caller",
+            "anonymous",
+            "-set",
+            "caller_domain",
+            "anonymous.invalid",
+            "-p",
+            &free_port().to_string(),
+            "-d",
+            "1000",
+        ],
+    );
+    let evs = call_states(r, None, 2).await;
+    assert_eq!(states(&evs), ["ringing", "missed"]);
+    let _ = gives_up.wait();
+    let _ = phone_rings.wait();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_pbx_gets_every_number_subscribed_again() {
-    let pbx = Pbx::start("41441234567:pw leansync:monpw");
-    let phone = free_port();
-    register(&pbx, "41441234567", phone);
-    let h = sip_host(&pbx, "monpw", &[("LEANSYNC_SIP_KEEPALIVE_SECS", "1")]).await;
-    let r = Receiver::start().await;
-    let t = Tenant::create(
-        &h,
-        "Restart AG",
-        &["044 123 45 67"],
-        &format!("{}/sip", r.url()),
-    )
-    .await;
-    telephony_until(&h, "subscribed", |s| s["active"] == 1).await;
-    let mut sse = h.sse(&t.key).await;
+    let Watched {
+        pbx,
+        phone,
+        h,
+        r,
+        mut sse,
+    } = Watched::start(&[("LEANSYNC_SIP_KEEPALIVE_SECS", "1")]).await;
 
     // Down for longer than a keepalive: shown as such, then recovered
     // within seconds of the PBX coming back (not at the 480 s refresh).
@@ -633,11 +896,20 @@ async fn a_restarted_pbx_gets_every_number_subscribed_again() {
     })
     .await;
     assert_eq!(up["last_error"], Value::Null, "{up}");
-    let (mut answer, mut call) = answered_call(&pbx, "41441234567", phone, "+41791234567").await;
-    let ringing = sse
-        .next(Duration::from_secs(10))
-        .await
-        .expect("a call after the PBX came back is reported");
+    // The restarted PBX forgot the registration too: renewed at once.
+    let reregistered = eventually(Duration::from_secs(5), || {
+        (!pbx.contacts("leansync").is_empty()).then_some(())
+    })
+    .await;
+    assert!(reregistered.is_some(), "not registered again\n{}", h.log());
+    let (mut answer, mut call) =
+        answered_call(&pbx, "41441234567", phone, "+41791234567", 500).await;
+    let ringing = sse.next(Duration::from_secs(10)).await.unwrap_or_else(|| {
+        panic!(
+            "a call after the PBX came back is not reported\n{}",
+            h.log()
+        )
+    });
     assert_eq!(ringing["caller"], "+41791234567", "{ringing}");
     call_states(&r, Some("+41791234567"), 3).await;
     assert!(answer.wait().unwrap().success() && call.wait().unwrap().success());
@@ -661,7 +933,8 @@ async fn a_restarted_pbx_gets_every_number_subscribed_again() {
         s["active"] == 1 && s["connected"] == true
     })
     .await;
-    let (mut answer, mut call) = answered_call(&pbx, "41441234567", phone, "+41797777777").await;
+    let (mut answer, mut call) =
+        answered_call(&pbx, "41441234567", phone, "+41797777777", 500).await;
     let evs = call_states(&r, Some("+41797777777"), 3).await;
     assert_eq!(states(&evs), ["ringing", "answered", "ended"]);
     assert!(answer.wait().unwrap().success() && call.wait().unwrap().success());
@@ -716,17 +989,21 @@ async fn wrong_credentials_are_reported_without_flooding_the_pbx() {
         "{status}"
     );
 
-    // Backoff for the whole account: after the refusal, neither number
-    // tries again for a while (each try is two SUBSCRIBEs: challenge and
-    // answer), however many numbers are monitored.
-    let after_refusal = pbx.subscribes_received();
+    assert_eq!(status["registration"]["registered"], false, "{status}");
+    let why = status["registration"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("refused the credentials"), "{status}");
+
+    // Backoff for the whole account: after the refusal, neither the
+    // registration nor a number tries again for a while (each try is two
+    // requests: challenge and answer), however many numbers are monitored.
+    let after_refusal = (pbx.subscribes_received(), pbx.received("register"));
     assert!(
-        after_refusal <= 4,
-        "{after_refusal} SUBSCRIBEs for 2 numbers before holding back"
+        after_refusal.0 <= 4 && after_refusal.1 <= 2,
+        "{after_refusal:?} SUBSCRIBEs and REGISTERs for 2 numbers before holding back"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        pbx.subscribes_received(),
+        (pbx.subscribes_received(), pbx.received("register")),
         after_refusal,
         "the host kept trying refused credentials\n{}",
         h.log()

@@ -50,6 +50,9 @@ pub struct ProviderStatus {
     pub active: usize,
     /// Last error, e.g. wrong credentials.
     pub last_error: Option<String>,
+    /// The provider's own registration at the PBX (`sip` with
+    /// `register = true`; `null` otherwise).
+    pub registration: Option<sip::RegistrationStatus>,
 }
 
 /// A telephony provider: turns PBX activity into [`CallEvent`]s (sent on the
@@ -63,6 +66,10 @@ pub trait Provider: Send + Sync + 'static {
     fn originate(&self, req: Originate) -> BoxFuture<'static, Result<String, TelephonyError>>;
     /// Current status.
     fn status(&self) -> ProviderStatus;
+    /// Leaves the PBX cleanly before the host exits (e.g. unregisters).
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Builds the configured provider; events go to `events`.

@@ -189,6 +189,7 @@ impl Provider for SimProvider {
             monitored: self.monitored.read().len(),
             active: self.monitored.read().len(),
             last_error: None,
+            registration: None,
         }
     }
 }

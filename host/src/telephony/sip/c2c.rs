@@ -39,7 +39,7 @@ use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::{Transaction, make_tag};
 use tokio::sync::mpsc;
 
-use super::{Inner, tag_of};
+use super::{Inner, split_uris, tag_of};
 use crate::call::{CallEvent, CallState, Direction, now_ms};
 use crate::number::E164;
 
@@ -291,10 +291,7 @@ async fn invite(inner: &Arc<Inner>, leg: &LegRequest, wait: Duration) -> Result<
         uri: leg.target.clone(),
         params: vec![],
     };
-    let via = inner
-        .endpoint
-        .get_via(None, None)
-        .map_err(|e| e.to_string())?;
+    let via = inner.via().await?;
     let mut request = inner.endpoint.make_request(
         Method::Invite,
         leg.target.clone(),
@@ -304,7 +301,7 @@ async fn invite(inner: &Arc<Inner>, leg: &LegRequest, wait: Duration) -> Result<
         1,
         Some(leg.call_id.clone().into()),
     );
-    inner.push_contact(&mut request)?;
+    inner.push_contact(&mut request).await?;
     if !leg.body.is_empty() {
         request
             .headers
@@ -466,29 +463,6 @@ fn established(
     })
 }
 
-/// Splits a header value listing `<uri>;params, <uri>` at top-level commas.
-fn split_uris(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut depth = 0;
-    let mut start = 0;
-    for (i, c) in value.char_indices() {
-        match c {
-            '<' => depth += 1,
-            '>' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(value[start..i].trim().to_owned());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    let last = value[start..].trim();
-    if !last.is_empty() {
-        out.push(last.to_owned());
-    }
-    out
-}
-
 /// An SDP answer that rejects every stream of `offer` (port 0), used to
 /// close a leg whose offer cannot be bridged.
 fn reject_all(offer: &[u8]) -> Vec<u8> {
@@ -511,11 +485,8 @@ fn reject_all(offer: &[u8]) -> Vec<u8> {
 }
 
 /// A request inside `leg`'s dialog.
-fn in_dialog(inner: &Inner, leg: &Leg, method: Method, seq: u32) -> Result<Request, String> {
-    let via = inner
-        .endpoint
-        .get_via(None, None)
-        .map_err(|e| e.to_string())?;
+async fn in_dialog(inner: &Inner, leg: &Leg, method: Method, seq: u32) -> Result<Request, String> {
+    let via = inner.via().await?;
     let mut r = inner.endpoint.make_request(
         method,
         leg.target.clone(),
@@ -534,7 +505,7 @@ fn in_dialog(inner: &Inner, leg: &Leg, method: Method, seq: u32) -> Result<Reque
 /// ACK for the 2xx of `leg`'s INVITE, carrying `sdp` when not empty. The
 /// ACK of a 2xx is its own request (no transaction), sent via the PBX.
 async fn send_ack(inner: &Inner, leg: &Leg, sdp: &[u8]) {
-    let Ok(mut ack) = in_dialog(inner, leg, Method::Ack, leg.seq) else {
+    let Ok(mut ack) = in_dialog(inner, leg, Method::Ack, leg.seq).await else {
         return;
     };
     if !sdp.is_empty() {
@@ -561,7 +532,7 @@ async fn send_ack(inner: &Inner, leg: &Leg, sdp: &[u8]) {
 
 /// Hangs up `leg` and waits (briefly) for the answer.
 async fn bye(inner: &Inner, leg: &Leg) {
-    let Ok(request) = in_dialog(inner, leg, Method::Bye, leg.seq + 1) else {
+    let Ok(request) = in_dialog(inner, leg, Method::Bye, leg.seq + 1).await else {
         return;
     };
     non_invite(inner, request, "BYE").await;
@@ -621,15 +592,6 @@ async fn non_invite(inner: &Inner, request: Request, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_route_lists_split_at_top_level_commas() {
-        assert_eq!(
-            split_uris("<sip:127.0.0.1:5060;lr;ftag=a,b>, <sip:10.0.0.1;lr>"),
-            ["<sip:127.0.0.1:5060;lr;ftag=a,b>", "<sip:10.0.0.1;lr>"]
-        );
-        assert_eq!(split_uris("<sip:p;lr>"), ["<sip:p;lr>"]);
-    }
 
     #[test]
     fn rejecting_answer_keeps_the_offer_but_zeroes_every_port() {

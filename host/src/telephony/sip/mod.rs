@@ -22,9 +22,17 @@
 //! holds every number back ([`AuthHold`], 15 s doubling to 10 min), then a
 //! single number probes again, so a wrong password never floods the PBX
 //! (or trips its intrusion detection).
+//!
+//! The watcher account also registers its Contact ([`register`]), over UDP
+//! or one TCP connection ([`transport`]).
 //! Click-to-call is third-party call control, RFC 3725 flow I ([`c2c`]).
 
 mod c2c;
+mod register;
+mod transport;
+
+pub use register::RegistrationStatus;
+pub use transport::SipTransport;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -41,7 +49,6 @@ use rsipstack::sip::{self as rsip, Header, Method, SipMessage, StatusCode};
 use rsipstack::transaction::endpoint::{EndpointInnerRef, EndpointOption};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::{Transaction, make_tag};
-use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, watch};
@@ -57,18 +64,27 @@ use crate::number::E164;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
-    /// PBX address requests are sent to, `host:port` (UDP).
+    /// PBX address requests are sent to, `host:port`.
     pub server: String,
+    /// How the PBX is reached: `udp` (the default) or `tcp` (one
+    /// connection carries everything, the PBX's requests included).
+    pub transport: SipTransport,
     /// SIP domain and digest realm; empty means the server's host.
     pub domain: String,
     /// Watcher account on the PBX.
     pub username: String,
     /// Its password (prefer `LEANSYNC_SIP_PASSWORD`).
     pub password: String,
-    /// Local address to bind, `127.0.0.1:0` for any free port.
+    /// Local address to bind, `127.0.0.1:0` for any free port (UDP only:
+    /// over TCP the system picks the connection's local port).
     pub bind: String,
-    /// Requested subscription lifetime, seconds.
+    /// Requested lifetime of the subscriptions and of the registration,
+    /// seconds.
     pub expires: u32,
+    /// Whether the watcher account registers its Contact (where the PBX
+    /// reaches the host) at the PBX; refreshed at 80 % of the granted
+    /// expiry, removed on shutdown.
+    pub register: bool,
     /// How a monitored number is written as a SIP user: `digits`
     /// (`41441234567`), `e164` (`+41441234567`) or `national` (`0441234567`).
     pub user_format: String,
@@ -77,8 +93,10 @@ pub struct SipConfig {
     /// Click-to-call: how long the destination may ring, seconds (keep it
     /// under 32: the phone's answer waits unacknowledged meanwhile).
     pub answer_timeout_secs: u32,
-    /// Seconds between OPTIONS keepalives to the PBX (0: none). A PBX that
-    /// stops answering and answers again gets every number subscribed anew.
+    /// Seconds between OPTIONS keepalives to the PBX (0: none; not with
+    /// `tcp`). A PBX that stops answering and answers again, or a TCP
+    /// connection reopened on a new port, gets the registration and every
+    /// subscription anew.
     pub keepalive_secs: u32,
 }
 
@@ -86,11 +104,13 @@ impl Default for SipConfig {
     fn default() -> Self {
         Self {
             server: "127.0.0.1:5060".into(),
+            transport: SipTransport::Udp,
             domain: String::new(),
             username: "leansync".into(),
             password: String::new(),
             bind: "0.0.0.0:0".into(),
             expires: 600,
+            register: true,
             user_format: "digits".into(),
             ring_timeout_secs: 30,
             answer_timeout_secs: 25,
@@ -108,6 +128,13 @@ impl SipConfig {
             realm: None,
             auth_username: None,
         }
+    }
+
+    /// The watcher account's address of record, `sip:<username>@<domain>`.
+    fn me(&self) -> Result<rsip::Uri, String> {
+        let text = format!("sip:{}@{}", self.username, self.domain());
+        rsip::Uri::try_from(text.as_str())
+            .map_err(|e| format!("telephony.sip.username / domain make no SIP URI ({text}): {e}"))
     }
 
     fn domain(&self) -> String {
@@ -209,7 +236,6 @@ struct Inner {
     cfg: SipConfig,
     endpoint: EndpointInnerRef,
     server: SipAddr,
-    local: SocketAddr,
     events: mpsc::Sender<CallEvent>,
     subscriptions: Mutex<HashMap<E164, SubHandle>>,
     by_call_id: Mutex<HashMap<String, E164>>,
@@ -232,6 +258,15 @@ struct Inner {
     c2c_legs: Mutex<HashMap<String, Arc<c2c::Bridge>>>,
     /// Why the last click-to-call did not connect.
     last_c2c_error: Mutex<Option<String>>,
+    /// The watcher account's registration, as last heard from the PBX.
+    registration: Mutex<RegistrationStatus>,
+    /// Ends the registration (it then unregisters).
+    registration_cancel: CancellationToken,
+    /// The registration task, awaited on shutdown.
+    registration_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The local TCP address our Contact names (TCP only): when the
+    /// connection is reopened elsewhere, everything is renewed.
+    contact_addr: Mutex<Option<SipAddr>>,
     cancel: CancellationToken,
 }
 
@@ -242,8 +277,8 @@ pub struct SipProvider {
 }
 
 impl SipProvider {
-    /// Binds the UDP transport and starts the SIP endpoint; events go to
-    /// `events`.
+    /// Sets up the transport and starts the SIP endpoint, the keepalive and
+    /// the registration; events go to `events`.
     pub async fn start(cfg: SipConfig, events: mpsc::Sender<CallEvent>) -> anyhow::Result<Self> {
         let cancel = CancellationToken::new();
         let bind: SocketAddr = cfg.bind.parse().map_err(|_| {
@@ -252,14 +287,12 @@ impl SipProvider {
                 cfg.bind
             )
         })?;
-        let server_uri = rsip::Uri::try_from(format!("sip:{}", cfg.server)).map_err(|e| {
-            anyhow::anyhow!(
-                "telephony.sip.server '{}' is not host:port: {e}",
-                cfg.server
-            )
-        })?;
-        let server = SipAddr::try_from(&server_uri)
-            .map_err(|e| anyhow::anyhow!("telephony.sip.server '{}': {e}", cfg.server))?;
+        if cfg.transport == SipTransport::Tcp && cfg.keepalive_secs == 0 {
+            anyhow::bail!(
+                "telephony.sip.keepalive_secs = 0 does not work with transport \"tcp\": an idle TCP connection is closed by the PBX and the host would miss every NOTIFY; set keepalive_secs (e.g. 5, LEANSYNC_SIP_KEEPALIVE_SECS) or use transport \"udp\""
+            );
+        }
+        let server = cfg.transport.server(&cfg.server)?;
         // Bind on the interface that reaches the PBX when asked for any.
         let bind = if bind.ip().is_unspecified() {
             let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
@@ -271,14 +304,7 @@ impl SipProvider {
             bind
         };
         let transport = TransportLayer::new(cancel.clone());
-        let conn = UdpConnection::create_connection(bind, None, Some(cancel.child_token()))
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot bind SIP on {bind}: {e}"))?;
-        let local = conn
-            .get_addr()
-            .get_socketaddr()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        transport.add_transport(conn.into());
+        cfg.transport.prepare(&transport, bind, &cancel).await?;
         let endpoint = EndpointBuilder::new()
             // Click-to-call acknowledges the phone's 2xx itself, with the
             // destination's SDP answer (RFC 3725 flow I).
@@ -297,7 +323,6 @@ impl SipProvider {
             cfg,
             endpoint: endpoint.inner.clone(),
             server,
-            local,
             events,
             subscriptions: Mutex::new(HashMap::new()),
             by_call_id: Mutex::new(HashMap::new()),
@@ -312,35 +337,21 @@ impl SipProvider {
             auth_ok: Notify::new(),
             c2c_legs: Mutex::new(HashMap::new()),
             last_c2c_error: Mutex::new(None),
+            registration: Mutex::new(RegistrationStatus::default()),
+            registration_cancel: cancel.child_token(),
+            registration_task: Mutex::new(None),
+            contact_addr: Mutex::new(None),
             cancel,
         });
         tokio::spawn(async move { endpoint.serve().await });
         tokio::spawn(incoming_loop(inner.clone(), incoming));
         tokio::spawn(keepalive_loop(inner.clone()));
-        tracing::info!(local = %local, server = %inner.cfg.server, "SIP provider started");
+        if inner.cfg.register {
+            let task = tokio::spawn(register::registration_loop(inner.clone()));
+            *inner.registration_task.lock() = Some(task);
+        }
+        tracing::info!(server = %inner.cfg.server, transport = %inner.cfg.transport, "SIP provider started");
         Ok(Self { inner })
-    }
-
-    /// The local SIP address (for diagnostics and tests).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local
-    }
-}
-
-impl Inner {
-    /// Adds our Contact (`sip:<username>@<local address>`) to a request.
-    fn push_contact(&self, request: &mut rsip::Request) -> Result<(), String> {
-        let uri = rsip::Uri::try_from(format!("sip:{}@{}", self.cfg.username, self.local))
-            .map_err(|e| format!("invalid Contact for {}: {e}", self.cfg.username))?;
-        request.headers.unique_push(
-            rsip::typed::Contact {
-                display_name: None,
-                uri,
-                params: vec![],
-            }
-            .into(),
-        );
-        Ok(())
     }
 }
 
@@ -395,8 +406,15 @@ impl Provider for SipProvider {
         } else {
             0
         };
+        let registration = self
+            .inner
+            .cfg
+            .register
+            .then(|| self.inner.registration.lock().clone());
         ProviderStatus {
             kind: "sip",
+            // What monitoring needs; a failed registration shows in
+            // `registration` and `last_error`.
             connected: pbx_up && (monitored == 0 || active > 0),
             monitored,
             active,
@@ -406,8 +424,22 @@ impl Provider for SipProvider {
                 .lock()
                 .clone()
                 .or_else(|| self.inner.last_error.lock().clone())
+                .or_else(|| registration.as_ref().and_then(|r| r.error.clone()))
                 .or_else(|| self.inner.last_c2c_error.lock().clone()),
+            registration,
         }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            inner.registration_cancel.cancel();
+            let task = inner.registration_task.lock().take();
+            if let Some(task) = task {
+                // The unregister has its own deadline; this is a backstop.
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            }
+        })
     }
 }
 
@@ -422,15 +454,8 @@ async fn subscription_loop(
     let mut epoch = inner.epoch.subscribe();
     let mut backoff = Duration::from_secs(1);
     while wait_for_turn(&inner, &cancel).await {
-        let call_id = format!("ls-{}", uuid::Uuid::now_v7().simple());
-        let from_tag = make_tag().to_string();
-        let mut dialog = Sub {
-            call_id: call_id.clone(),
-            from_tag,
-            to_tag: None,
-            remote_target: None,
-            seq: 0,
-        };
+        let mut dialog = Series::new("ls", None);
+        let call_id = dialog.call_id.clone();
         inner
             .by_call_id
             .lock()
@@ -466,12 +491,12 @@ async fn subscription_loop(
                 Err(e) => {
                     inner.active.lock().remove(&number);
                     let message = match &e {
-                        SubscribeError::Credentials(_) => {
+                        RequestError::Credentials(_) => {
                             let wait = credentials_refused(&inner);
                             again_at_once = true; // the hold does the waiting
                             format!("{e}; next attempt in {} s", wait.as_secs())
                         }
-                        SubscribeError::Gone(_) => {
+                        RequestError::Gone(_) => {
                             // A PBX that forgot one subscription (restart)
                             // forgot them all: renew every number, once per
                             // restart however many refreshes meet a 481.
@@ -486,7 +511,7 @@ async fn subscription_loop(
                             again_at_once = true;
                             format!("{number}: {e}")
                         }
-                        SubscribeError::Failed(_) => format!("{number}: {e}"),
+                        RequestError::Failed(_) => format!("{number}: {e}"),
                     };
                     tracing::warn!(number = %number, error = %e, retry_in = ?backoff, "dialog subscription failed");
                     *inner.last_error.lock() = Some(message);
@@ -569,18 +594,16 @@ async fn keepalive_loop(inner: Arc<Inner>) {
     }
     let period = Duration::from_secs(u64::from(inner.cfg.keepalive_secs));
     let wait = period.min(Duration::from_secs(2));
-    let call_id = format!("ls-ka-{}", uuid::Uuid::now_v7().simple());
-    let from_tag = make_tag().to_string();
-    let mut seq = 0u32;
+    let mut series = Series::new("ls-ka", None);
     let mut canary = 0usize;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = inner.cancel.cancelled() => return,
         }
-        seq = seq.wrapping_add(1);
-        let answer = options(&inner, &call_id, &from_tag, seq, wait).await;
+        let answer = options(&inner, &mut series, wait).await;
         let was_up = inner.pbx_up.swap(answer.is_ok(), Ordering::SeqCst);
+        let moved = answer.is_ok() && contact_moved(&inner).await;
         match answer {
             Err(e) if was_up => {
                 tracing::warn!(server = %inner.cfg.server, "{e}");
@@ -589,8 +612,12 @@ async fn keepalive_loop(inner: Arc<Inner>) {
             }
             Err(_) => {}
             Ok(()) if !was_up => {
-                tracing::info!(server = %inner.cfg.server, "the PBX answers again: subscribing every number anew");
+                tracing::info!(server = %inner.cfg.server, "the PBX answers again: registering and subscribing every number anew");
                 *inner.pbx_error.lock() = None;
+                inner.epoch.send_modify(|e| *e += 1);
+            }
+            Ok(()) if moved => {
+                tracing::info!(server = %inner.cfg.server, "the TCP connection to the PBX was reopened: registering and subscribing every number anew");
                 inner.epoch.send_modify(|e| *e += 1);
             }
             Ok(()) => {
@@ -609,60 +636,36 @@ async fn keepalive_loop(inner: Arc<Inner>) {
     }
 }
 
-/// One OPTIONS to the PBX; any final answer (even 4xx) means it is up.
-async fn options(
-    inner: &Inner,
-    call_id: &str,
-    from_tag: &str,
-    seq: u32,
-    wait: Duration,
-) -> Result<(), String> {
-    let cfg = &inner.cfg;
-    let pbx = rsip::Uri::try_from(format!("sip:{}", cfg.server)).map_err(|e| e.to_string())?;
-    let me = rsip::Uri::try_from(format!("sip:{}@{}", cfg.username, cfg.domain()))
-        .map_err(|e| e.to_string())?;
-    let via = inner
-        .endpoint
-        .get_via(None, None)
-        .map_err(|e| e.to_string())?;
-    let from = rsip::typed::From {
-        display_name: None,
-        uri: me,
-        params: vec![],
+/// Over TCP: whether the connection to the PBX now has another local
+/// address than the one our Contact names (the PBX closed it and it was
+/// reopened), so registration and subscriptions must be renewed. Over UDP
+/// the address never moves.
+async fn contact_moved(inner: &Inner) -> bool {
+    if inner.cfg.transport != SipTransport::Tcp {
+        return false;
     }
-    .with_tag(from_tag.to_owned().into());
-    let to = rsip::typed::To {
-        display_name: None,
-        uri: pbx.clone(),
-        params: vec![],
+    let Ok(now) = inner.local().await else {
+        return false;
     };
-    let request = inner.endpoint.make_request(
-        Method::Options,
-        pbx,
-        via,
-        from,
-        to,
-        seq,
-        Some(call_id.to_owned().into()),
-    );
-    let key = TransactionKey::from_request(&request, TransactionRole::Client)
-        .map_err(|e| e.to_string())?;
-    let mut tx = Transaction::new_client(key, request, inner.endpoint.clone(), None);
-    tx.destination = Some(inner.server.clone());
+    let before = inner.contact_addr.lock().replace(now.clone());
+    before.is_some_and(|before| before != now)
+}
+
+/// One OPTIONS to the PBX; any final answer (even 4xx, even a refusal of
+/// the credentials) means it is up.
+async fn options(inner: &Inner, series: &mut Series, wait: Duration) -> Result<(), String> {
+    let cfg = &inner.cfg;
     let answered = tokio::time::timeout(wait, async {
-        tx.send().await.ok()?;
-        while let Some(msg) = tx.receive().await {
-            if let SipMessage::Response(r) = msg
-                && r.status_code.code() >= 200
-            {
-                return Some(());
-            }
+        let pbx = rsip::Uri::try_from(format!("sip:{}", cfg.server)).ok()?;
+        let request = inner.request(Method::Options, series, pbx).await.ok()?;
+        match inner.send(request, series).await {
+            Ok(_) | Err(RequestError::Credentials(_)) => Some(()),
+            Err(_) => None,
         }
-        None
     })
     .await;
     match answered {
-        Ok(Some(())) => Ok(()),
+        Ok(Some(_)) => Ok(()),
         _ => Err(format!(
             "the PBX at {} does not answer (no reply to OPTIONS within {} s): no calls are reported until it is back; check that it runs and that telephony.sip.server is right",
             cfg.server,
@@ -671,18 +674,34 @@ async fn options(
     }
 }
 
-struct Sub {
+/// The identifiers a series of requests from the watcher account shares
+/// (a subscription, the registration, the keepalive).
+struct Series {
     call_id: String,
     from_tag: String,
+    /// The PBX's tag, once a subscription is established.
     to_tag: Option<String>,
-    /// The PBX's Contact from the first 2xx: where refreshes go (RFC 6665).
+    /// Where requests go when not to the To URI: the PBX's Contact from a
+    /// subscription's first 2xx (RFC 6665), the registrar.
     remote_target: Option<rsip::Uri>,
     seq: u32,
 }
 
-/// Why a SUBSCRIBE failed.
+impl Series {
+    fn new(prefix: &str, remote_target: Option<rsip::Uri>) -> Self {
+        Self {
+            call_id: format!("{prefix}-{}", uuid::Uuid::now_v7().simple()),
+            from_tag: make_tag().to_string(),
+            to_tag: None,
+            remote_target,
+            seq: 0,
+        }
+    }
+}
+
+/// Why a request to the PBX failed.
 #[derive(Debug, thiserror::Error)]
-enum SubscribeError {
+enum RequestError {
     /// The PBX refused the watcher account's credentials.
     #[error("{0}")]
     Credentials(String),
@@ -694,10 +713,125 @@ enum SubscribeError {
     Failed(String),
 }
 
+impl From<String> for RequestError {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
+}
+
 fn tag_of(header_value: &str) -> Option<String> {
     header_value
         .split(';')
         .find_map(|p| p.trim().strip_prefix("tag=").map(str::to_owned))
+}
+
+/// Splits a header value listing `<uri>;params, <uri>` at top-level commas.
+pub(super) fn split_uris(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(value[start..i].trim().to_owned());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let last = value[start..].trim();
+    if !last.is_empty() {
+        out.push(last.to_owned());
+    }
+    out
+}
+
+impl Inner {
+    /// The next request of `series` from the watcher account to `to`.
+    async fn request(
+        &self,
+        method: Method,
+        series: &mut Series,
+        to: rsip::Uri,
+    ) -> Result<rsip::Request, String> {
+        let via = self.via().await?;
+        let from = rsip::typed::From {
+            display_name: None,
+            uri: self.cfg.me()?,
+            params: vec![],
+        }
+        .with_tag(series.from_tag.clone().into());
+        let request_uri = series.remote_target.clone().unwrap_or_else(|| to.clone());
+        let mut to = rsip::typed::To {
+            display_name: None,
+            uri: to,
+            params: vec![],
+        };
+        if let Some(t) = &series.to_tag {
+            to = to.with_tag(t.clone().into());
+        }
+        series.seq += 1;
+        Ok(self.endpoint.make_request(
+            method,
+            request_uri,
+            via,
+            from,
+            to,
+            series.seq,
+            Some(series.call_id.clone().into()),
+        ))
+    }
+
+    /// Sends a request of `series` to the PBX, answering one digest
+    /// challenge (401 or 407) with the account's credentials; returns the
+    /// final response. A second challenge means the credentials are wrong.
+    async fn send(
+        &self,
+        request: rsip::Request,
+        series: &mut Series,
+    ) -> Result<rsip::Response, RequestError> {
+        let cfg = &self.cfg;
+        let method = request.method;
+        let key = TransactionKey::from_request(&request, TransactionRole::Client)
+            .map_err(|e| e.to_string())?;
+        let mut tx = Transaction::new_client(key, request, self.endpoint.clone(), None);
+        tx.destination = Some(self.server.clone());
+        tx.send()
+            .await
+            .map_err(|e| format!("cannot send {method} to {}: {e}", cfg.server))?;
+        let credential = cfg.credential();
+        let mut answered_challenge = false;
+        while let Some(msg) = tx.receive().await {
+            let SipMessage::Response(resp) = msg else {
+                continue;
+            };
+            match resp.status_code.code() {
+                401 | 407 if answered_challenge => {
+                    return Err(RequestError::Credentials(format!(
+                        "the PBX at {} refused the credentials of the telephony account '{}' ({}): check telephony.sip.username and telephony.sip.password (LEANSYNC_SIP_USERNAME, LEANSYNC_SIP_PASSWORD)",
+                        cfg.server, cfg.username, resp.status_code
+                    )));
+                }
+                401 | 407 => {
+                    answered_challenge = true;
+                    series.seq += 1;
+                    tx = handle_client_authenticate(series.seq, &tx, resp, &credential)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tx.destination = Some(self.server.clone());
+                    tx.send().await.map_err(|e| e.to_string())?;
+                }
+                code if code < 200 => continue,
+                _ => return Ok(resp),
+            }
+        }
+        Err(RequestError::Failed(format!(
+            "no answer to {method} from {}",
+            cfg.server
+        )))
+    }
 }
 
 /// Sends one SUBSCRIBE (initial, refresh or `expires = 0`), answering
@@ -705,112 +839,47 @@ fn tag_of(header_value: &str) -> Option<String> {
 async fn subscribe(
     inner: &Inner,
     number: &E164,
-    sub: &mut Sub,
+    sub: &mut Series,
     expires: u32,
-) -> Result<u32, SubscribeError> {
-    let failed = |e: &dyn std::fmt::Display| SubscribeError::Failed(e.to_string());
+) -> Result<u32, RequestError> {
     let cfg = &inner.cfg;
-    let domain = cfg.domain();
-    let target = rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.user_of(number)))
-        .map_err(|e| failed(&e))?;
-    let me =
-        rsip::Uri::try_from(format!("sip:{}@{domain}", cfg.username)).map_err(|e| failed(&e))?;
-    let via = inner.endpoint.get_via(None, None).map_err(|e| failed(&e))?;
-    let from = rsip::typed::From {
-        display_name: None,
-        uri: me,
-        params: vec![],
-    }
-    .with_tag(sub.from_tag.clone().into());
-    let mut to = rsip::typed::To {
-        display_name: None,
-        uri: target.clone(),
-        params: vec![],
-    };
-    if let Some(t) = &sub.to_tag {
-        to = to.with_tag(t.clone().into());
-    }
-    sub.seq += 1;
-    let request_uri = sub.remote_target.clone().unwrap_or_else(|| target.clone());
-    let mut request = inner.endpoint.make_request(
-        Method::Subscribe,
-        request_uri,
-        via,
-        from,
-        to,
-        sub.seq,
-        Some(sub.call_id.clone().into()),
-    );
-    inner.push_contact(&mut request).map_err(|e| failed(&e))?;
+    let target = rsip::Uri::try_from(format!("sip:{}@{}", cfg.user_of(number), cfg.domain()))
+        .map_err(|e| e.to_string())?;
+    let mut request = inner.request(Method::Subscribe, sub, target).await?;
+    inner.push_contact(&mut request).await?;
     request.headers.unique_push(Header::Event("dialog".into()));
     request
         .headers
         .unique_push(Header::Accept("application/dialog-info+xml".into()));
     request.headers.unique_push(Header::Expires(expires.into()));
-    let key =
-        TransactionKey::from_request(&request, TransactionRole::Client).map_err(|e| failed(&e))?;
-    let mut tx = Transaction::new_client(key, request, inner.endpoint.clone(), None);
-    tx.destination = Some(inner.server.clone());
-    tx.send()
-        .await
-        .map_err(|e| failed(&format!("cannot send SUBSCRIBE to {}: {e}", cfg.server)))?;
-    let credential = cfg.credential();
-    let mut answered_challenge = false;
-    while let Some(msg) = tx.receive().await {
-        let SipMessage::Response(resp) = msg else {
-            continue;
-        };
-        match resp.status_code.clone() {
-            StatusCode::Trying => continue,
-            StatusCode::Unauthorized | StatusCode::ProxyAuthenticationRequired => {
-                if answered_challenge {
-                    return Err(SubscribeError::Credentials(format!(
-                        "the PBX at {} refused the credentials of the telephony account '{}' ({}): check telephony.sip.username and telephony.sip.password (LEANSYNC_SIP_USERNAME, LEANSYNC_SIP_PASSWORD)",
-                        cfg.server, cfg.username, resp.status_code
-                    )));
-                }
-                answered_challenge = true;
-                sub.seq += 1;
-                tx = handle_client_authenticate(sub.seq, &tx, resp, &credential)
-                    .await
-                    .map_err(|e| failed(&e))?;
-                tx.destination = Some(inner.server.clone());
-                tx.send().await.map_err(|e| failed(&e))?;
+    let resp = inner.send(request, sub).await?;
+    match resp.status_code.clone() {
+        code if code.code() < 300 => {
+            if sub.to_tag.is_none()
+                && let Ok(to) = resp.to_header()
+            {
+                sub.to_tag = tag_of(to.value());
             }
-            code if code.code() >= 200 && code.code() < 300 => {
-                if sub.to_tag.is_none()
-                    && let Ok(to) = resp.to_header()
-                {
-                    sub.to_tag = tag_of(to.value());
-                }
-                if sub.remote_target.is_none() {
-                    sub.remote_target = resp
-                        .contact_header()
-                        .ok()
-                        .and_then(|c| c.typed().ok())
-                        .map(|c| c.uri);
-                }
-                let granted = resp
-                    .expires_header()
-                    .and_then(|e| e.value().trim().parse().ok())
-                    .unwrap_or(expires);
-                return Ok(granted);
+            if sub.remote_target.is_none() {
+                sub.remote_target = resp
+                    .contact_header()
+                    .ok()
+                    .and_then(|c| c.typed().ok())
+                    .map(|c| c.uri);
             }
-            code if code.code() < 200 => continue,
-            StatusCode::CallTransactionDoesNotExist => {
-                return Err(SubscribeError::Gone(format!(
-                    "the PBX no longer knows the subscription for {number} (481)"
-                )));
-            }
-            code => {
-                return Err(failed(&format!("SUBSCRIBE for {number} answered {code}")));
-            }
+            let granted = resp
+                .expires_header()
+                .and_then(|e| e.value().trim().parse().ok())
+                .unwrap_or(expires);
+            Ok(granted)
         }
+        StatusCode::CallTransactionDoesNotExist => Err(RequestError::Gone(format!(
+            "the PBX no longer knows the subscription for {number} (481)"
+        ))),
+        code => Err(RequestError::Failed(format!(
+            "SUBSCRIBE for {number} answered {code}"
+        ))),
     }
-    Err(failed(&format!(
-        "no answer to SUBSCRIBE for {number} from {}",
-        cfg.server
-    )))
 }
 
 /// Answers requests from the PBX; NOTIFYs feed the trackers.
@@ -962,6 +1031,15 @@ fn event(ctx: &CallCtx, number: &E164, state: CallState, duration_secs: Option<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_route_lists_split_at_top_level_commas() {
+        assert_eq!(
+            split_uris("<sip:127.0.0.1:5060;lr;ftag=a,b>, <sip:10.0.0.1;lr>"),
+            ["<sip:127.0.0.1:5060;lr;ftag=a,b>", "<sip:10.0.0.1;lr>"]
+        );
+        assert_eq!(split_uris("<sip:p;lr>"), ["<sip:p;lr>"]);
+    }
 
     #[test]
     fn refused_credentials_hold_every_number_then_one_probes() {
