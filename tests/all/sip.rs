@@ -780,6 +780,29 @@ fn sip_account(pbx: &Pbx, user: &str, password: &str) -> Value {
     })
 }
 
+/// Customer `name` AG with its own `sip` telephony account, logging in to
+/// `pbx` as user `name` in lower case with `password`; `number` licensed to
+/// a webhook at `r`'s `/name`.
+async fn sip_tenant(
+    h: &Host,
+    pbx: &Pbx,
+    r: &Receiver,
+    name: &str,
+    number: &str,
+    password: &str,
+) -> Tenant {
+    let user = name.to_lowercase();
+    Tenant::create_on(
+        h,
+        &format!("{name} AG"),
+        &[number],
+        sip_account(pbx, &user, password),
+        webhook(&format!("{}/{user}", r.url())),
+        1,
+    )
+    .await
+}
+
 /// Polls the connection of `t`'s telephony account, as its own admin.
 async fn connection_until(h: &Host, t: &Tenant, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let path = format!("/api/v1/telephony-accounts/{}", t.telephony);
@@ -799,24 +822,8 @@ async fn each_customer_watches_through_its_own_sip_account_and_sees_only_its_own
     // The host's own provider stays the default simulator.
     let h = Host::start("").await;
     let r = Receiver::start().await;
-    let good = Tenant::create_on(
-        &h,
-        "Good AG",
-        &["044 123 45 67"],
-        sip_account(&pbx, "good", "goodpw-123"),
-        webhook(&format!("{}/good", r.url())),
-        1,
-    )
-    .await;
-    let bad = Tenant::create_on(
-        &h,
-        "Bad AG",
-        &["044 123 45 68"],
-        sip_account(&pbx, "bad", "not-the-password"),
-        webhook(&format!("{}/bad", r.url())),
-        1,
-    )
-    .await;
+    let good = sip_tenant(&h, &pbx, &r, "Good", "044 123 45 67", "goodpw-123").await;
+    let bad = sip_tenant(&h, &pbx, &r, "Bad", "044 123 45 68", "not-the-password").await;
 
     // The right password: subscribed through the customer's own account.
     let ok = connection_until(&h, &good, "subscribed", |c| c["active"] == 1).await;
