@@ -820,7 +820,7 @@ async fn each_customer_watches_through_its_own_sip_account_and_sees_only_its_own
     register(&pbx, "41441234567", phone);
     register(&pbx, "41441234568", free_port());
     // The host's own provider stays the default simulator.
-    let h = Host::start("").await;
+    let mut h = Host::start("").await;
     let r = Receiver::start().await;
     let good = sip_tenant(&h, &pbx, &r, "Good", "044 123 45 67", "goodpw-123").await;
     let bad = sip_tenant(&h, &pbx, &r, "Bad", "044 123 45 68", "not-the-password").await;
@@ -938,6 +938,56 @@ async fn each_customer_watches_through_its_own_sip_account_and_sees_only_its_own
         for secret in ["goodpw-123", "not-the-password", "badpw-123"] {
             assert!(!text.contains(secret), "{secret} revealed: {text}");
         }
+    }
+
+    // Bad settings are refused with 422 naming the key; nothing changes.
+    let (status, body) = h
+        .call(
+            "POST",
+            &format!("/api/v1/customers/{}/telephony-accounts", good.customer),
+            Some(&good.admin),
+            Some(serde_json::json!({
+                "provider": "sip",
+                "settings": { "server": pbx.addr(), "registrar": "x" },
+                "secret": "pw",
+            })),
+        )
+        .await;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        status == 422
+            && message.contains(
+                "settings.registrar: unknown field `registrar`, expected one of `server`"
+            ),
+        "{status} {body}"
+    );
+    let (status, body) = h
+        .call(
+            "PUT",
+            &path,
+            Some(&bad.admin),
+            Some(serde_json::json!({ "settings": { "server": "nowhere" } })),
+        )
+        .await;
+    assert!(
+        status == 422 && body.to_string().contains("settings.server: 'nowhere'"),
+        "{status} {body}"
+    );
+    let listed = h
+        .ok(
+            &good.admin,
+            "GET",
+            &format!("/api/v1/customers/{}/telephony-accounts", good.customer),
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // After a restart the accounts connect again by themselves.
+    h.kill9();
+    h.spawn().await;
+    for t in [&good, &bad] {
+        connection_until(&h, t, "subscribed after a restart", |c| c["active"] == 1).await;
     }
 
     // Revoked consent: the account's number is no longer watched, at once.
