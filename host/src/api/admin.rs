@@ -45,7 +45,9 @@ struct AccountWithConnection {
 impl AdminApi {
     fn with_connection(&self, account: TelephonyAccountView) -> AccountWithConnection {
         AccountWithConnection {
-            connection: self.telephony.account_status(&account.id),
+            connection: self
+                .telephony
+                .account_status(&account.id, &account.provider),
             account,
         }
     }

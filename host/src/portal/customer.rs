@@ -212,7 +212,7 @@ async fn telephony_page(
     let telephony = &ctx.state.app().telephony;
     let connections: std::collections::BTreeMap<&str, _> = list
         .iter()
-        .map(|a| (a.id.as_str(), telephony.account_status(&a.id)))
+        .map(|a| (a.id.as_str(), telephony.account_status(&a.id, &a.provider)))
         .collect();
     let values = json!({
         "provider": if form.get("provider").is_empty() { "sim" } else { form.get("provider") },

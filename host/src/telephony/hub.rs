@@ -276,10 +276,10 @@ impl TelephonyHub {
         st.counts = counts;
     }
 
-    /// The connection status of telephony account `id`: its own
-    /// connection's, or the host's provider's as far as it serves the
+    /// The connection status of telephony account `id` of `provider`: its
+    /// own connection's, or the host's provider's as far as it serves the
     /// account's numbers (nothing about other customers).
-    pub fn account_status(&self, id: &str) -> ProviderStatus {
+    pub fn account_status(&self, id: &str, provider: &str) -> ProviderStatus {
         let st = self.state.lock();
         let count = st.counts.get(id).copied().unwrap_or(0);
         let shared = |why: Option<String>| {
@@ -307,18 +307,25 @@ impl TelephonyHub {
                 last_error: Some(why.clone()),
             },
             Some(Serving::Shared(why)) => shared(Some(why.clone())),
+            // Just created: its connection is being started.
+            None if provider == "sip" && !st.lines.accounts.contains_key(id) => ProviderStatus {
+                kind: "sip",
+                connected: false,
+                monitored: 0,
+                active: 0,
+                last_error: None,
+            },
             None => shared(None),
         }
     }
 
     /// The connection status of every telephony account, by id.
     pub fn account_statuses(&self) -> BTreeMap<String, ProviderStatus> {
-        let ids: Vec<String> = self.state.lock().lines.accounts.keys().cloned().collect();
-        ids.into_iter()
-            .map(|id| {
-                let s = self.account_status(&id);
-                (id, s)
-            })
+        let lines = self.state.lock().lines.clone();
+        lines
+            .accounts
+            .iter()
+            .map(|(id, line)| (id.clone(), self.account_status(id, &line.provider)))
             .collect()
     }
 }
@@ -509,11 +516,11 @@ mod tests {
             .map(|e| e.to_string())
             .collect();
         assert_eq!(to_host, ["+41442222222", "+41443333333", "+41444444444"]);
-        let sip = hub.account_status("tel_sip");
+        let sip = hub.account_status("tel_sip", "sip");
         assert_eq!((sip.kind, sip.monitored), ("sip", 1));
-        let sim = hub.account_status("tel_sim");
+        let sim = hub.account_status("tel_sim", "sim");
         assert_eq!((sim.kind, sim.monitored, sim.connected), ("sim", 1, true));
-        let old = hub.account_status("tel_old");
+        let old = hub.account_status("tel_old", "sip");
         assert_eq!(old.monitored, 1);
         assert!(
             old.last_error
@@ -550,7 +557,9 @@ mod tests {
             ),
         );
         hub.set_lines(Arc::new(lines.clone())).await;
-        assert_eq!(hub.account_status("tel_sip").monitored, 1);
+        assert_eq!(hub.account_status("tel_sip", "sip").monitored, 1);
+        let new = hub.account_status("tel_new", "sip");
+        assert_eq!((new.kind, new.connected), ("sip", false), "starting");
         lines.accounts.remove("tel_sip");
         hub.set_lines(Arc::new(lines)).await;
         assert!(host.monitored.lock().contains(&n("+41441111111")));
