@@ -16,8 +16,8 @@ use crate::pipeline::{Outbox, Pipeline, Settings};
 use crate::plugins::PluginRuntime;
 use crate::plugins::watcher::{self, WatchHandle};
 use crate::store::Db;
-use crate::telephony::Provider;
 use crate::telephony::sim::SimProvider;
+use crate::telephony::{Provider, TelephonyHub};
 use crate::wiring::{Catalog, HostBridge, Licensed, Telephony};
 
 /// Shared state of a running host (cheap to clone).
@@ -36,8 +36,9 @@ pub struct AppInner {
     pub licensing: Licensing,
     /// Call pipeline.
     pub pipeline: Pipeline,
-    /// Telephony provider.
-    pub telephony: Arc<dyn Provider>,
+    /// Telephony: the host's provider and the telephony accounts' own
+    /// connections.
+    pub telephony: Arc<TelephonyHub>,
     /// The simulated PBX, when it is the provider.
     pub sim: Option<Arc<SimProvider>>,
     /// Click-to-call.
@@ -102,7 +103,7 @@ impl App {
         )
         .await?;
 
-        let (telephony, sim): (Arc<dyn Provider>, Option<Arc<SimProvider>>) =
+        let (host_provider, sim): (Arc<dyn Provider>, Option<Arc<SimProvider>>) =
             match config.telephony.provider.as_str() {
                 "sim" => {
                     let sim = Arc::new(SimProvider::new(pipeline.events()));
@@ -123,7 +124,20 @@ impl App {
                     None,
                 ),
             };
-        // Monitoring follows the licenses, at run time.
+        let telephony = Arc::new(TelephonyHub::new(host_provider, pipeline.events()));
+        // Connections follow the telephony accounts, monitoring follows the
+        // licenses, both at run time.
+        let mut lines = licensing.telephony_lines();
+        telephony.set_lines(lines.borrow_and_update().clone()).await;
+        {
+            let telephony = telephony.clone();
+            tokio::spawn(async move {
+                while lines.changed().await.is_ok() {
+                    let current = lines.borrow_and_update().clone();
+                    telephony.set_lines(current).await;
+                }
+            });
+        }
         let mut monitored = licensing.monitored_numbers();
         telephony.set_monitored(monitored.borrow_and_update().clone());
         {
@@ -171,6 +185,7 @@ impl App {
             .merge(api::admin::router(api::admin::AdminApi {
                 licensing: self.licensing.clone(),
                 pipeline: self.pipeline.clone(),
+                telephony: self.telephony.clone(),
             }))
             .merge(api::business::router(api::business::BusinessApi {
                 pipeline: self.pipeline.clone(),
@@ -190,7 +205,12 @@ impl App {
             "/api/v1/telephony",
             axum::routing::get(move || {
                 let t = telephony.clone();
-                async move { axum::Json(t.status()) }
+                async move {
+                    axum::Json(crate::telephony::hub::HostStatus {
+                        host: t.status(),
+                        accounts: t.account_statuses(),
+                    })
+                }
             }),
         )));
         if let Some(sim) = &self.sim {

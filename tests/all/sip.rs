@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use leansync_tests::host::{Host, Sse, Tenant, eventually, free_port};
+use leansync_tests::host::{Host, Sse, Tenant, eventually, free_port, webhook};
 use leansync_tests::plugins::repo_root;
 use leansync_tests::receiver::Receiver;
 use serde_json::Value;
@@ -754,15 +754,26 @@ impl Pbx {
 
 /// Polls `GET /api/v1/telephony` until `ok` holds.
 async fn telephony_until(h: &Host, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    get_until(h, &h.token, "/api/v1/telephony", what, ok).await
+}
+
+/// Polls `GET path` as `token` until `ok` holds (10 s at most).
+async fn get_until(
+    h: &Host,
+    token: &str,
+    path: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
     let mut status = Value::Null;
     for _ in 0..100 {
-        status = h.op("GET", "/api/v1/telephony", None).await;
+        status = h.ok(token, "GET", path, None).await;
         if ok(&status) {
             return status;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("telephony never {what}: {status}\n{}", h.log());
+    panic!("{path} never {what}: {status}\n{}", h.log());
 }
 
 /// One call from `caller` to the phone of `user` on `port`, answered after
@@ -1034,4 +1045,236 @@ async fn wrong_credentials_are_reported_without_flooding_the_pbx() {
         .await;
     assert!(stored["seq"].is_u64(), "{stored}");
     call_states(&r, Some("+41791234567"), 1).await;
+}
+
+/// The body that connects a customer's own PBX: `pbx` as `user`, `password`
+/// as the account's secret.
+fn sip_account(pbx: &Pbx, user: &str, password: &str) -> Value {
+    serde_json::json!({
+        "provider": "sip",
+        "settings": { "server": pbx.addr(), "username": user, "keepalive_secs": 1 },
+        "secret": password,
+    })
+}
+
+/// Customer `name` AG with its own `sip` telephony account, logging in to
+/// `pbx` as user `name` in lower case with `password`; `number` licensed to
+/// a webhook at `r`'s `/name`.
+async fn sip_tenant(
+    h: &Host,
+    pbx: &Pbx,
+    r: &Receiver,
+    name: &str,
+    number: &str,
+    password: &str,
+) -> Tenant {
+    let user = name.to_lowercase();
+    Tenant::create_on(
+        h,
+        &format!("{name} AG"),
+        &[number],
+        sip_account(pbx, &user, password),
+        webhook(&format!("{}/{user}", r.url())),
+        1,
+    )
+    .await
+}
+
+/// Polls the connection of `t`'s telephony account, as its own admin.
+async fn connection_until(h: &Host, t: &Tenant, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/api/v1/telephony-accounts/{}", t.telephony);
+    get_until(h, &t.admin, &path, what, |a| ok(&a["connection"]))
+        .await
+        .get("connection")
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_customer_watches_through_its_own_sip_account_and_sees_only_its_own_errors() {
+    let pbx = Pbx::start("41441234567:pw 41441234568:pw good:goodpw-123 bad:badpw-123");
+    let phone = free_port();
+    register(&pbx, "41441234567", phone);
+    register(&pbx, "41441234568", free_port());
+    // The host's own provider stays the default simulator.
+    let mut h = Host::start("").await;
+    let r = Receiver::start().await;
+    let good = sip_tenant(&h, &pbx, &r, "Good", "044 123 45 67", "goodpw-123").await;
+    let bad = sip_tenant(&h, &pbx, &r, "Bad", "044 123 45 68", "not-the-password").await;
+
+    // The right password: subscribed through the customer's own account.
+    let ok = connection_until(&h, &good, "subscribed", |c| c["active"] == 1).await;
+    assert_eq!(
+        (
+            &ok["kind"],
+            &ok["connected"],
+            &ok["monitored"],
+            &ok["last_error"]
+        ),
+        (
+            &Value::from("sip"),
+            &Value::from(true),
+            &Value::from(1),
+            &Value::Null
+        ),
+        "{ok}"
+    );
+    // The wrong one: a clear error on that account only.
+    let refused = connection_until(&h, &bad, "reporting the refused credentials", |c| {
+        c["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused the credentials"))
+    })
+    .await;
+    let error = refused["last_error"].as_str().unwrap();
+    for part in [
+        "'bad'",
+        pbx.addr().as_str(),
+        bad.telephony.as_str(),
+        "password",
+    ] {
+        assert!(error.contains(part), "'{part}' missing from: {error}");
+    }
+    assert!(
+        !error.contains("LEANSYNC_SIP"),
+        "a customer cannot set host variables: {error}"
+    );
+    assert_eq!(
+        (&refused["connected"], &refused["active"]),
+        (&Value::from(false), &Value::from(0)),
+        "{refused}"
+    );
+
+    // Nothing else is affected: the host is ready on its own provider, and
+    // the operator sees both accounts.
+    let (status, why) = h.call_text("GET", "/readyz", None, None).await;
+    assert_eq!(status, 200, "{why}");
+    let all = h.op("GET", "/api/v1/telephony", None).await;
+    assert_eq!(
+        (&all["kind"], &all["connected"]),
+        (&Value::from("sim"), &Value::from(true)),
+        "{all}"
+    );
+    assert_eq!(all["accounts"][&good.telephony]["active"], 1, "{all}");
+    assert!(
+        all["accounts"][&bad.telephony]["last_error"].is_string(),
+        "{all}"
+    );
+    // One customer's admin sees nothing of the other's account.
+    let (status, _) = h
+        .call(
+            "GET",
+            &format!("/api/v1/telephony-accounts/{}", bad.telephony),
+            Some(&good.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // A call to the good customer's number reaches its app, only its app.
+    let (mut answer, mut call) =
+        answered_call(&pbx, "41441234567", phone, "+41791234567", 500).await;
+    let evs = call_states(&r, Some("+41791234567"), 3).await;
+    assert_eq!(states(&evs), ["ringing", "answered", "ended"]);
+    assert!(
+        evs.iter().all(|e| e["licensed_number"] == "+41441234567"),
+        "{evs:?}"
+    );
+    assert!(r.received().iter().all(|x| x.uri.path() == "/good"));
+    assert!(answer.wait().unwrap().success() && call.wait().unwrap().success());
+
+    // The customer corrects the password: its account reconnects with it.
+    let path = format!("/api/v1/telephony-accounts/{}", bad.telephony);
+    let changed = h
+        .ok(
+            &bad.admin,
+            "PUT",
+            &path,
+            Some(serde_json::json!({ "secret": "badpw-123" })),
+        )
+        .await;
+    assert_eq!(changed["settings"]["username"], "bad", "{changed}");
+    let fixed = connection_until(&h, &bad, "subscribed with the new password", |c| {
+        c["active"] == 1
+    })
+    .await;
+    assert_eq!(fixed["last_error"], Value::Null, "{fixed}");
+
+    // The passwords appear in no answer of the API.
+    let mut answers = vec![all.to_string()];
+    for t in [&good, &bad] {
+        for path in [
+            format!("/api/v1/telephony-accounts/{}", t.telephony),
+            format!("/api/v1/customers/{}/telephony-accounts", t.customer),
+            format!("/api/v1/customers/{}/audit", t.customer),
+        ] {
+            answers.push(h.ok(&t.admin, "GET", &path, None).await.to_string());
+        }
+    }
+    answers.push(h.op("GET", "/api/v1/audit", None).await.to_string());
+    for text in &answers {
+        for secret in ["goodpw-123", "not-the-password", "badpw-123"] {
+            assert!(!text.contains(secret), "{secret} revealed: {text}");
+        }
+    }
+
+    // Bad settings are refused with 422 naming the key; nothing changes.
+    let (status, body) = h
+        .call(
+            "POST",
+            &format!("/api/v1/customers/{}/telephony-accounts", good.customer),
+            Some(&good.admin),
+            Some(serde_json::json!({
+                "provider": "sip",
+                "settings": { "server": pbx.addr(), "registrar": "x" },
+                "secret": "pw",
+            })),
+        )
+        .await;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        status == 422
+            && message.contains(
+                "settings.registrar: unknown field `registrar`, expected one of `server`"
+            ),
+        "{status} {body}"
+    );
+    let (status, body) = h
+        .call(
+            "PUT",
+            &path,
+            Some(&bad.admin),
+            Some(serde_json::json!({ "settings": { "server": "nowhere" } })),
+        )
+        .await;
+    assert!(
+        status == 422 && body.to_string().contains("settings.server: 'nowhere'"),
+        "{status} {body}"
+    );
+    let listed = h
+        .ok(
+            &good.admin,
+            "GET",
+            &format!("/api/v1/customers/{}/telephony-accounts", good.customer),
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // After a restart the accounts connect again by themselves.
+    h.kill9();
+    h.spawn().await;
+    for t in [&good, &bad] {
+        connection_until(&h, t, "subscribed after a restart", |c| c["active"] == 1).await;
+    }
+
+    // Revoked consent: the account's number is no longer watched, at once.
+    h.ok(
+        &good.admin,
+        "DELETE",
+        &format!("/api/v1/telephony-accounts/{}/consent", good.telephony),
+        None,
+    )
+    .await;
+    connection_until(&h, &good, "unsubscribed", |c| c["monitored"] == 0).await;
 }

@@ -279,8 +279,7 @@ impl Tenant {
         receiver_url: &str,
         licensed: usize,
     ) -> Tenant {
-        let webhook = serde_json::json!({ "connector": "webhook", "config": { "url": receiver_url, "secret": "whsec" }, "granted_hosts": ["127.0.0.1"] });
-        Self::create_with(h, name, numbers, webhook, licensed).await
+        Self::create_with(h, name, numbers, webhook(receiver_url), licensed).await
     }
 
     /// Like [`Tenant::create`] with any installation: `installation` is the
@@ -294,12 +293,27 @@ impl Tenant {
         Self::create_with(h, name, numbers, installation, 1).await
     }
 
-    /// The general form: `installation` as in [`Tenant::create_for`], the
-    /// first `licensed` numbers licensed to it.
+    /// `installation` as in [`Tenant::create_for`], the first `licensed`
+    /// numbers licensed to it.
     pub async fn create_with(
         h: &Host,
         name: &str,
         numbers: &[&str],
+        installation: serde_json::Value,
+        licensed: usize,
+    ) -> Tenant {
+        let telephony = serde_json::json!({ "provider": "sim", "settings": { "numbers": numbers }, "secret": "pbx-password-123" });
+        Self::create_on(h, name, numbers, telephony, installation, licensed).await
+    }
+
+    /// The general form: `telephony` is the body of `POST
+    /// /api/v1/customers/{id}/telephony-accounts` (the numbers are imported
+    /// from it), the rest as in [`Tenant::create_with`].
+    pub async fn create_on(
+        h: &Host,
+        name: &str,
+        numbers: &[&str],
+        telephony: serde_json::Value,
         installation: serde_json::Value,
         licensed: usize,
     ) -> Tenant {
@@ -321,7 +335,12 @@ impl Tenant {
             .await;
         let admin = a["token"].as_str().unwrap().to_owned();
         let t = h
-            .ok(&admin, "POST", &format!("/api/v1/customers/{customer}/telephony-accounts"), Some(serde_json::json!({ "provider": "sim", "settings": { "numbers": numbers }, "secret": "pbx-password-123" })))
+            .ok(
+                &admin,
+                "POST",
+                &format!("/api/v1/customers/{customer}/telephony-accounts"),
+                Some(telephony),
+            )
             .await;
         let telephony = t["id"].as_str().unwrap().to_owned();
         h.ok(
@@ -335,7 +354,7 @@ impl Tenant {
             &admin,
             "POST",
             &format!("/api/v1/telephony-accounts/{telephony}/import"),
-            None,
+            Some(serde_json::json!({ "numbers": numbers })),
         )
         .await;
         let i = h
@@ -390,6 +409,12 @@ impl Tenant {
             number,
         }
     }
+}
+
+/// A webhook installation posting to `receiver_url` (body of `POST
+/// /api/v1/customers/{id}/installations`).
+pub fn webhook(receiver_url: &str) -> serde_json::Value {
+    serde_json::json!({ "connector": "webhook", "config": { "url": receiver_url, "secret": "whsec" }, "granted_hosts": ["127.0.0.1"] })
 }
 
 /// An open SSE stream: parsed `data:` payloads arrive on `events`; the

@@ -11,12 +11,14 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use super::ApiError;
 use super::auth::{Admin, Body, HasLicensing};
 use crate::licensing::queries::PriceView;
-use crate::licensing::{Licensing, NewInstallation};
+use crate::licensing::{Licensing, NewInstallation, TelephonyAccountView};
 use crate::pipeline::Pipeline;
+use crate::telephony::{ProviderStatus, TelephonyHub};
 
 /// Largest admin request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -28,6 +30,27 @@ pub struct AdminApi {
     pub licensing: Licensing,
     /// Pipeline (deliveries of a customer).
     pub pipeline: Pipeline,
+    /// Telephony (connection status of telephony accounts).
+    pub telephony: Arc<TelephonyHub>,
+}
+
+/// A telephony account with the status of its connection.
+#[derive(serde::Serialize)]
+struct AccountWithConnection {
+    #[serde(flatten)]
+    account: TelephonyAccountView,
+    connection: ProviderStatus,
+}
+
+impl AdminApi {
+    fn with_connection(&self, account: TelephonyAccountView) -> AccountWithConnection {
+        AccountWithConnection {
+            connection: self
+                .telephony
+                .account_status(&account.id, &account.provider),
+            account,
+        }
+    }
 }
 
 impl HasLicensing for AdminApi {
@@ -91,9 +114,10 @@ admin_routes! {
     put "/api/v1/customers/{cid}/dial-permissions" => dial_permissions, "What a customer may dial (operators)", body = r#"{"international":true,"premium":false}"#;
     get "/api/v1/customers/{cid}/accounts" => customer_accounts, "Admin accounts of a customer";
     post "/api/v1/customers/{cid}/accounts" => create_customer_account, "Create a customer admin; returns its API token once", body = r#"{"email":"anna@muster.ch","impersonal":false}"#;
-    get "/api/v1/customers/{cid}/telephony-accounts" => telephony_accounts, "Telephony accounts of a customer";
-    post "/api/v1/customers/{cid}/telephony-accounts" => create_telephony_account, "Connect a telephony account (secret stored encrypted, never returned)", body = r#"{"provider":"sim","settings":{"numbers":["044 123 45 67"]},"secret":"sip password"}"#;
-    get "/api/v1/telephony-accounts/{tid}" => telephony_account, "One telephony account";
+    get "/api/v1/customers/{cid}/telephony-accounts" => telephony_accounts, "Telephony accounts of a customer, each with its connection status";
+    post "/api/v1/customers/{cid}/telephony-accounts" => create_telephony_account, "Connect a telephony account (secret stored encrypted, never returned); provider sip: the host connects to that PBX with these settings", body = r#"{"provider":"sip","settings":{"server":"pbx.example.ch:5060","username":"leansync"},"secret":"sip password"}"#;
+    get "/api/v1/telephony-accounts/{tid}" => telephony_account, "One telephony account with its connection status (connected, monitored, active, last_error)";
+    put "/api/v1/telephony-accounts/{tid}" => update_telephony_account, "Change a telephony account's settings and/or secret (what is left out stays); a sip account reconnects with them", body = r#"{"settings":{"server":"pbx.example.ch:5060","username":"leansync"},"secret":"new sip password"}"#;
     post "/api/v1/telephony-accounts/{tid}/consent" => grant_consent, "Give consent to read the account's numbers (customer admins)", body = r#"{"scope":"read numbers"}"#;
     delete "/api/v1/telephony-accounts/{tid}/consent" => revoke_consent, "Revoke consent: monitoring and click-to-call stop at once";
     post "/api/v1/telephony-accounts/{tid}/import" => import_numbers, "Import the account's numbers (needs consent)", body = r#"{"numbers":["044 123 45 67"]}"#;
@@ -333,7 +357,11 @@ async fn telephony_accounts(
     Admin(a): Admin,
     Path(cid): Path<String>,
 ) -> Res {
-    ok(s.licensing.telephony_accounts(&a, &cid).await?)
+    let accounts = s.licensing.telephony_accounts(&a, &cid).await?;
+    ok(accounts
+        .into_iter()
+        .map(|t| s.with_connection(t))
+        .collect::<Vec<_>>())
 }
 
 async fn create_telephony_account(
@@ -342,11 +370,11 @@ async fn create_telephony_account(
     Path(cid): Path<String>,
     Body(b): Body<NewTelephony>,
 ) -> Res {
-    created(
-        s.licensing
-            .create_telephony_account(&a, &cid, &b.provider, b.settings, b.secret.as_deref())
-            .await?,
-    )
+    let account = s
+        .licensing
+        .create_telephony_account(&a, &cid, &b.provider, b.settings, b.secret.as_deref())
+        .await?;
+    created(s.with_connection(account))
 }
 
 async fn telephony_account(
@@ -354,7 +382,28 @@ async fn telephony_account(
     Admin(a): Admin,
     Path(tid): Path<String>,
 ) -> Res {
-    ok(s.licensing.telephony_account(&a, &tid).await?)
+    let account = s.licensing.telephony_account(&a, &tid).await?;
+    ok(s.with_connection(account))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelephonyChange {
+    settings: Option<Value>,
+    secret: Option<String>,
+}
+
+async fn update_telephony_account(
+    State(s): State<AdminApi>,
+    Admin(a): Admin,
+    Path(tid): Path<String>,
+    Body(b): Body<TelephonyChange>,
+) -> Res {
+    let account = s
+        .licensing
+        .update_telephony_account(&a, &tid, b.settings, b.secret.as_deref())
+        .await?;
+    ok(s.with_connection(account))
 }
 
 async fn grant_consent(

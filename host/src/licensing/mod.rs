@@ -8,6 +8,7 @@ pub mod cli;
 pub mod crypto;
 pub mod index;
 pub mod keys;
+pub mod lines;
 pub mod queries;
 mod schema;
 
@@ -25,6 +26,7 @@ use crate::store::Db;
 pub use crypto::Sealer;
 pub use index::Index;
 pub use keys::Secret;
+pub use lines::{Line, Lines};
 
 /// A licensing error: a stable code and a message naming input and fix.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -163,8 +165,30 @@ pub struct Licensing {
     sealer: Sealer,
     index: Arc<RwLock<Arc<Index>>>,
     monitored: watch::Sender<BTreeSet<E164>>,
+    lines: watch::Sender<Arc<Lines>>,
     catalog: Arc<dyn ConnectorCatalog>,
     notify_webhook: Option<Arc<str>>,
+}
+
+/// Refuses settings of a `provider` telephony account the host cannot use
+/// (a `sip` account's connection settings), naming every bad key.
+fn check_telephony_settings(
+    provider: &str,
+    settings: &serde_json::Value,
+    secret: Option<&str>,
+) -> Result<()> {
+    if !settings.is_object() {
+        return Err(Error::invalid(
+            "invalid_settings",
+            "settings must be a JSON object, e.g. {\"server\": \"pbx.example.ch:5060\", \"username\": \"leansync\"}",
+        ));
+    }
+    let problems = crate::telephony::account_settings_problems(provider, settings, secret);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::invalid("invalid_settings", problems.join("; ")))
+    }
 }
 
 pub(crate) fn id(prefix: &str) -> String {
@@ -185,6 +209,7 @@ impl Licensing {
             sealer,
             index: Arc::new(RwLock::new(Arc::new(Index::default()))),
             monitored,
+            lines: watch::Sender::new(Arc::default()),
             catalog,
             notify_webhook: None,
         };
@@ -208,11 +233,27 @@ impl Licensing {
         self.monitored.subscribe()
     }
 
+    /// The telephony accounts with their settings and opened secrets, and
+    /// the account of each number, updated on every change.
+    pub fn telephony_lines(&self) -> watch::Receiver<Arc<Lines>> {
+        self.lines.subscribe()
+    }
+
     /// Rebuilds the in-memory index from the database.
     pub async fn refresh(&self) -> anyhow::Result<()> {
         let idx = Index::load(&self.db, &self.sealer).await?;
+        let lines = Lines::load(&self.db, &self.sealer).await?;
         let numbers: BTreeSet<E164> = idx.monitored();
         *self.index.write() = Arc::new(idx);
+        // Accounts first: a number's own connection exists before the
+        // number is handed to it.
+        self.lines.send_if_modified(|current| {
+            let changed = **current != lines;
+            if changed {
+                *current = Arc::new(lines);
+            }
+            changed
+        });
         self.monitored.send_replace(numbers);
         Ok(())
     }
@@ -567,12 +608,7 @@ impl Licensing {
                 format!("provider '{provider}' is unknown; use \"sim\" or \"sip\""),
             ));
         }
-        if !settings.is_object() {
-            return Err(Error::invalid(
-                "invalid_settings",
-                "settings must be a JSON object, e.g. {\"registrar\": \"sip.example.ch\", \"username\": \"...\"}",
-            ));
-        }
+        check_telephony_settings(provider, &settings, secret)?;
         let tid = id("tel");
         sqlx::query("INSERT INTO telephony_accounts (id, customer_id, provider, settings, secret_sealed, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&tid)
@@ -583,6 +619,8 @@ impl Licensing {
             .bind(now_ms() as i64)
             .execute(&self.db.pool)
             .await?;
+        // Its own connection (provider `sip`) starts now.
+        self.changed().await?;
         let view = self.telephony_account(actor, &tid).await?;
         self.audit(
             actor,
@@ -594,6 +632,64 @@ impl Licensing {
         )
         .await?;
         Ok(view)
+    }
+
+    /// Changes the settings and/or the secret of a telephony account (what
+    /// is not given stays); a `sip` account's connection restarts with them.
+    pub async fn update_telephony_account(
+        &self,
+        actor: &Actor,
+        tid: &str,
+        settings: Option<serde_json::Value>,
+        secret: Option<&str>,
+    ) -> Result<TelephonyAccountView> {
+        let before = self.telephony_account(actor, tid).await?;
+        let settings = settings.unwrap_or_else(|| before.settings.clone());
+        let stored: Option<String> =
+            sqlx::query("SELECT secret_sealed FROM telephony_accounts WHERE id = $1")
+                .bind(tid)
+                .fetch_one(&self.db.pool)
+                .await?
+                .try_get(0)?;
+        let secret_now = match secret {
+            Some(s) => Some(s.to_owned()),
+            None => stored.and_then(|s| self.sealer.open(&s).ok()),
+        };
+        check_telephony_settings(&before.provider, &settings, secret_now.as_deref())?;
+        sqlx::query("UPDATE telephony_accounts SET settings = $1, secret_sealed = COALESCE($2, secret_sealed) WHERE id = $3")
+            .bind(settings.to_string())
+            .bind(secret.map(|s| self.sealer.seal(s)))
+            .bind(tid)
+            .execute(&self.db.pool)
+            .await?;
+        let action = if secret.is_some() {
+            "telephony_account.update_with_secret"
+        } else {
+            "telephony_account.update"
+        };
+        self.telephony_account_changed(actor, action, before).await
+    }
+
+    /// After a change of telephony account `before`: rebuilds the index,
+    /// audits the change as `action`, returns the account as it is now.
+    async fn telephony_account_changed(
+        &self,
+        actor: &Actor,
+        action: &str,
+        before: TelephonyAccountView,
+    ) -> Result<TelephonyAccountView> {
+        self.changed().await?;
+        let after = self.telephony_account(actor, &before.id).await?;
+        self.audit_change(
+            actor,
+            Some(&after.customer_id),
+            action,
+            &before.id,
+            &before,
+            &after,
+        )
+        .await?;
+        Ok(after)
     }
 
     /// One telephony account (without its secret).
@@ -652,17 +748,9 @@ impl Licensing {
             .bind(tid)
             .execute(&self.db.pool)
             .await?;
-        self.changed().await?;
-        let after = self.telephony_account(actor, tid).await?;
-        self.audit_change(
-            actor,
-            Some(&after.customer_id),
-            "consent.grant",
-            tid,
-            &before,
-            &after,
-        )
-        .await?;
+        let after = self
+            .telephony_account_changed(actor, "consent.grant", before)
+            .await?;
         self.notify(
             &after.customer_id,
             "consent.grant",
@@ -679,17 +767,9 @@ impl Licensing {
     pub async fn revoke_consent(&self, actor: &Actor, tid: &str) -> Result<TelephonyAccountView> {
         let before = self.telephony_account(actor, tid).await?;
         sqlx::query("UPDATE telephony_accounts SET consent_by = NULL, consent_at_ms = NULL, consent_scope = NULL WHERE id = $1").bind(tid).execute(&self.db.pool).await?;
-        self.changed().await?;
-        let after = self.telephony_account(actor, tid).await?;
-        self.audit_change(
-            actor,
-            Some(&after.customer_id),
-            "consent.revoke",
-            tid,
-            &before,
-            &after,
-        )
-        .await?;
+        let after = self
+            .telephony_account_changed(actor, "consent.revoke", before)
+            .await?;
         self.notify(
             &after.customer_id,
             "consent.revoke",

@@ -209,10 +209,15 @@ async fn telephony_page(
         .telephony_accounts(ctx.actor(), &c.id)
         .await
         .or_page(ctx)?;
+    let telephony = &ctx.state.app().telephony;
+    let connections: std::collections::BTreeMap<&str, _> = list
+        .iter()
+        .map(|a| (a.id.as_str(), telephony.account_status(&a.id, &a.provider)))
+        .collect();
     let values = json!({
         "provider": if form.get("provider").is_empty() { "sim" } else { form.get("provider") },
         "numbers": form.get("numbers"),
-        "registrar": form.get("registrar"),
+        "server": form.get("server"),
         "username": form.get("username"),
     });
     Ok(ctx.render_customer(
@@ -220,7 +225,7 @@ async fn telephony_page(
         "telephony.html",
         c,
         "telephony",
-        context! { accounts => list, errors, values },
+        context! { accounts => list, connections, errors, values },
     ))
 }
 
@@ -244,7 +249,7 @@ async fn create_telephony(Path(cid): Path<String>, p: Posted) -> Page {
     if !numbers.is_empty() {
         settings.insert("numbers".into(), json!(numbers));
     }
-    for k in ["registrar", "username"] {
+    for k in ["server", "username"] {
         if !form.get(k).is_empty() {
             settings.insert(k.into(), json!(form.get(k)));
         }

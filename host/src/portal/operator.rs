@@ -182,7 +182,7 @@ async fn health(ctx: Ctx) -> Page {
     ctx.require_operator()?;
     let app = ctx.state.app();
     let problems = app.readiness_problems().await;
-    let t = app.telephony.status();
+    let t = crate::telephony::Provider::status(app.telephony.as_ref());
     let plugins = app.plugins.list();
     let unhealthy: Vec<_> = plugins
         .iter()

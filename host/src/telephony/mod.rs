@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod dialoginfo;
+pub mod hub;
 pub mod sim;
 pub mod sip;
 
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::call::CallEvent;
 use crate::config::TelephonyConfig;
 use crate::number::E164;
+pub use hub::{TelephonyHub, account_settings_problems};
 
 /// A click-to-call request: ring `phone` first, then `destination`.
 #[derive(Debug, Clone)]

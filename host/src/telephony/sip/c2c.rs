@@ -392,8 +392,10 @@ async fn invite(inner: &Arc<Inner>, leg: &LegRequest, wait: Duration) -> Result<
                 }
                 if matches!(code, 401 | 407) {
                     return Err(format!(
-                        "the PBX refused the credentials of '{}' for a call ({}); check telephony.sip.username and password",
-                        cfg.username, resp.status_code
+                        "the PBX refused the credentials of '{}' for a call ({}); {}",
+                        cfg.username,
+                        resp.status_code,
+                        cfg.credentials_hint()
                     ));
                 }
                 return Ok(if cancelled {

@@ -98,6 +98,11 @@ pub struct SipConfig {
     /// connection reopened on a new port, gets the registration and every
     /// subscription anew.
     pub keepalive_secs: u32,
+    /// The customer's telephony account this connection serves (`None`:
+    /// the host's own `[telephony.sip]`, `""`: one being created); error
+    /// messages point there.
+    #[serde(skip)]
+    pub account: Option<String>,
 }
 
 impl Default for SipConfig {
@@ -115,11 +120,83 @@ impl Default for SipConfig {
             ring_timeout_secs: 30,
             answer_timeout_secs: 25,
             keepalive_secs: 5,
+            account: None,
         }
     }
 }
 
 impl SipConfig {
+    /// Where setting `name` is changed: `telephony.sip.<name>` in the host
+    /// configuration, or `settings.<name>` of the telephony account.
+    pub fn setting(&self, name: &str) -> String {
+        match &self.account {
+            None => format!("telephony.sip.{name}"),
+            Some(id) if id.is_empty() => format!("settings.{name}"),
+            Some(id) => format!("settings.{name} of telephony account '{id}'"),
+        }
+    }
+
+    /// How to fix refused credentials.
+    fn credentials_hint(&self) -> String {
+        match &self.account {
+            None => "check telephony.sip.username and telephony.sip.password (LEANSYNC_SIP_USERNAME, LEANSYNC_SIP_PASSWORD)".into(),
+            Some(id) => format!(
+                "check settings.username and the password (the account's secret) of telephony account '{id}'; change them with PUT /api/v1/telephony-accounts/{id}"
+            ),
+        }
+    }
+
+    /// Problems with the settings, each naming its field and the fix
+    /// (empty when valid).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let server_ok = self.server.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }) && rsip::Uri::try_from(format!("sip:{}", self.server)).is_ok();
+        if !server_ok {
+            out.push(format!(
+                "{}: '{}' is not the PBX address as host:port, e.g. \"pbx.example.ch:5060\"",
+                self.setting("server"),
+                self.server
+            ));
+        }
+        if self.bind.parse::<SocketAddr>().is_err() {
+            out.push(format!(
+                "{}: '{}' is not a local address like 0.0.0.0:0",
+                self.setting("bind"),
+                self.bind
+            ));
+        }
+        if self.username.trim().is_empty() || self.username.contains(['@', ':', ' ']) {
+            out.push(format!(
+                "{}: '{}' is not a SIP user name (the watcher account on the PBX, without @domain)",
+                self.setting("username"),
+                self.username
+            ));
+        }
+        if !["digits", "e164", "national"].contains(&self.user_format.as_str()) {
+            out.push(format!(
+                "{}: '{}' is unknown; use \"digits\", \"e164\" or \"national\"",
+                self.setting("user_format"),
+                self.user_format
+            ));
+        }
+        if self.expires < 60 {
+            out.push(format!(
+                "{}: {} s is too short; use 60 or more (600 is usual)",
+                self.setting("expires"),
+                self.expires
+            ));
+        }
+        if self.transport == SipTransport::Tcp && self.keepalive_secs == 0 {
+            out.push(format!(
+                "{}: 0 does not work with transport \"tcp\" (the PBX closes an idle connection and every NOTIFY would be missed); use 5 or more, or transport \"udp\"",
+                self.setting("keepalive_secs")
+            ));
+        }
+        out
+    }
+
     /// Digest credentials of the account, for 401/407 challenges.
     fn credential(&self) -> Credential {
         Credential {
@@ -352,6 +429,21 @@ impl SipProvider {
         }
         tracing::info!(server = %inner.cfg.server, transport = %inner.cfg.transport, "SIP provider started");
         Ok(Self { inner })
+    }
+
+    /// Ends every subscription (`Expires: 0`), then the endpoint: for a
+    /// connection whose telephony account was removed or changed.
+    pub fn stop(&self) {
+        self.set_monitored(BTreeSet::new());
+        let unregister = Provider::shutdown(self);
+        let cancel = self.inner.cancel.clone();
+        tokio::spawn(async move {
+            // Time for the unsubscribes and the unregister to go out and be
+            // answered.
+            let _ = tokio::time::timeout(Duration::from_secs(5), unregister).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cancel.cancel();
+        });
     }
 }
 
@@ -667,9 +759,10 @@ async fn options(inner: &Inner, series: &mut Series, wait: Duration) -> Result<(
     match answered {
         Ok(Some(_)) => Ok(()),
         _ => Err(format!(
-            "the PBX at {} does not answer (no reply to OPTIONS within {} s): no calls are reported until it is back; check that it runs and that telephony.sip.server is right",
+            "the PBX at {} does not answer (no reply to OPTIONS within {} s): no calls are reported until it is back; check that it runs and that {} is right",
             cfg.server,
-            wait.as_secs_f32()
+            wait.as_secs_f32(),
+            cfg.setting("server")
         )),
     }
 }
@@ -810,8 +903,11 @@ impl Inner {
             match resp.status_code.code() {
                 401 | 407 if answered_challenge => {
                     return Err(RequestError::Credentials(format!(
-                        "the PBX at {} refused the credentials of the telephony account '{}' ({}): check telephony.sip.username and telephony.sip.password (LEANSYNC_SIP_USERNAME, LEANSYNC_SIP_PASSWORD)",
-                        cfg.server, cfg.username, resp.status_code
+                        "the PBX at {} refused the credentials of the telephony account '{}' ({}): {}",
+                        cfg.server,
+                        cfg.username,
+                        resp.status_code,
+                        cfg.credentials_hint()
                     )));
                 }
                 401 | 407 => {
