@@ -77,6 +77,23 @@ impl Default for Settings {
 }
 
 type Ack = oneshot::Sender<anyhow::Result<i64>>;
+/// One attempt's outcome: delivery id, status, attempts, last error.
+type Outcome = (i64, DeliveryStatus, i32, Option<String>);
+
+/// What the outcome recorder receives.
+enum Completion {
+    /// Record this outcome with the next batch.
+    Outcome(Outcome),
+    /// Write everything received so far now, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// How long outcomes gather before they are written. One transaction per
+/// window instead of one per burst of deliveries keeps SQLite's single
+/// write turn free for the appends events wait on. A crash loses at most
+/// this window's outcomes: those deliveries are made again, with the same
+/// idempotency key (at-least-once).
+const RECORD_WINDOW: Duration = Duration::from_millis(50);
 type ContactFuture = Shared<BoxFuture<'static, Option<Contact>>>;
 
 struct Inner {
@@ -87,7 +104,7 @@ struct Inner {
     ingest: mpsc::Sender<(CallEvent, Option<Ack>)>,
     live: broadcast::Sender<Arc<StoredEvent>>,
     lanes: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Job>>>>,
-    completions: mpsc::UnboundedSender<(i64, DeliveryStatus, i32, Option<String>)>,
+    completions: mpsc::UnboundedSender<Completion>,
     contacts: Mutex<HashMap<String, ContactFuture>>,
     in_flight: AtomicUsize,
     metrics: Metrics,
@@ -132,7 +149,7 @@ impl Pipeline {
             }),
         };
         tokio::spawn(p.clone().ingest_loop(ingest_rx));
-        tokio::spawn(record_loop(p.inner.outbox.clone(), done_rx));
+        tokio::spawn(record_loop(p.inner.outbox.clone(), done_rx, RECORD_WINDOW));
         let pending = p.inner.outbox.pending().await?;
         if !pending.is_empty() {
             tracing::info!(
@@ -245,8 +262,11 @@ impl Pipeline {
         loop {
             let n = self.inner.in_flight.load(Ordering::SeqCst);
             if n == 0 || Instant::now() >= until {
-                // Give the recorder a moment to flush the last outcomes.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Outcomes of the last deliveries are written before we return.
+                let (tx, rx) = oneshot::channel();
+                if self.inner.completions.send(Completion::Flush(tx)).is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+                }
                 return n;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -500,10 +520,12 @@ impl Pipeline {
                 .dead(&row.installation_id, error.as_deref().unwrap_or_default()),
             DeliveryStatus::Pending => {}
         }
-        let _ = self
-            .inner
-            .completions
-            .send((row.id, status, attempts as i32, error));
+        let _ = self.inner.completions.send(Completion::Outcome((
+            row.id,
+            status,
+            attempts as i32,
+            error,
+        )));
     }
 }
 
@@ -520,26 +542,128 @@ fn backoff(s: &Settings, attempt: u32, e: &InvokeError) -> Duration {
     }
 }
 
-/// Writes attempt outcomes in batches.
+/// Writes attempt outcomes in batches, one per `window` (or at once when a
+/// flush is asked for).
 async fn record_loop(
     outbox: Outbox,
-    mut rx: mpsc::UnboundedReceiver<(i64, DeliveryStatus, i32, Option<String>)>,
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+    window: Duration,
 ) {
-    let mut batch = Vec::with_capacity(512);
-    while rx.recv_many(&mut batch, 512).await > 0 {
+    let mut received = Vec::with_capacity(512);
+    let mut batch: Vec<Outcome> = Vec::with_capacity(512);
+    let mut flushes = Vec::new();
+    let mut open = true;
+    while open {
+        if rx.recv_many(&mut received, 512).await == 0 {
+            break;
+        }
+        let until = tokio::time::Instant::now() + window;
+        loop {
+            for c in received.drain(..) {
+                match c {
+                    Completion::Outcome(o) => batch.push(o),
+                    Completion::Flush(done) => flushes.push(done),
+                }
+            }
+            if !flushes.is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(until, rx.recv_many(&mut received, 512)).await {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
         let mut tries = 0;
-        while let Err(e) = outbox.record(&batch).await {
+        while !batch.is_empty()
+            && let Err(e) = outbox.record(&batch).await
+        {
             tries += 1;
             tracing::error!(error = %e, tries, "cannot record delivery outcomes; retrying");
             tokio::time::sleep(Duration::from_millis(200 * tries.min(25))).await;
         }
         batch.clear();
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn outcomes_gather_for_a_window_and_a_flush_writes_them_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
+        let outbox = Outbox::connect(&url).await.unwrap();
+        let n = E164::parse("+41441234567").unwrap();
+        let batch: Vec<(CallEvent, Vec<NewDelivery>)> = (0..3)
+            .map(|i| {
+                let ev = CallEvent {
+                    call_id: format!("c{i}"),
+                    direction: Direction::Inbound,
+                    state: CallState::Ringing,
+                    caller: None,
+                    callee: n.clone(),
+                    monitored: n.clone(),
+                    started_at_ms: 1,
+                    answered_at_ms: None,
+                    ended_at_ms: None,
+                    duration_secs: None,
+                };
+                let to = NewDelivery {
+                    installation_id: "ins".into(),
+                    license_id: "lic".into(),
+                    customer_id: "cus".into(),
+                };
+                (ev, vec![to])
+            })
+            .collect();
+        let ids: Vec<i64> = outbox
+            .append(&batch)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, rows)| rows.as_ref().unwrap()[0].id)
+            .collect();
+        let status = |id| {
+            let outbox = outbox.clone();
+            async move { outbox.delivery(id).await.unwrap().unwrap().status }
+        };
+        let delivered = |id| Completion::Outcome((id, DeliveryStatus::Delivered, 1, None));
+
+        // A long window: nothing is written until a flush (graceful
+        // shutdown), which writes everything before it at once.
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(record_loop(outbox.clone(), rx, Duration::from_secs(30)));
+        tx.send(delivered(ids[0])).unwrap();
+        tx.send(delivered(ids[1])).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(status(ids[0]).await, DeliveryStatus::Pending);
+        let (done, flushed) = oneshot::channel();
+        tx.send(Completion::Flush(done)).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), flushed)
+            .await
+            .expect("a flush does not wait for the window")
+            .unwrap();
+        assert_eq!(status(ids[0]).await, DeliveryStatus::Delivered);
+        assert_eq!(status(ids[1]).await, DeliveryStatus::Delivered);
+
+        // A short window: written once it has passed, without a flush.
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(record_loop(outbox.clone(), rx, Duration::from_millis(20)));
+        tx.send(delivered(ids[2])).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while status(ids[2]).await != DeliveryStatus::Delivered {
+            assert!(Instant::now() < deadline, "outcome never written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     #[test]
     fn backoff_grows_and_honours_retry_after() {

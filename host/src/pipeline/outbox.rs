@@ -189,7 +189,12 @@ impl Outbox {
             "CREATE INDEX IF NOT EXISTS call_events_call ON call_events (call_id, seq)".into(),
             // An event re-sent after a lost acknowledgement is stored once.
             "CREATE UNIQUE INDEX IF NOT EXISTS call_events_event ON call_events (event_id)".into(),
-            "CREATE INDEX IF NOT EXISTS call_events_created ON call_events (created_at_ms)".into(),
+            // Every index is written on each append. Retention finds its
+            // boundary through the primary key (rows are appended in time
+            // order), so no index on created_at_ms; nothing reads deliveries
+            // by installation. Databases created before keep working without
+            // these two.
+            "DROP INDEX IF EXISTS call_events_created".into(),
             format!(
                 "CREATE TABLE IF NOT EXISTS deliveries (
                     id {serial},
@@ -198,7 +203,9 @@ impl Outbox {
                     license_id TEXT NOT NULL,
                     customer_id TEXT NOT NULL,
                     call_id TEXT NOT NULL,
-                    idempotency_key TEXT NOT NULL UNIQUE,
+                    -- unique by construction: rows are written only for
+                    -- an event stored just now, one per license
+                    idempotency_key TEXT NOT NULL,
                     status TEXT NOT NULL,
                     attempts INTEGER NOT NULL DEFAULT 0,
                     last_error TEXT,
@@ -207,7 +214,7 @@ impl Outbox {
                 )"
             ),
             "CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, id)".into(),
-            "CREATE INDEX IF NOT EXISTS deliveries_installation ON deliveries (installation_id, status, id)".into(),
+            "DROP INDEX IF EXISTS deliveries_installation".into(),
         ];
         self.db.ensure("outbox", &ddl).await
     }
@@ -501,15 +508,27 @@ impl Outbox {
     /// Deletes call events (personal data) and finished deliveries older
     /// than `cutoff_ms`; returns the number of events removed.
     pub async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<u64> {
+        // Rows are appended in time order, so the first row at or after the
+        // cutoff (found by walking the primary key over the rows that are
+        // about to go) bounds the old ones.
         let mut tx = self.db.begin_write().await?;
-        sqlx::query("DELETE FROM deliveries WHERE created_at_ms < $1 AND status <> 'pending'")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await?;
-        let r = sqlx::query("DELETE FROM call_events WHERE created_at_ms < $1 AND seq NOT IN (SELECT event_seq FROM deliveries)")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM deliveries WHERE status <> 'pending' AND id < COALESCE(
+                (SELECT id FROM deliveries WHERE created_at_ms >= $1 ORDER BY id LIMIT 1),
+                (SELECT MAX(id) + 1 FROM deliveries), 0)",
+        )
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query(
+            "DELETE FROM call_events WHERE seq < COALESCE(
+                (SELECT seq FROM call_events WHERE created_at_ms >= $1 ORDER BY seq LIMIT 1),
+                (SELECT MAX(seq) + 1 FROM call_events), 0)
+             AND seq NOT IN (SELECT event_seq FROM deliveries)",
+        )
+        .bind(cutoff_ms)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(r.rows_affected())
     }
@@ -645,6 +664,47 @@ mod tests {
         assert!(out2[1].0 > seqs[1199]);
         assert_eq!(out2[1].1.as_ref().unwrap().len(), 1);
         assert_eq!(outbox.pending().await.unwrap().len(), 2401);
+    }
+
+    #[tokio::test]
+    async fn retention_removes_finished_old_calls_and_keeps_pending_and_recent_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+        let outbox = Outbox::connect(&url).await.unwrap();
+        let append = |call: &'static str| {
+            let outbox = outbox.clone();
+            async move {
+                let out = outbox
+                    .append(&[(ev(call, CallState::Ringing), vec![to("a")])])
+                    .await
+                    .unwrap();
+                (out[0].0, out[0].1.as_ref().unwrap()[0].id)
+            }
+        };
+        let old_done = append("old-done").await;
+        let old_pending = append("old-pending").await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let cutoff = now_ms() as i64;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let recent = append("recent").await;
+        let delivered = |id| (id, DeliveryStatus::Delivered, 1, None);
+        outbox
+            .record(&[delivered(old_done.1), delivered(recent.1)])
+            .await
+            .unwrap();
+
+        assert_eq!(outbox.purge_before(cutoff).await.unwrap(), 1);
+        assert!(outbox.event(old_done.0).await.unwrap().is_none());
+        assert!(outbox.delivery(old_done.1).await.unwrap().is_none());
+        // A delivery still to be made keeps itself and its event.
+        assert!(outbox.event(old_pending.0).await.unwrap().is_some());
+        assert_eq!(outbox.pending().await.unwrap().len(), 1);
+        assert!(outbox.event(recent.0).await.unwrap().is_some());
+        assert!(outbox.delivery(recent.1).await.unwrap().is_some());
+        // Past every row: only what is pending stays.
+        assert_eq!(outbox.purge_before(now_ms() as i64 + 1).await.unwrap(), 1);
+        assert!(outbox.event(recent.0).await.unwrap().is_none());
+        assert!(outbox.event(old_pending.0).await.unwrap().is_some());
     }
 
     #[tokio::test]
