@@ -56,7 +56,13 @@ impl E164 {
         if !parsed.is_valid() {
             return Err(err("no such number range exists"));
         }
-        Ok(Self(parsed.format().mode(Mode::E164).to_string()))
+        // E.164 is the country code and the national number, nothing else;
+        // the crate's formatter would first look up a national layout.
+        Ok(Self(format!(
+            "+{}{}",
+            parsed.code().value(),
+            parsed.national()
+        )))
     }
 
     /// The E.164 string, e.g. `+41441234567`.

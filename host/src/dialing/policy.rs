@@ -51,11 +51,10 @@ pub fn check(input: &str, perms: &DialPermissions) -> Result<E164, Refusal> {
         .filter(|c| c.is_ascii_digit() || *c == '+')
         .collect();
     let bare = digits.trim_start_matches('+');
-    if EMERGENCY.contains(&bare)
-        || EMERGENCY
-            .iter()
-            .any(|e| bare == format!("41{e}") || bare == format!("0041{e}"))
-    {
+    let local = bare
+        .strip_prefix("0041")
+        .or_else(|| bare.strip_prefix("41"));
+    if EMERGENCY.contains(&bare) || local.is_some_and(|l| EMERGENCY.contains(&l)) {
         return Err(Refusal::Emergency(input.trim().to_owned()));
     }
     if !digits.starts_with('+') && !digits.starts_with('0') && (3..=6).contains(&digits.len()) {
@@ -81,7 +80,9 @@ mod tests {
     fn classes() {
         let p = DialPermissions::default();
         assert_eq!(check("044 123 45 67", &p).unwrap().as_str(), "+41441234567");
-        for e in ["112", "117", "144", "+41 117", "1414"] {
+        for e in [
+            "112", "117", "144", "+41 117", "0041 144", "+41 1414", "1414",
+        ] {
             assert!(matches!(check(e, &p), Err(Refusal::Emergency(_))), "{e}");
         }
         assert!(matches!(check("1811", &p), Err(Refusal::ShortCode(_))));
