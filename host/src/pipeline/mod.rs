@@ -598,39 +598,8 @@ mod tests {
 
     #[tokio::test]
     async fn outcomes_gather_for_a_window_and_a_flush_writes_them_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("r.db").display());
-        let outbox = Outbox::connect(&url).await.unwrap();
-        let n = E164::parse("+41441234567").unwrap();
-        let batch: Vec<(CallEvent, Vec<NewDelivery>)> = (0..3)
-            .map(|i| {
-                let ev = CallEvent {
-                    call_id: format!("c{i}"),
-                    direction: Direction::Inbound,
-                    state: CallState::Ringing,
-                    caller: None,
-                    callee: n.clone(),
-                    monitored: n.clone(),
-                    started_at_ms: 1,
-                    answered_at_ms: None,
-                    ended_at_ms: None,
-                    duration_secs: None,
-                };
-                let to = NewDelivery {
-                    installation_id: "ins".into(),
-                    license_id: "lic".into(),
-                    customer_id: "cus".into(),
-                };
-                (ev, vec![to])
-            })
-            .collect();
-        let ids: Vec<i64> = outbox
-            .append(&batch)
-            .await
-            .unwrap()
-            .iter()
-            .map(|(_, rows)| rows.as_ref().unwrap()[0].id)
-            .collect();
+        let (_dir, outbox) = outbox::testing::temp_outbox().await;
+        let ids = outbox::testing::pending_deliveries(&outbox, 3).await;
         let status = |id| {
             let outbox = outbox.clone();
             async move { outbox.delivery(id).await.unwrap().unwrap().status }

@@ -560,13 +560,23 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> anyhow::Result<StoredEvent> {
     })
 }
 
+/// Helpers for tests of the outbox and of the pipeline around it.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::call::{CallState, Direction};
     use crate::number::E164;
 
-    fn ev(call: &str, state: CallState) -> CallEvent {
+    /// An outbox in a fresh SQLite file (kept while the directory lives).
+    pub(crate) async fn temp_outbox() -> (tempfile::TempDir, Outbox) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+        let outbox = Outbox::connect(&url).await.unwrap();
+        (dir, outbox)
+    }
+
+    /// An inbound event of `call` on +41441234567.
+    pub(crate) fn ev(call: &str, state: CallState) -> CallEvent {
         let n = E164::parse("+41441234567").unwrap();
         CallEvent {
             call_id: call.into(),
@@ -582,13 +592,35 @@ mod tests {
         }
     }
 
-    fn to(installation: &str) -> NewDelivery {
+    /// A delivery to `installation` under license `lic-<installation>`.
+    pub(crate) fn to(installation: &str) -> NewDelivery {
         NewDelivery {
             installation_id: installation.into(),
             license_id: format!("lic-{installation}"),
             customer_id: "cus".into(),
         }
     }
+
+    /// Stores `n` ringing events with one delivery each; their delivery ids.
+    pub(crate) async fn pending_deliveries(outbox: &Outbox, n: usize) -> Vec<i64> {
+        let batch: Vec<(CallEvent, Vec<NewDelivery>)> = (0..n)
+            .map(|i| (ev(&format!("c{i}"), CallState::Ringing), vec![to("a")]))
+            .collect();
+        outbox
+            .append(&batch)
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|(_, r)| r.as_ref().unwrap().iter().map(|d| d.id))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use crate::call::CallState;
 
     #[test]
     fn parameters_are_anonymous_on_sqlite_and_numbered_on_postgres() {
@@ -614,9 +646,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_store_each_event_once_in_order_with_its_deliveries() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
-        let outbox = Outbox::connect(&url).await.unwrap();
+        let (_dir, outbox) = temp_outbox().await;
         // 1,200 events (more than one multi-row statement), two targets each,
         // and the first event repeated inside the batch.
         let mut batch: Vec<(CallEvent, Vec<NewDelivery>)> = (0..1200)
@@ -668,9 +698,7 @@ mod tests {
 
     #[tokio::test]
     async fn retention_removes_finished_old_calls_and_keeps_pending_and_recent_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
-        let outbox = Outbox::connect(&url).await.unwrap();
+        let (_dir, outbox) = temp_outbox().await;
         let append = |call: &'static str| {
             let outbox = outbox.clone();
             async move {
@@ -709,19 +737,8 @@ mod tests {
 
     #[tokio::test]
     async fn outcomes_are_recorded_per_delivery_and_the_last_one_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
-        let outbox = Outbox::connect(&url).await.unwrap();
-        let batch: Vec<(CallEvent, Vec<NewDelivery>)> = (0..700)
-            .map(|i| (ev(&format!("c{i}"), CallState::Ringing), vec![to("a")]))
-            .collect();
-        let ids: Vec<i64> = outbox
-            .append(&batch)
-            .await
-            .unwrap()
-            .iter()
-            .flat_map(|(_, r)| r.as_ref().unwrap().iter().map(|d| d.id))
-            .collect();
+        let (_dir, outbox) = temp_outbox().await;
+        let ids = pending_deliveries(&outbox, 700).await;
         // 600 delivered at once (more than one statement), one dead after
         // three attempts, one retried then delivered, the rest untouched.
         let mut updates: Vec<(i64, DeliveryStatus, i32, Option<String>)> = ids[..600]
