@@ -77,6 +77,7 @@ impl Default for Settings {
 }
 
 type Ack = oneshot::Sender<anyhow::Result<i64>>;
+type ContactFuture = Shared<BoxFuture<'static, Option<Contact>>>;
 /// One attempt's outcome: delivery id, status, attempts, last error.
 type Outcome = (i64, DeliveryStatus, i32, Option<String>);
 
@@ -94,7 +95,6 @@ enum Completion {
 /// this window's outcomes: those deliveries are made again, with the same
 /// idempotency key (at-least-once).
 const RECORD_WINDOW: Duration = Duration::from_millis(50);
-type ContactFuture = Shared<BoxFuture<'static, Option<Contact>>>;
 
 struct Inner {
     outbox: Outbox,
@@ -552,12 +552,12 @@ async fn record_loop(
     let mut received = Vec::with_capacity(512);
     let mut batch: Vec<Outcome> = Vec::with_capacity(512);
     let mut flushes = Vec::new();
-    let mut open = true;
-    while open {
+    loop {
         if rx.recv_many(&mut received, 512).await == 0 {
-            break;
+            return;
         }
         let until = tokio::time::Instant::now() + window;
+        let mut closed = false;
         loop {
             for c in received.drain(..) {
                 match c {
@@ -570,7 +570,7 @@ async fn record_loop(
             }
             match tokio::time::timeout_at(until, rx.recv_many(&mut received, 512)).await {
                 Ok(0) => {
-                    open = false;
+                    closed = true;
                     break;
                 }
                 Ok(_) => {}
@@ -588,6 +588,9 @@ async fn record_loop(
         batch.clear();
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+        if closed {
+            return;
         }
     }
 }
