@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use phonenumber::{Mode, country};
+use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat, Region};
 use serde::{Deserialize, Serialize};
 
 /// A validated phone number in E.164 form (`+41441234567`).
@@ -27,11 +27,11 @@ impl E164 {
     /// Parses a number written in E.164, international (`0041 …`) or Swiss
     /// national (`044 …`) form, with any spaces, dashes, dots or brackets.
     pub fn parse(input: &str) -> Result<Self, NumberError> {
-        Self::parse_in(input, country::Id::CH)
+        Self::parse_in(input, Region::CH)
     }
 
     /// Like [`E164::parse`] with another default country for national forms.
-    pub fn parse_in(input: &str, region: country::Id) -> Result<Self, NumberError> {
+    pub fn parse_in(input: &str, region: Region) -> Result<Self, NumberError> {
         let err = |reason| NumberError {
             input: input.to_owned(),
             reason,
@@ -51,18 +51,13 @@ impl E164 {
                 "it contains characters other than digits, spaces, + - . / ( )",
             ));
         }
-        let parsed =
-            phonenumber::parse(Some(region), trimmed).map_err(|_| err("it cannot be parsed"))?;
+        let parsed = PHONE_NUMBER_UTIL
+            .parse(trimmed, Some(region))
+            .map_err(|_| err("it cannot be parsed"))?;
         if !parsed.is_valid() {
             return Err(err("no such number range exists"));
         }
-        // E.164 is the country code and the national number, nothing else;
-        // the crate's formatter would first look up a national layout.
-        Ok(Self(format!(
-            "+{}{}",
-            parsed.code().value(),
-            parsed.national()
-        )))
+        Ok(Self(parsed.format_as(PhoneNumberFormat::E164).into_owned()))
     }
 
     /// The E.164 string, e.g. `+41441234567`.
@@ -72,8 +67,8 @@ impl E164 {
 
     /// The national display form, e.g. `044 123 45 67`.
     pub fn national(&self) -> String {
-        match phonenumber::parse(None, &self.0) {
-            Ok(n) => n.format().mode(Mode::National).to_string(),
+        match PHONE_NUMBER_UTIL.parse(&self.0, None) {
+            Ok(n) => n.format_as(PhoneNumberFormat::National).into_owned(),
             Err(_) => self.0.clone(),
         }
     }
