@@ -2,9 +2,10 @@
 //! sequences a real PBX would — ringing, then answered and ended with a
 //! duration, or missed — from the CLI, the operator API or click-to-call.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::cmp::Ordering as Order;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -15,6 +16,7 @@ use futures::future::BoxFuture;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::{Originate, Provider, ProviderStatus, TelephonyError};
 use crate::api::ApiError;
@@ -54,7 +56,14 @@ pub struct SimProvider {
     events: mpsc::Sender<CallEvent>,
     monitored: RwLock<BTreeSet<E164>>,
     next: AtomicU64,
+    /// New calls for the one task that plays every simulated call,
+    /// started with the first call.
+    player: OnceLock<mpsc::UnboundedSender<(CallEvent, Script)>>,
 }
+
+/// The states a call goes through after ringing, each after its delay in
+/// seconds from the one before.
+type Script = Vec<(f64, CallState)>;
 
 impl SimProvider {
     /// A simulated PBX sending events on `events`.
@@ -63,7 +72,18 @@ impl SimProvider {
             events,
             monitored: RwLock::new(BTreeSet::new()),
             next: AtomicU64::new(1),
+            player: OnceLock::new(),
         }
+    }
+
+    /// Hands a call, ringing now, to the player.
+    fn play(&self, ringing: CallEvent, script: Script) {
+        let player = self.player.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(player(self.events.clone(), rx));
+            tx
+        });
+        let _ = player.send((ringing, script));
     }
 
     fn call_id(&self) -> String {
@@ -115,36 +135,117 @@ impl SimProvider {
                 (call.hangup_after, CallState::Ended),
             ]
         };
-        tokio::spawn(play(self.events.clone(), ringing, script));
+        self.play(ringing, script);
         Ok(id)
     }
 }
 
-/// Emits `first`, then each scripted state after its delay.
-async fn play(events: mpsc::Sender<CallEvent>, first: CallEvent, script: Vec<(f64, CallState)>) {
-    let mut ev = first;
-    if events.send(ev.clone()).await.is_err() {
-        return;
+/// A call waiting for its next state.
+struct Step {
+    at: Instant,
+    /// Ties broken by arrival, so calls due at once keep their order.
+    seq: u64,
+    event: CallEvent,
+    answered: Option<Instant>,
+    script: std::vec::IntoIter<(f64, CallState)>,
+}
+
+impl Step {
+    /// The step after `event`, if its script has one.
+    fn next(
+        event: CallEvent,
+        answered: Option<Instant>,
+        mut script: std::vec::IntoIter<(f64, CallState)>,
+        from: Instant,
+        seq: &mut u64,
+    ) -> Option<Self> {
+        let (delay, state) = script.next()?;
+        *seq += 1;
+        let mut event = event;
+        event.state = state;
+        Some(Self {
+            at: from + Duration::from_secs_f64(delay),
+            seq: *seq,
+            event,
+            answered,
+            script,
+        })
     }
-    // Talk time from the monotonic clock; timestamps from the wall clock.
-    let mut answered: Option<tokio::time::Instant> = None;
-    for (delay, state) in script {
-        tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-        let now = now_ms();
-        ev.state = state;
-        match state {
-            CallState::Answered => {
-                ev.answered_at_ms = Some(now);
-                answered = Some(tokio::time::Instant::now());
+}
+
+impl PartialEq for Step {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Step {}
+
+impl PartialOrd for Step {
+    fn partial_cmp(&self, other: &Self) -> Option<Order> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Step {
+    /// Reversed, so the heap's top is the earliest step.
+    fn cmp(&self, other: &Self) -> Order {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Plays every simulated call: emits its ringing event at once, then each
+/// scripted state when it is due. One task and one timer for all calls,
+/// so thousands of concurrent simulated calls cost a heap entry each.
+async fn player(
+    events: mpsc::Sender<CallEvent>,
+    mut calls: mpsc::UnboundedReceiver<(CallEvent, Script)>,
+) {
+    let mut due: BinaryHeap<Step> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut arrived = Vec::new();
+    loop {
+        let wake = due.peek().map(|s| s.at);
+        tokio::select! {
+            biased;
+            n = calls.recv_many(&mut arrived, 256) => {
+                if n == 0 {
+                    return;
+                }
+                let now = Instant::now();
+                for (ringing, script) in arrived.drain(..) {
+                    if events.send(ringing.clone()).await.is_err() {
+                        return;
+                    }
+                    due.extend(Step::next(ringing, None, script.into_iter(), now, &mut seq));
+                }
             }
-            CallState::Ended | CallState::Missed => {
-                ev.ended_at_ms = Some(now);
-                ev.duration_secs = answered.map(|a| a.elapsed().as_secs_f64().round() as u32);
+            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                let now = Instant::now();
+                while due.peek().is_some_and(|s| s.at <= now) {
+                    let Some(Step { at, event: mut ev, mut answered, script, .. }) = due.pop() else {
+                        break;
+                    };
+                    // Talk time from the monotonic clock; timestamps from the wall clock.
+                    let wall = now_ms();
+                    match ev.state {
+                        CallState::Answered => {
+                            ev.answered_at_ms = Some(wall);
+                            answered = Some(at);
+                        }
+                        CallState::Ended | CallState::Missed => {
+                            ev.ended_at_ms = Some(wall);
+                            ev.duration_secs =
+                                answered.map(|a| (at - a).as_secs_f64().round() as u32);
+                        }
+                        CallState::Ringing => {}
+                    }
+                    if events.send(ev.clone()).await.is_err() {
+                        return;
+                    }
+                    due.extend(Step::next(ev, answered, script, at, &mut seq));
+                }
             }
-            CallState::Ringing => {}
-        }
-        if events.send(ev.clone()).await.is_err() {
-            return;
         }
     }
 }
@@ -175,11 +276,8 @@ impl Provider for SimProvider {
             duration_secs: None,
         };
         let script = vec![(3.0, CallState::Answered), (10.0, CallState::Ended)];
-        let events = self.events.clone();
-        Box::pin(async move {
-            tokio::spawn(play(events, ringing, script));
-            Ok(id)
-        })
+        self.play(ringing, script);
+        Box::pin(async move { Ok(id) })
     }
 
     fn status(&self) -> ProviderStatus {
