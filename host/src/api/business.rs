@@ -121,6 +121,21 @@ fn scope(
     })
 }
 
+/// The caller's key scope from `Authorization: Bearer <key>`, read in place
+/// (the `HeaderMap` extractor would copy every header of every request).
+struct Authorized(KeyScope);
+
+impl axum::extract::FromRequestParts<BusinessApi> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &BusinessApi,
+    ) -> Result<Self, ApiError> {
+        scope(api, &parts.headers, None).map(Self)
+    }
+}
+
 #[derive(Deserialize)]
 struct PlaceCall {
     to: String,
@@ -135,10 +150,9 @@ struct Placed {
 
 async fn place_call(
     State(api): State<BusinessApi>,
-    headers: HeaderMap,
+    Authorized(scope): Authorized,
     body: Result<Json<PlaceCall>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Placed>), ApiError> {
-    let scope = scope(&api, &headers, None)?;
     let Json(body) = body.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -167,10 +181,9 @@ struct CallStatus {
 
 async fn call_status(
     State(api): State<BusinessApi>,
-    headers: HeaderMap,
+    Authorized(scope): Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<CallStatus>, ApiError> {
-    let scope = scope(&api, &headers, None)?;
     let events = api
         .pipeline
         .outbox()

@@ -58,11 +58,39 @@ struct Bucket {
     at: Instant,
 }
 
+impl Bucket {
+    /// Refills the bucket to `now`; returns how long until one token is
+    /// available, `None` if one is.
+    fn refill(&mut self, per_minute: f64, burst: f64, now: Instant) -> Option<Duration> {
+        let rate = per_minute / 60.0;
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
+        self.at = now;
+        (self.tokens < 1.0)
+            .then(|| Duration::from_secs_f64(((1.0 - self.tokens) / rate).max(0.001)))
+    }
+}
+
+/// Everything the limiter keeps, under one lock.
+#[derive(Default)]
+struct State {
+    attempts: HashMap<String, VecDeque<Instant>>,
+    keys: HashMap<String, Bucket>,
+    customers: HashMap<String, Bucket>,
+}
+
+/// The entry of `id`, made with `new` when missing; the id is copied only
+/// then.
+fn entry<'a, T>(map: &'a mut HashMap<String, T>, id: &str, new: impl FnOnce() -> T) -> &'a mut T {
+    if !map.contains_key(id) {
+        map.insert(id.to_owned(), new());
+    }
+    map.get_mut(id).expect("inserted above")
+}
+
 /// Limits state for all keys and customers.
 pub struct Limiter {
     limits: RateLimits,
-    buckets: Mutex<HashMap<String, Bucket>>,
-    attempts: Mutex<HashMap<String, VecDeque<Instant>>>,
+    state: Mutex<State>,
 }
 
 impl Limiter {
@@ -70,8 +98,7 @@ impl Limiter {
     pub fn new(limits: RateLimits) -> Self {
         Self {
             limits,
-            buckets: Mutex::new(HashMap::new()),
-            attempts: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -82,37 +109,35 @@ impl Limiter {
 
     fn check_at(&self, key: &str, customer: &str, now: Instant) -> Verdict {
         let l = &self.limits;
-        {
-            let mut attempts = self.attempts.lock();
-            let q = attempts.entry(key.to_owned()).or_default();
-            q.push_back(now);
-            let window = Duration::from_secs(l.block_window_secs);
-            while q.front().is_some_and(|t| now.duration_since(*t) > window) {
-                q.pop_front();
-            }
-            if l.block_after_attempts > 0 && q.len() >= l.block_after_attempts {
-                q.clear();
-                return Verdict::Block(format!(
-                    "burst rule: {} click-to-call attempts within {} s",
-                    l.block_after_attempts, l.block_window_secs
-                ));
-            }
+        let mut state = self.state.lock();
+        let State {
+            attempts,
+            keys,
+            customers,
+        } = &mut *state;
+        let q = entry(attempts, key, VecDeque::new);
+        q.push_back(now);
+        let window = Duration::from_secs(l.block_window_secs);
+        while q.front().is_some_and(|t| now.duration_since(*t) > window) {
+            q.pop_front();
         }
-        let mut buckets = self.buckets.lock();
-        let key_wait = peek(
-            &mut buckets,
-            &format!("k:{key}"),
-            l.per_key_per_minute,
-            l.per_key_burst,
-            now,
-        );
-        let cust_wait = peek(
-            &mut buckets,
-            &format!("c:{customer}"),
-            l.per_customer_per_minute,
-            l.per_customer_burst,
-            now,
-        );
+        if l.block_after_attempts > 0 && q.len() >= l.block_after_attempts {
+            q.clear();
+            return Verdict::Block(format!(
+                "burst rule: {} click-to-call attempts within {} s",
+                l.block_after_attempts, l.block_window_secs
+            ));
+        }
+        let full = |burst| {
+            move || Bucket {
+                tokens: burst,
+                at: now,
+            }
+        };
+        let k = entry(keys, key, full(l.per_key_burst));
+        let key_wait = k.refill(l.per_key_per_minute, l.per_key_burst, now);
+        let c = entry(customers, customer, full(l.per_customer_burst));
+        let cust_wait = c.refill(l.per_customer_per_minute, l.per_customer_burst, now);
         if let Some(w) = key_wait {
             return Verdict::Limited {
                 scope: "key",
@@ -125,36 +150,9 @@ impl Limiter {
                 retry_after: w,
             };
         }
-        for id in [format!("k:{key}"), format!("c:{customer}")] {
-            if let Some(b) = buckets.get_mut(&id) {
-                b.tokens -= 1.0;
-            }
-        }
+        k.tokens -= 1.0;
+        c.tokens -= 1.0;
         Verdict::Allow
-    }
-}
-
-/// Refills a bucket and returns how long until one token is available.
-fn peek(
-    buckets: &mut HashMap<String, Bucket>,
-    id: &str,
-    per_minute: f64,
-    burst: f64,
-    now: Instant,
-) -> Option<Duration> {
-    let rate = per_minute / 60.0;
-    let b = buckets.entry(id.to_owned()).or_insert(Bucket {
-        tokens: burst,
-        at: now,
-    });
-    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
-    b.at = now;
-    if b.tokens >= 1.0 {
-        None
-    } else {
-        Some(Duration::from_secs_f64(
-            ((1.0 - b.tokens) / rate).max(0.001),
-        ))
     }
 }
 
