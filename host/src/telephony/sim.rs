@@ -140,20 +140,26 @@ impl SimProvider {
     }
 }
 
-/// A call waiting for its next state.
-struct Step {
-    at: Instant,
-    /// Ties broken by arrival, so calls due at once keep their order.
-    seq: u64,
+/// A simulated call between two of its events.
+struct Call {
+    /// The next event, its state already set.
     event: CallEvent,
     answered: Option<Instant>,
     script: std::vec::IntoIter<(f64, CallState)>,
 }
 
+/// A call waiting for its next state; small, so the heap moves little.
+struct Step {
+    at: Instant,
+    /// Ties broken by arrival, so calls due at once keep their order.
+    seq: u64,
+    call: Box<Call>,
+}
+
 impl Step {
     /// The step after `event`, if its script has one.
     fn next(
-        event: CallEvent,
+        mut event: CallEvent,
         answered: Option<Instant>,
         mut script: std::vec::IntoIter<(f64, CallState)>,
         from: Instant,
@@ -161,14 +167,15 @@ impl Step {
     ) -> Option<Self> {
         let (delay, state) = script.next()?;
         *seq += 1;
-        let mut event = event;
         event.state = state;
         Some(Self {
             at: from + Duration::from_secs_f64(delay),
             seq: *seq,
-            event,
-            answered,
-            script,
+            call: Box::new(Call {
+                event,
+                answered,
+                script,
+            }),
         })
     }
 }
@@ -223,9 +230,10 @@ async fn player(
             () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                 let now = Instant::now();
                 while due.peek().is_some_and(|s| s.at <= now) {
-                    let Some(Step { at, event: mut ev, mut answered, script, .. }) = due.pop() else {
+                    let Some(Step { at, call, .. }) = due.pop() else {
                         break;
                     };
+                    let Call { event: mut ev, mut answered, script } = *call;
                     // Talk time from the monotonic clock; timestamps from the wall clock.
                     let wall = now_ms();
                     match ev.state {
