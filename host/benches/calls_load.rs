@@ -27,6 +27,10 @@ use leansync_host::licensing::{Actor, NewInstallation};
 use leansync_host::telephony::sim::SimProvider;
 use leansync_host::wiring::Telephony;
 
+/// The allocator of the `leansync` binary, so the host here runs as served.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECONDS: u32 = 10;
 
 /// wrk's result: requests/s, p50 (with any non-2xx count), p99.

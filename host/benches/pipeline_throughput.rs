@@ -20,6 +20,10 @@ use leansync_host::pipeline::{Outbox, Pipeline, Settings, Target};
 use leansync_host::plugins::{HostServices, Installation, PluginRuntime};
 use parking_lot::Mutex;
 
+/// The allocator of the `leansync` binary, so the pipeline runs as served.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: usize = 20_000;
 const NUMBERS: usize = 100;
 const RATE: usize = 5_000;

@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use leansync_host::config::Config;
 
+/// mimalloc instead of the system allocator: the call path allocates many
+/// small short-lived objects on every worker thread (requests, events,
+/// plugin payloads), where glibc's per-arena locking and consolidation
+/// showed up in profiles under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "leansync",
