@@ -210,50 +210,58 @@ async fn player(
 ) {
     let mut due: BinaryHeap<Step> = BinaryHeap::new();
     let mut seq = 0u64;
-    let mut arrived = Vec::new();
+    let mut arrived: Vec<(CallEvent, Script)> = Vec::new();
     loop {
+        // What is due first, then the calls that arrived: new calls
+        // arriving without pause never hold back answers and hang-ups.
+        let now = Instant::now();
+        while due.peek().is_some_and(|s| s.at <= now) {
+            let Some(Step { at, call, .. }) = due.pop() else {
+                break;
+            };
+            let Call {
+                event: mut ev,
+                mut answered,
+                script,
+            } = *call;
+            // Talk time from the monotonic clock; timestamps from the wall clock.
+            let wall = now_ms();
+            match ev.state {
+                CallState::Answered => {
+                    ev.answered_at_ms = Some(wall);
+                    answered = Some(at);
+                }
+                CallState::Ended | CallState::Missed => {
+                    ev.ended_at_ms = Some(wall);
+                    ev.duration_secs = answered.map(|a| (at - a).as_secs_f64().round() as u32);
+                }
+                CallState::Ringing => {}
+            }
+            if events.send(ev.clone()).await.is_err() {
+                return;
+            }
+            due.extend(Step::next(ev, answered, script, at, &mut seq));
+        }
+        for (ringing, script) in arrived.drain(..) {
+            if events.send(ringing.clone()).await.is_err() {
+                return;
+            }
+            due.extend(Step::next(
+                ringing,
+                None,
+                script.into_iter(),
+                Instant::now(),
+                &mut seq,
+            ));
+        }
         let wake = due.peek().map(|s| s.at);
         tokio::select! {
-            biased;
             n = calls.recv_many(&mut arrived, 256) => {
                 if n == 0 {
                     return;
                 }
-                let now = Instant::now();
-                for (ringing, script) in arrived.drain(..) {
-                    if events.send(ringing.clone()).await.is_err() {
-                        return;
-                    }
-                    due.extend(Step::next(ringing, None, script.into_iter(), now, &mut seq));
-                }
             }
-            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
-                let now = Instant::now();
-                while due.peek().is_some_and(|s| s.at <= now) {
-                    let Some(Step { at, call, .. }) = due.pop() else {
-                        break;
-                    };
-                    let Call { event: mut ev, mut answered, script } = *call;
-                    // Talk time from the monotonic clock; timestamps from the wall clock.
-                    let wall = now_ms();
-                    match ev.state {
-                        CallState::Answered => {
-                            ev.answered_at_ms = Some(wall);
-                            answered = Some(at);
-                        }
-                        CallState::Ended | CallState::Missed => {
-                            ev.ended_at_ms = Some(wall);
-                            ev.duration_secs =
-                                answered.map(|a| (at - a).as_secs_f64().round() as u32);
-                        }
-                        CallState::Ringing => {}
-                    }
-                    if events.send(ev.clone()).await.is_err() {
-                        return;
-                    }
-                    due.extend(Step::next(ev, answered, script, at, &mut seq));
-                }
-            }
+            () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
         }
     }
 }
@@ -329,6 +337,8 @@ async fn simulate(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -356,6 +366,53 @@ mod tests {
         assert!(states.iter().all(|e| e.call_id == id));
         assert_eq!(states[0].caller.as_ref().unwrap().as_str(), "+41791234567");
         assert_eq!(states[2].duration_secs, Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_calls_each_state_when_due() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let sim = SimProvider::new(tx);
+        let t0 = Instant::now();
+        // Submitted in the reverse order of their answers.
+        let mut answer_at = HashMap::new();
+        for i in (0..50u32).rev() {
+            let answer_after = 0.1 * f64::from(i) + 0.05;
+            let id = sim
+                .simulate(&SimulatedCall {
+                    to: "044 123 45 67".into(),
+                    from: None,
+                    answer_after,
+                    hangup_after: 2.0,
+                    missed: false,
+                })
+                .unwrap();
+            answer_at.insert(id, answer_after);
+        }
+        let mut last: HashMap<String, CallState> = HashMap::new();
+        for _ in 0..150 {
+            let ev = rx.recv().await.unwrap();
+            let at = (Instant::now() - t0).as_secs_f64();
+            let due = match ev.state {
+                CallState::Ringing => 0.0,
+                CallState::Answered => answer_at[&ev.call_id],
+                _ => answer_at[&ev.call_id] + 2.0,
+            };
+            assert!(
+                (at - due).abs() < 0.002,
+                "{:?} at {at} s, due at {due} s",
+                ev.state
+            );
+            let before = last.insert(ev.call_id.clone(), ev.state);
+            let expected = match ev.state {
+                CallState::Ringing => None,
+                CallState::Answered => Some(CallState::Ringing),
+                _ => Some(CallState::Answered),
+            };
+            assert_eq!(before, expected, "order of {}", ev.call_id);
+            if ev.state == CallState::Ended {
+                assert_eq!(ev.duration_secs, Some(2));
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
