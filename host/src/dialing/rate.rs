@@ -59,6 +59,14 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// A bucket holding its whole burst.
+    fn full(burst: f64, now: Instant) -> Self {
+        Self {
+            tokens: burst,
+            at: now,
+        }
+    }
+
     /// Refills the bucket to `now`; returns how long until one token is
     /// available, `None` if one is.
     fn refill(&mut self, per_minute: f64, burst: f64, now: Instant) -> Option<Duration> {
@@ -128,15 +136,11 @@ impl Limiter {
                 l.block_after_attempts, l.block_window_secs
             ));
         }
-        let full = |burst| {
-            move || Bucket {
-                tokens: burst,
-                at: now,
-            }
-        };
-        let k = entry(keys, key, full(l.per_key_burst));
+        let k = entry(keys, key, || Bucket::full(l.per_key_burst, now));
         let key_wait = k.refill(l.per_key_per_minute, l.per_key_burst, now);
-        let c = entry(customers, customer, full(l.per_customer_burst));
+        let c = entry(customers, customer, || {
+            Bucket::full(l.per_customer_burst, now)
+        });
         let cust_wait = c.refill(l.per_customer_per_minute, l.per_customer_burst, now);
         if let Some(w) = key_wait {
             return Verdict::Limited {

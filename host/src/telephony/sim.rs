@@ -215,16 +215,15 @@ async fn player(
         // What is due first, then the calls that arrived: new calls
         // arriving without pause never hold back answers and hang-ups.
         let now = Instant::now();
-        while due.peek().is_some_and(|s| s.at <= now) {
-            let Some(Step { at, call, .. }) = due.pop() else {
-                break;
-            };
+        while due.peek().is_some_and(|s| s.at <= now)
+            && let Some(Step { at, call, .. }) = due.pop()
+        {
             let Call {
                 event: mut ev,
                 mut answered,
                 script,
             } = *call;
-            // Talk time from the monotonic clock; timestamps from the wall clock.
+            // Talk time from the schedule; timestamps from the wall clock.
             let wall = now_ms();
             match ev.state {
                 CallState::Answered => {
