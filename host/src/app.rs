@@ -88,6 +88,8 @@ impl App {
         tracing::info!(loaded = report.loaded.len(), failed = report.failed.len(), dir = %config.plugins_dir.display(), "plugins scanned");
 
         let (db, licensing) = open_licensing(&config, plugins.clone()).await?;
+        // Changes other hosts make on the same database reach this index too.
+        licensing.follow_changes();
         let licensed = Licensed {
             licensing: licensing.clone(),
             plugins: plugins.clone(),

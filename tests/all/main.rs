@@ -11,6 +11,7 @@ mod plugin_loading;
 mod plugin_reload;
 mod portal;
 mod saas;
+mod scale_out;
 mod sip;
 mod tryton;
 mod webhook;

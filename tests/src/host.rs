@@ -56,26 +56,11 @@ impl Host {
 
     /// Like [`Host::start`] with extra environment variables.
     pub async fn start_with(db_url: &str, env: &[(&str, &str)]) -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let mut h = Host {
-            url: String::new(),
-            token: String::new(),
-            data,
-            db_url: db_url.to_owned(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            port: free_port(),
-            child: None,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            _dir: dir,
-        };
-        h.url = format!("http://127.0.0.1:{}", h.port);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut h = Host::unstarted(db_url, env);
         let out = h
             .command()
             .args(["admin", "bootstrap", "--email", "ops@leansync.test"])
@@ -95,6 +80,41 @@ impl Host {
             .to_owned();
         h.spawn().await;
         h
+    }
+
+    /// Another host of the same service as `first`: same database, same
+    /// secret key and environment, its own port and data dir, as hosts
+    /// behind one load balancer are. Its `token` is `first`'s operator's.
+    pub async fn start_beside(first: &Host) -> Host {
+        let mut env = first.env.clone();
+        env.push((
+            "LEANSYNC_SECRET_KEY_FILE".into(),
+            first.data.join("secret.key").display().to_string(),
+        ));
+        let mut h = Host::unstarted(&first.db_url, env);
+        h.token = first.token.clone();
+        h.spawn().await;
+        h
+    }
+
+    fn unstarted(db_url: &str, env: Vec<(String, String)>) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let port = free_port();
+        Host {
+            url: format!("http://127.0.0.1:{port}"),
+            token: String::new(),
+            data,
+            db_url: db_url.to_owned(),
+            env,
+            port,
+            child: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            _dir: dir,
+        }
     }
 
     /// A `leansync` command with this host's environment.

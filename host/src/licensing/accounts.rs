@@ -5,7 +5,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sqlx::Row;
 
-use super::{AccountView, Actor, Error, ErrorKind, Licensing, Result};
+use super::{AccountView, Actor, Error, ErrorKind, Licensing, Record, Result};
 
 /// Shortest password accepted.
 const MIN_PASSWORD: usize = 10;
@@ -57,20 +57,21 @@ impl Licensing {
             ));
         }
         let hash = hash_password(password)?;
+        let mut m = self.begin().await?;
         sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
             .bind(hash)
             .bind(account_id)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        self.audit(
+        let rec = Record {
             actor,
-            customer.as_deref(),
-            "account.password",
-            account_id,
-            None,
-            None,
-        )
-        .await
+            customer: customer.as_deref(),
+            action: "account.password",
+            target: account_id,
+            before: None,
+            after: None,
+        };
+        self.commit(m, rec).await
     }
 
     /// Checks e-mail and password; `None` on any mismatch (no hint which).

@@ -7,11 +7,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::crypto::Sealer;
+use super::index::rows;
 use crate::number::E164;
-use crate::store::Db;
 
 /// One telephony account of a customer.
 #[derive(Clone, PartialEq)]
@@ -53,12 +53,19 @@ pub struct Lines {
 }
 
 impl Lines {
-    pub(super) async fn load(db: &Db, sealer: &Sealer) -> anyhow::Result<Self> {
+    /// Loads every account (`customer` `None`), or those of one customer.
+    pub(super) async fn load(
+        c: &mut AnyConnection,
+        sealer: &Sealer,
+        customer: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let mut lines = Lines::default();
-        for r in sqlx::query(
+        for r in rows(
+            c,
             "SELECT id, customer_id, provider, settings, secret_sealed FROM telephony_accounts",
+            "customer_id",
+            customer,
         )
-        .fetch_all(&db.pool)
         .await?
         {
             let id: String = r.try_get(0)?;
@@ -78,10 +85,12 @@ impl Lines {
                 },
             );
         }
-        for r in sqlx::query(
+        for r in rows(
+            c,
             "SELECT e164, telephony_account_id FROM numbers WHERE telephony_account_id IS NOT NULL",
+            "customer_id",
+            customer,
         )
-        .fetch_all(&db.pool)
         .await?
         {
             if let Ok(n) = E164::parse(&r.try_get::<String, _>(0)?) {
@@ -89,5 +98,36 @@ impl Lines {
             }
         }
         Ok(lines)
+    }
+
+    /// Replaces the accounts of `customer` and their numbers with `part`
+    /// (that customer's [`Lines::load`]); whether anything changed.
+    pub(super) fn replace(&mut self, customer: &str, part: Lines) -> bool {
+        let old: Vec<String> = self
+            .accounts
+            .iter()
+            .filter(|(_, l)| l.customer_id == customer)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let unchanged = old.len() == part.accounts.len()
+            && part
+                .accounts
+                .iter()
+                .all(|(id, l)| self.accounts.get(id) == Some(l))
+            && self.numbers.iter().filter(|(_, a)| old.contains(a)).count() == part.numbers.len()
+            && part
+                .numbers
+                .iter()
+                .all(|(n, a)| self.numbers.get(n) == Some(a));
+        if unchanged {
+            return false;
+        }
+        for id in &old {
+            self.accounts.remove(id);
+        }
+        self.numbers.retain(|_, a| !old.contains(a));
+        self.accounts.extend(part.accounts);
+        self.numbers.extend(part.numbers);
+        true
     }
 }

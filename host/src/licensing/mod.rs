@@ -9,11 +9,16 @@ pub mod crypto;
 pub mod index;
 pub mod keys;
 pub mod lines;
+mod mutation;
 pub mod queries;
+mod read;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use parking_lot::RwLock;
 use serde::Serialize;
@@ -27,6 +32,7 @@ pub use crypto::Sealer;
 pub use index::Index;
 pub use keys::Secret;
 pub use lines::{Line, Lines};
+use mutation::{Mutation, Record};
 
 /// A licensing error: a stable code and a message naming input and fix.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -163,11 +169,15 @@ pub trait ConnectorCatalog: Send + Sync + 'static {
 pub struct Licensing {
     db: Db,
     sealer: Sealer,
-    index: Arc<RwLock<Arc<Index>>>,
+    index: Arc<RwLock<Index>>,
     monitored: watch::Sender<BTreeSet<E164>>,
     lines: watch::Sender<Arc<Lines>>,
     catalog: Arc<dyn ConnectorCatalog>,
     notify_webhook: Option<Arc<str>>,
+    /// One index catch-up at a time (see [`Licensing::catch_up`]).
+    applying: Arc<tokio::sync::Mutex<()>>,
+    /// The change sequence the index reflects (-1: not loaded yet).
+    applied: Arc<AtomicI64>,
 }
 
 /// Refuses settings of a `provider` telephony account the host cannot use
@@ -207,13 +217,15 @@ impl Licensing {
         let l = Self {
             db,
             sealer,
-            index: Arc::new(RwLock::new(Arc::new(Index::default()))),
+            index: Arc::default(),
             monitored,
             lines: watch::Sender::new(Arc::default()),
             catalog,
             notify_webhook: None,
+            applying: Arc::default(),
+            applied: Arc::new(AtomicI64::new(-1)),
         };
-        l.refresh().await?;
+        l.catch_up().await?;
         Ok(l)
     }
 
@@ -223,9 +235,10 @@ impl Licensing {
         self
     }
 
-    /// The current index snapshot (lock-free for the caller afterwards).
-    pub fn index(&self) -> Arc<Index> {
-        self.index.read().clone()
+    /// The index, for a lookup: changes wait while the guard lives, so
+    /// drop it before anything slow.
+    pub fn index(&self) -> parking_lot::RwLockReadGuard<'_, Index> {
+        self.index.read()
     }
 
     /// Numbers with at least one active license, updated on every change.
@@ -239,92 +252,9 @@ impl Licensing {
         self.lines.subscribe()
     }
 
-    /// Rebuilds the in-memory index from the database.
-    pub async fn refresh(&self) -> anyhow::Result<()> {
-        let idx = Index::load(&self.db, &self.sealer).await?;
-        let lines = Lines::load(&self.db, &self.sealer).await?;
-        let numbers: BTreeSet<E164> = idx.monitored();
-        *self.index.write() = Arc::new(idx);
-        // Accounts first: a number's own connection exists before the
-        // number is handed to it.
-        self.lines.send_if_modified(|current| {
-            let changed = **current != lines;
-            if changed {
-                *current = Arc::new(lines);
-            }
-            changed
-        });
-        self.monitored.send_replace(numbers);
-        Ok(())
-    }
-
-    async fn changed(&self) -> Result<()> {
-        self.refresh().await.map_err(|e| {
-            tracing::error!(error = %e, "cannot rebuild the licensing index");
-            Error::new(
-                ErrorKind::Internal,
-                "internal",
-                "index rebuild failed; see the host log",
-            )
-        })
-    }
-
-    /// Appends to the audit log.
-    pub async fn audit(
-        &self,
-        actor: &Actor,
-        customer: Option<&str>,
-        action: &str,
-        target: &str,
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO audit (at_ms, actor_id, actor_name, impersonal, customer_id, action, target, before_json, after_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(now_ms() as i64)
-            .bind(&actor.account_id)
-            .bind(&actor.name)
-            .bind(actor.impersonal as i32)
-            .bind(customer.map(str::to_owned))
-            .bind(action)
-            .bind(target)
-            .bind(before.map(|v| v.to_string()))
-            .bind(after.map(|v| v.to_string()))
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Audits a change with the state before and after it.
-    async fn audit_change(
-        &self,
-        actor: &Actor,
-        customer: Option<&str>,
-        action: &str,
-        target: &str,
-        before: &impl Serialize,
-        after: &impl Serialize,
-    ) -> Result<()> {
-        self.audit(
-            actor,
-            customer,
-            action,
-            target,
-            serde_json::to_value(before).ok(),
-            serde_json::to_value(after).ok(),
-        )
-        .await
-    }
-
-    async fn notify(&self, customer: &str, kind: &str, message: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO notifications (at_ms, customer_id, kind, message) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(now_ms() as i64)
-        .bind(customer)
-        .bind(kind)
-        .bind(message)
-        .execute(&self.db.pool)
-        .await?;
+    /// Sends a committed notification to the operator's notification
+    /// webhook, if one is set (it stays in the notification list anyway).
+    fn send_notification(&self, customer: &str, kind: &str, message: &str) {
         tracing::info!(customer, kind, "{message}");
         if let Some(url) = self.notify_webhook.clone() {
             let body = serde_json::json!({ "customer_id": customer, "kind": kind, "message": message, "at_ms": now_ms() });
@@ -346,7 +276,11 @@ impl Licensing {
                 }
             });
         }
-        Ok(())
+    }
+
+    /// A pooled connection for reads.
+    async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        Ok(self.db.pool.acquire().await?)
     }
 
     // ---- accounts -------------------------------------------------------
@@ -377,6 +311,7 @@ impl Licensing {
         }
         let token = Secret::generate("lsa");
         let acc_id = id("acc");
+        let mut m = self.begin().await?;
         let res = sqlx::query("INSERT INTO accounts (id, email, customer_id, token_hash, impersonal, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&acc_id)
             .bind(email)
@@ -384,7 +319,7 @@ impl Licensing {
             .bind(token.hash())
             .bind(impersonal as i32)
             .bind(now_ms() as i64)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await;
         if let Err(sqlx::Error::Database(e)) = &res
             && e.is_unique_violation()
@@ -406,15 +341,8 @@ impl Licensing {
             },
             impersonal,
         };
-        self.audit(
-            actor,
-            customer,
-            "account.create",
-            &acc_id,
-            None,
-            Some(serde_json::to_value(&view).unwrap_or_default()),
-        )
-        .await?;
+        let rec = Record::created(actor, customer, "account.create", &acc_id, &view);
+        self.commit(m, rec).await?;
         Ok((view, token))
     }
 
@@ -450,15 +378,9 @@ impl Licensing {
     // ---- customers ------------------------------------------------------
 
     async fn customer_exists(&self, c: &str) -> Result<()> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM customers WHERE id = $1")
-            .bind(c)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get(0)?;
-        if n == 0 {
-            return Err(Error::not_found("customer", c));
-        }
-        Ok(())
+        read::customer(&mut *self.reader().await?, c)
+            .await
+            .map(drop)
     }
 
     /// Creates a customer (operator only).
@@ -472,40 +394,23 @@ impl Licensing {
             ));
         }
         let cid = id("cus");
+        let mut m = self.begin().await?;
         sqlx::query("INSERT INTO customers (id, name, allow_international, allow_premium, created_at_ms) VALUES ($1, $2, 0, 0, $3)")
             .bind(&cid)
             .bind(name)
             .bind(now_ms() as i64)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        let view = self.customer(actor, &cid).await?;
-        self.audit(
-            actor,
-            Some(&cid),
-            "customer.create",
-            &cid,
-            None,
-            Some(serde_json::to_value(&view).unwrap_or_default()),
-        )
-        .await?;
+        let view = read::customer(m.conn(), &cid).await?;
+        let rec = Record::created(actor, Some(&cid), "customer.create", &cid, &view);
+        self.commit(m, rec).await?;
         Ok(view)
     }
 
     /// One customer.
     pub async fn customer(&self, actor: &Actor, cid: &str) -> Result<CustomerView> {
         actor.check_customer(cid)?;
-        let row = sqlx::query("SELECT id, name, blocked_reason, allow_international, allow_premium FROM customers WHERE id = $1")
-            .bind(cid)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| Error::not_found("customer", cid))?;
-        Ok(CustomerView {
-            id: row.try_get(0)?,
-            name: row.try_get(1)?,
-            blocked_reason: row.try_get(2)?,
-            allow_international: row.try_get::<i32, _>(3)? != 0,
-            allow_premium: row.try_get::<i32, _>(4)? != 0,
-        })
+        read::customer(&mut *self.reader().await?, cid).await
     }
 
     /// Customers visible to the actor.
@@ -531,29 +436,30 @@ impl Licensing {
         reason: Option<&str>,
     ) -> Result<CustomerView> {
         actor.require_operator()?;
-        let before = self.customer(actor, cid).await?;
         if let Some(r) = reason
             && r.trim().is_empty()
         {
+            self.customer_exists(cid).await?;
             return Err(Error::invalid(
                 "reason_required",
                 "give a reason for blocking; it is shown to the customer and kept in the audit log",
             ));
         }
+        let mut m = self.begin().await?;
+        let before = read::customer(m.conn(), cid).await?;
         sqlx::query("UPDATE customers SET blocked_reason = $1 WHERE id = $2")
             .bind(reason.map(str::to_owned))
             .bind(cid)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        self.changed().await?;
-        let after = self.customer(actor, cid).await?;
+        let after = read::customer(m.conn(), cid).await?;
         let action = if reason.is_some() {
             "customer.block"
         } else {
             "customer.unblock"
         };
-        self.audit_change(actor, Some(cid), action, cid, &before, &after)
-            .await?;
+        let rec = Record::change(actor, Some(cid), action, cid, &before, &after);
+        self.commit(m, rec).await?;
         Ok(after)
     }
 
@@ -566,26 +472,26 @@ impl Licensing {
         premium: bool,
     ) -> Result<CustomerView> {
         actor.require_operator()?;
-        let before = self.customer(actor, cid).await?;
+        let mut m = self.begin().await?;
+        let before = read::customer(m.conn(), cid).await?;
         sqlx::query(
             "UPDATE customers SET allow_international = $1, allow_premium = $2 WHERE id = $3",
         )
         .bind(international as i32)
         .bind(premium as i32)
         .bind(cid)
-        .execute(&self.db.pool)
+        .execute(m.conn())
         .await?;
-        self.changed().await?;
-        let after = self.customer(actor, cid).await?;
-        self.audit_change(
+        let after = read::customer(m.conn(), cid).await?;
+        let rec = Record::change(
             actor,
             Some(cid),
             "customer.dial_permissions",
             cid,
             &before,
             &after,
-        )
-        .await?;
+        );
+        self.commit(m, rec).await?;
         Ok(after)
     }
 
@@ -610,6 +516,7 @@ impl Licensing {
         }
         check_telephony_settings(provider, &settings, secret)?;
         let tid = id("tel");
+        let mut m = self.begin().await?;
         sqlx::query("INSERT INTO telephony_accounts (id, customer_id, provider, settings, secret_sealed, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&tid)
             .bind(cid)
@@ -617,20 +524,25 @@ impl Licensing {
             .bind(settings.to_string())
             .bind(secret.map(|s| self.sealer.seal(s)))
             .bind(now_ms() as i64)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        // Its own connection (provider `sip`) starts now.
-        self.changed().await?;
-        let view = self.telephony_account(actor, &tid).await?;
-        self.audit(
-            actor,
-            Some(cid),
-            "telephony_account.create",
-            &tid,
-            None,
-            serde_json::to_value(&view).ok(),
-        )
-        .await?;
+        let view = read::telephony_account(m.conn(), &tid).await?;
+        let rec = Record::created(actor, Some(cid), "telephony_account.create", &tid, &view);
+        // Its own connection (provider `sip`) starts once this commits.
+        self.commit(m, rec).await?;
+        Ok(view)
+    }
+
+    /// The telephony account `tid` inside mutation `m`, if `actor` may see it.
+    async fn visible_telephony_account(
+        m: &mut Mutation,
+        actor: &Actor,
+        tid: &str,
+    ) -> Result<TelephonyAccountView> {
+        let view = read::telephony_account(m.conn(), tid).await?;
+        actor
+            .check_customer(&view.customer_id)
+            .map_err(|_| Error::not_found("telephony account", tid))?;
         Ok(view)
     }
 
@@ -643,12 +555,13 @@ impl Licensing {
         settings: Option<serde_json::Value>,
         secret: Option<&str>,
     ) -> Result<TelephonyAccountView> {
-        let before = self.telephony_account(actor, tid).await?;
+        let mut m = self.begin().await?;
+        let before = Self::visible_telephony_account(&mut m, actor, tid).await?;
         let settings = settings.unwrap_or_else(|| before.settings.clone());
         let stored: Option<String> =
             sqlx::query("SELECT secret_sealed FROM telephony_accounts WHERE id = $1")
                 .bind(tid)
-                .fetch_one(&self.db.pool)
+                .fetch_one(m.conn())
                 .await?
                 .try_get(0)?;
         let secret_now = match secret {
@@ -660,35 +573,36 @@ impl Licensing {
             .bind(settings.to_string())
             .bind(secret.map(|s| self.sealer.seal(s)))
             .bind(tid)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
         let action = if secret.is_some() {
             "telephony_account.update_with_secret"
         } else {
             "telephony_account.update"
         };
-        self.telephony_account_changed(actor, action, before).await
+        self.commit_telephony_account(m, actor, action, before)
+            .await
     }
 
-    /// After a change of telephony account `before`: rebuilds the index,
-    /// audits the change as `action`, returns the account as it is now.
-    async fn telephony_account_changed(
+    /// Audits and commits a change of telephony account `before` as
+    /// `action`; returns the account as it is now.
+    async fn commit_telephony_account(
         &self,
+        mut m: Mutation,
         actor: &Actor,
         action: &str,
         before: TelephonyAccountView,
     ) -> Result<TelephonyAccountView> {
-        self.changed().await?;
-        let after = self.telephony_account(actor, &before.id).await?;
-        self.audit_change(
+        let after = read::telephony_account(m.conn(), &before.id).await?;
+        let rec = Record::change(
             actor,
             Some(&after.customer_id),
             action,
             &before.id,
             &before,
             &after,
-        )
-        .await?;
+        );
+        self.commit(m, rec).await?;
         Ok(after)
     }
 
@@ -698,28 +612,7 @@ impl Licensing {
         actor: &Actor,
         tid: &str,
     ) -> Result<TelephonyAccountView> {
-        let row = sqlx::query("SELECT id, customer_id, provider, settings, secret_sealed IS NOT NULL, consent_by, consent_at_ms, consent_scope FROM telephony_accounts WHERE id = $1")
-            .bind(tid)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| Error::not_found("telephony account", tid))?;
-        let view = TelephonyAccountView {
-            id: row.try_get(0)?,
-            customer_id: row.try_get(1)?,
-            provider: row.try_get(2)?,
-            settings: serde_json::from_str(&row.try_get::<String, _>(3)?).unwrap_or_default(),
-            has_secret: row
-                .try_get::<bool, _>(4)
-                .or_else(|_| row.try_get::<i32, _>(4).map(|v| v != 0))?,
-            consent: match row.try_get::<Option<String>, _>(5)? {
-                Some(by) => Some(Consent {
-                    by,
-                    at_ms: row.try_get(6)?,
-                    scope: row.try_get(7)?,
-                }),
-                None => None,
-            },
-        };
+        let view = read::telephony_account(&mut *self.reader().await?, tid).await?;
         actor
             .check_customer(&view.customer_id)
             .map_err(|_| Error::not_found("telephony account", tid))?;
@@ -733,7 +626,8 @@ impl Licensing {
         tid: &str,
         scope: &str,
     ) -> Result<TelephonyAccountView> {
-        let before = self.telephony_account(actor, tid).await?;
+        let mut m = self.begin().await?;
+        let before = Self::visible_telephony_account(&mut m, actor, tid).await?;
         if actor.is_operator() {
             return Err(Error::new(
                 ErrorKind::Forbidden,
@@ -746,44 +640,44 @@ impl Licensing {
             .bind(now_ms() as i64)
             .bind(scope)
             .bind(tid)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        let after = self
-            .telephony_account_changed(actor, "consent.grant", before)
-            .await?;
-        self.notify(
-            &after.customer_id,
+        m.notify(
+            &before.customer_id,
             "consent.grant",
-            &format!(
+            format!(
                 "{} gave consent to read the numbers of telephony account {tid} ({scope})",
                 actor.name
             ),
         )
         .await?;
-        Ok(after)
+        self.commit_telephony_account(m, actor, "consent.grant", before)
+            .await
     }
 
     /// Revokes consent: monitoring and click-to-call stop at once.
     pub async fn revoke_consent(&self, actor: &Actor, tid: &str) -> Result<TelephonyAccountView> {
-        let before = self.telephony_account(actor, tid).await?;
-        sqlx::query("UPDATE telephony_accounts SET consent_by = NULL, consent_at_ms = NULL, consent_scope = NULL WHERE id = $1").bind(tid).execute(&self.db.pool).await?;
-        let after = self
-            .telephony_account_changed(actor, "consent.revoke", before)
+        let mut m = self.begin().await?;
+        let before = Self::visible_telephony_account(&mut m, actor, tid).await?;
+        sqlx::query("UPDATE telephony_accounts SET consent_by = NULL, consent_at_ms = NULL, consent_scope = NULL WHERE id = $1")
+            .bind(tid)
+            .execute(m.conn())
             .await?;
-        self.notify(
-            &after.customer_id,
+        m.notify(
+            &before.customer_id,
             "consent.revoke",
-            &format!("{} revoked consent for telephony account {tid}", actor.name),
+            format!("{} revoked consent for telephony account {tid}", actor.name),
         )
         .await?;
-        Ok(after)
+        self.commit_telephony_account(m, actor, "consent.revoke", before)
+            .await
     }
 
-    /// Validates every number first, then stores the new ones for
-    /// `customer` in one transaction (nothing is written if any is bad or
-    /// belongs to another customer) and rebuilds the index.
+    /// Stores the new ones of `numbers` for `customer` inside `m`; the
+    /// caller's transaction makes it all or nothing (nothing is stored if
+    /// any is bad or belongs to another customer).
     async fn store_numbers(
-        &self,
+        m: &mut Mutation,
         customer: &str,
         account: Option<&str>,
         numbers: &[String],
@@ -792,12 +686,11 @@ impl Licensing {
             .iter()
             .map(|n| E164::parse(n).map_err(|e| Error::invalid("invalid_number", e.to_string())))
             .collect::<Result<_>>()?;
-        let mut tx = self.db.begin_write().await?;
         for n in &parsed {
             let owner: Option<String> =
                 sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
                     .bind(n.as_str())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(m.conn())
                     .await?
                     .map(|r| r.try_get(0))
                     .transpose()?;
@@ -815,14 +708,30 @@ impl Licensing {
                         .bind(customer)
                         .bind(account.map(str::to_owned))
                         .bind(now_ms() as i64)
-                        .execute(&mut *tx)
+                        .execute(m.conn())
                         .await?;
                 }
             }
         }
-        tx.commit().await?;
-        self.changed().await?;
         Ok(parsed)
+    }
+
+    /// Stores `numbers` for `customer` (from telephony account `account`,
+    /// or entered by an operator) and audits it as `action` on `target`.
+    async fn add_numbers_as(
+        &self,
+        actor: &Actor,
+        customer: &str,
+        account: Option<&str>,
+        numbers: &[String],
+        action: &str,
+        target: &str,
+    ) -> Result<Vec<NumberView>> {
+        let mut m = self.begin().await?;
+        let parsed = Self::store_numbers(&mut m, customer, account, numbers).await?;
+        let rec = Record::created(actor, Some(customer), action, target, &parsed);
+        self.commit(m, rec).await?;
+        self.numbers(actor, customer).await
     }
 
     /// Imports numbers read from the telephony account; refused without consent.
@@ -841,19 +750,29 @@ impl Licensing {
                 ),
             ));
         }
-        let parsed = self
-            .store_numbers(&acc.customer_id, Some(tid), numbers)
-            .await?;
-        self.audit(
+        self.add_numbers_as(
             actor,
-            Some(&acc.customer_id),
+            &acc.customer_id,
+            Some(tid),
+            numbers,
             "numbers.import",
             tid,
-            None,
-            Some(serde_json::json!(parsed)),
         )
-        .await?;
-        self.numbers(actor, &acc.customer_id).await
+        .await
+    }
+
+    /// Numbers entered by an operator (no telephony account, no consent
+    /// needed). All are validated before any is stored.
+    pub async fn add_numbers(
+        &self,
+        actor: &Actor,
+        cid: &str,
+        numbers: &[String],
+    ) -> Result<Vec<NumberView>> {
+        actor.require_operator()?;
+        self.customer_exists(cid).await?;
+        self.add_numbers_as(actor, cid, None, numbers, "numbers.add", cid)
+            .await
     }
 
     /// Numbers of a customer.
@@ -928,6 +847,7 @@ impl Licensing {
                 .map_err(|m| Error::invalid("invalid_host", format!("granted host '{h}': {m}")))?;
         }
         let iid = id("ins");
+        let mut m = self.begin().await?;
         sqlx::query("INSERT INTO installations (id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(&iid)
             .bind(cid)
@@ -937,37 +857,17 @@ impl Licensing {
             .bind(serde_json::to_string(&req.granted_hosts).unwrap_or_default())
             .bind(req.deliver_internal as i32)
             .bind(now_ms() as i64)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        self.changed().await?;
-        let view = self.installation(actor, &iid).await?;
-        self.audit(
-            actor,
-            Some(cid),
-            "installation.create",
-            &iid,
-            None,
-            serde_json::to_value(&view).ok(),
-        )
-        .await?;
+        let view = read::installation(m.conn(), &iid).await?;
+        let rec = Record::created(actor, Some(cid), "installation.create", &iid, &view);
+        self.commit(m, rec).await?;
         Ok(view)
     }
 
     /// One installation (secrets never included).
     pub async fn installation(&self, actor: &Actor, iid: &str) -> Result<InstallationView> {
-        let row = sqlx::query("SELECT id, customer_id, connector, config, granted_hosts, deliver_internal FROM installations WHERE id = $1")
-            .bind(iid)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| Error::not_found("installation", iid))?;
-        let view = InstallationView {
-            id: row.try_get(0)?,
-            customer_id: row.try_get(1)?,
-            connector: row.try_get(2)?,
-            config: serde_json::from_str(&row.try_get::<String, _>(3)?).unwrap_or_default(),
-            granted_hosts: serde_json::from_str(&row.try_get::<String, _>(4)?).unwrap_or_default(),
-            deliver_internal: row.try_get::<i32, _>(5)? != 0,
-        };
+        let view = read::installation(&mut *self.reader().await?, iid).await?;
         actor
             .check_customer(&view.customer_id)
             .map_err(|_| Error::not_found("installation", iid))?;
@@ -991,7 +891,7 @@ impl Licensing {
             ));
         }
         let mut ids = Vec::new();
-        let mut tx = self.db.begin_write().await?;
+        let mut m = self.begin().await?;
         for _ in 0..count {
             let lid = id("lic");
             sqlx::query("INSERT INTO licenses (id, customer_id, installation_id, state, ordered_at_ms) VALUES ($1, $2, $3, 'ordered', $4)")
@@ -999,57 +899,40 @@ impl Licensing {
                 .bind(&inst.customer_id)
                 .bind(iid)
                 .bind(now_ms() as i64)
-                .execute(&mut *tx)
+                .execute(m.conn())
                 .await?;
             ids.push(lid);
         }
-        tx.commit().await?;
-        self.audit(
+        let mut out = Vec::new();
+        for l in &ids {
+            out.push(read::license(m.conn(), l).await?);
+        }
+        let rec = Record::created(
             actor,
             Some(&inst.customer_id),
             "license.order",
             iid,
-            None,
-            Some(serde_json::json!({ "licenses": ids })),
-        )
-        .await?;
-        let mut out = Vec::new();
-        for l in ids {
-            out.push(self.license(actor, &l).await?);
-        }
+            &serde_json::json!({ "licenses": ids }),
+        );
+        self.commit(m, rec).await?;
         Ok(out)
     }
 
     /// One license.
     pub async fn license(&self, actor: &Actor, lid: &str) -> Result<LicenseView> {
-        let row = sqlx::query("SELECT id, customer_id, installation_id, state, number, ordered_at_ms, provisioned_at_ms, cancelled_at_ms FROM licenses WHERE id = $1")
-            .bind(lid)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| Error::not_found("license", lid))?;
-        let mut view = LicenseView {
-            id: row.try_get(0)?,
-            customer_id: row.try_get(1)?,
-            installation_id: row.try_get(2)?,
-            state: row.try_get(3)?,
-            number: row.try_get(4)?,
-            ordered_at_ms: row.try_get(5)?,
-            provisioned_at_ms: row.try_get(6)?,
-            cancelled_at_ms: row.try_get(7)?,
-            keys: Vec::new(),
-        };
+        let view = read::license(&mut *self.reader().await?, lid).await?;
         actor
             .check_customer(&view.customer_id)
             .map_err(|_| Error::not_found("license", lid))?;
-        let keys = sqlx::query("SELECT id, masked, revoked_at_ms, blocked_reason FROM license_keys WHERE license_id = $1 ORDER BY created_at_ms").bind(lid).fetch_all(&self.db.pool).await?;
-        for k in keys {
-            view.keys.push(KeyView {
-                id: k.try_get(0)?,
-                masked: k.try_get(1)?,
-                revoked: k.try_get::<Option<i64>, _>(2)?.is_some(),
-                blocked_reason: k.try_get(3)?,
-            });
-        }
+        Ok(view)
+    }
+
+    /// License `lid` inside mutation `m`, if `actor` may see it.
+    async fn visible_license(m: &mut Mutation, actor: &Actor, lid: &str) -> Result<LicenseView> {
+        let view = read::license(m.conn(), lid).await?;
+        actor
+            .check_customer(&view.customer_id)
+            .map_err(|_| Error::not_found("license", lid))?;
         Ok(view)
     }
 
@@ -1067,11 +950,35 @@ impl Licensing {
         Ok(out)
     }
 
+    /// Audits and commits a change of license `before` as `action` on
+    /// `target`; returns the license as it is now.
+    async fn commit_license(
+        &self,
+        mut m: Mutation,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        before: LicenseView,
+    ) -> Result<LicenseView> {
+        let after = read::license(m.conn(), &before.id).await?;
+        let rec = Record::change(
+            actor,
+            Some(&after.customer_id),
+            action,
+            target,
+            &before,
+            &after,
+        );
+        self.commit(m, rec).await?;
+        Ok(after)
+    }
+
     /// Provisions an ordered license (operator): billing starts today and a
     /// LeanSync Key is generated, returned once.
     pub async fn provision(&self, actor: &Actor, lid: &str) -> Result<(LicenseView, Secret)> {
         actor.require_operator()?;
-        let before = self.license(actor, lid).await?;
+        let mut m = self.begin().await?;
+        let before = Self::visible_license(&mut m, actor, lid).await?;
         if before.state != "ordered" {
             return Err(Error::conflict(
                 "illegal_transition",
@@ -1086,24 +993,16 @@ impl Licensing {
         )
         .bind(now_ms() as i64)
         .bind(lid)
-        .execute(&self.db.pool)
+        .execute(m.conn())
         .await?;
-        let key = self.insert_key(lid).await?;
-        self.changed().await?;
-        let after = self.license(actor, lid).await?;
-        self.audit_change(
-            actor,
-            Some(&after.customer_id),
-            "license.provision",
-            lid,
-            &before,
-            &after,
-        )
-        .await?;
+        let key = Self::insert_key(&mut m, lid).await?;
+        let after = self
+            .commit_license(m, actor, "license.provision", lid, before)
+            .await?;
         Ok((after, key))
     }
 
-    async fn insert_key(&self, lid: &str) -> Result<Secret> {
+    async fn insert_key(m: &mut Mutation, lid: &str) -> Result<Secret> {
         let key = Secret::generate("lsk");
         sqlx::query("INSERT INTO license_keys (id, license_id, secret_hash, masked, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(id("key"))
@@ -1111,14 +1010,15 @@ impl Licensing {
             .bind(key.hash())
             .bind(key.masked())
             .bind(now_ms() as i64)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
         Ok(key)
     }
 
     /// Assigns a provisioned license to one of the customer's numbers.
     pub async fn assign(&self, actor: &Actor, lid: &str, number: &str) -> Result<LicenseView> {
-        let before = self.license(actor, lid).await?;
+        let mut m = self.begin().await?;
+        let before = Self::visible_license(&mut m, actor, lid).await?;
         if before.state != "provisioned" {
             return Err(Error::conflict(
                 "illegal_transition",
@@ -1131,7 +1031,7 @@ impl Licensing {
         let n = E164::parse(number).map_err(|e| Error::invalid("invalid_number", e.to_string()))?;
         let owner: Option<String> = sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
             .bind(n.as_str())
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(m.conn())
             .await?
             .map(|r| r.try_get(0))
             .transpose()?;
@@ -1147,7 +1047,7 @@ impl Licensing {
             .bind(&before.installation_id)
             .bind(n.as_str())
             .bind(lid)
-            .fetch_one(&self.db.pool)
+            .fetch_one(m.conn())
             .await?
             .try_get(0)?;
         if taken > 0 {
@@ -1159,25 +1059,16 @@ impl Licensing {
         sqlx::query("UPDATE licenses SET number = $1 WHERE id = $2")
             .bind(n.as_str())
             .bind(lid)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        self.changed().await?;
-        let after = self.license(actor, lid).await?;
-        self.audit_change(
-            actor,
-            Some(&after.customer_id),
-            "license.assign",
-            lid,
-            &before,
-            &after,
-        )
-        .await?;
-        Ok(after)
+        self.commit_license(m, actor, "license.assign", lid, before)
+            .await
     }
 
     /// Cancels a license (any day, no minimum term): billing stops today.
     pub async fn cancel(&self, actor: &Actor, lid: &str) -> Result<LicenseView> {
-        let before = self.license(actor, lid).await?;
+        let mut m = self.begin().await?;
+        let before = Self::visible_license(&mut m, actor, lid).await?;
         if before.state == "cancelled" {
             return Err(Error::conflict(
                 "illegal_transition",
@@ -1187,25 +1078,16 @@ impl Licensing {
         sqlx::query("UPDATE licenses SET state = 'cancelled', cancelled_at_ms = $1 WHERE id = $2")
             .bind(now_ms() as i64)
             .bind(lid)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        self.changed().await?;
-        let after = self.license(actor, lid).await?;
-        self.audit_change(
-            actor,
-            Some(&after.customer_id),
-            "license.cancel",
-            lid,
-            &before,
-            &after,
-        )
-        .await?;
-        Ok(after)
+        self.commit_license(m, actor, "license.cancel", lid, before)
+            .await
     }
 
     /// Replaces a license's keys with a new one (returned once).
     pub async fn rotate_key(&self, actor: &Actor, lid: &str) -> Result<(LicenseView, Secret)> {
-        let before = self.license(actor, lid).await?;
+        let mut m = self.begin().await?;
+        let before = Self::visible_license(&mut m, actor, lid).await?;
         if before.state != "provisioned" {
             return Err(Error::conflict(
                 "illegal_transition",
@@ -1215,56 +1097,44 @@ impl Licensing {
                 ),
             ));
         }
-        sqlx::query("UPDATE license_keys SET revoked_at_ms = $1 WHERE license_id = $2 AND revoked_at_ms IS NULL").bind(now_ms() as i64).bind(lid).execute(&self.db.pool).await?;
-        let key = self.insert_key(lid).await?;
-        self.changed().await?;
-        let after = self.license(actor, lid).await?;
-        self.audit_change(
-            actor,
-            Some(&after.customer_id),
-            "key.rotate",
-            lid,
-            &before,
-            &after,
-        )
-        .await?;
+        sqlx::query("UPDATE license_keys SET revoked_at_ms = $1 WHERE license_id = $2 AND revoked_at_ms IS NULL")
+            .bind(now_ms() as i64)
+            .bind(lid)
+            .execute(m.conn())
+            .await?;
+        let key = Self::insert_key(&mut m, lid).await?;
+        let after = self
+            .commit_license(m, actor, "key.rotate", lid, before)
+            .await?;
         Ok((after, key))
     }
 
-    async fn key_license(&self, actor: &Actor, kid: &str) -> Result<LicenseView> {
+    /// The license of key `kid` inside mutation `m`, if `actor` may see it.
+    async fn key_license(m: &mut Mutation, actor: &Actor, kid: &str) -> Result<LicenseView> {
         let lid: String = sqlx::query("SELECT license_id FROM license_keys WHERE id = $1")
             .bind(kid)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(m.conn())
             .await?
             .ok_or_else(|| Error::not_found("key", kid))?
             .try_get(0)?;
-        self.license(actor, &lid)
+        Self::visible_license(m, actor, &lid)
             .await
             .map_err(|_| Error::not_found("key", kid))
     }
 
     /// Revokes a key at once.
     pub async fn revoke_key(&self, actor: &Actor, kid: &str) -> Result<LicenseView> {
-        let before = self.key_license(actor, kid).await?;
+        let mut m = self.begin().await?;
+        let before = Self::key_license(&mut m, actor, kid).await?;
         sqlx::query(
             "UPDATE license_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL",
         )
         .bind(now_ms() as i64)
         .bind(kid)
-        .execute(&self.db.pool)
+        .execute(m.conn())
         .await?;
-        self.changed().await?;
-        let after = self.license(actor, &before.id).await?;
-        self.audit_change(
-            actor,
-            Some(&after.customer_id),
-            "key.revoke",
-            kid,
-            &before,
-            &after,
-        )
-        .await?;
-        Ok(after)
+        self.commit_license(m, actor, "key.revoke", kid, before)
+            .await
     }
 
     /// Blocks (`Some(reason)`) or unblocks a single key at once.
@@ -1275,56 +1145,45 @@ impl Licensing {
         reason: Option<&str>,
     ) -> Result<LicenseView> {
         actor.require_operator()?;
-        let before = self.key_license(actor, kid).await?;
+        let mut m = self.begin().await?;
+        let before = Self::key_license(&mut m, actor, kid).await?;
         sqlx::query("UPDATE license_keys SET blocked_reason = $1 WHERE id = $2")
             .bind(reason.map(str::to_owned))
             .bind(kid)
-            .execute(&self.db.pool)
+            .execute(m.conn())
             .await?;
-        self.changed().await?;
-        let after = self.license(actor, &before.id).await?;
         let action = if reason.is_some() {
             "key.block"
         } else {
             "key.unblock"
         };
-        self.audit_change(
-            actor,
-            Some(&after.customer_id),
-            action,
-            kid,
-            &before,
-            &after,
-        )
-        .await?;
-        Ok(after)
+        self.commit_license(m, actor, action, kid, before).await
     }
 
     /// Deletes a customer's licenses and keys (termination; operator only).
     pub async fn delete_licenses(&self, actor: &Actor, cid: &str) -> Result<u64> {
         actor.require_operator()?;
         self.customer_exists(cid).await?;
-        let mut tx = self.db.begin_write().await?;
-        sqlx::query("DELETE FROM license_keys WHERE license_id IN (SELECT id FROM licenses WHERE customer_id = $1)").bind(cid).execute(&mut *tx).await?;
+        let mut m = self.begin().await?;
+        sqlx::query("DELETE FROM license_keys WHERE license_id IN (SELECT id FROM licenses WHERE customer_id = $1)")
+            .bind(cid)
+            .execute(m.conn())
+            .await?;
         let n = sqlx::query("DELETE FROM licenses WHERE customer_id = $1")
             .bind(cid)
-            .execute(&mut *tx)
+            .execute(m.conn())
             .await?
             .rows_affected();
-        tx.commit().await?;
-        self.changed().await?;
-        self.audit(
+        let rec = Record::created(
             actor,
             Some(cid),
             "licenses.delete",
             cid,
-            None,
-            Some(serde_json::json!({ "deleted": n })),
-        )
-        .await?;
+            &serde_json::json!({ "deleted": n }),
+        );
+        self.commit(m, rec).await?;
         Ok(n)
     }
-
     // ---- reports ----------------------------------------------------------
 
     /// The usage report ("Mengenreport") of a customer, at this moment.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::billing::{self, BillableLicense, Month, Price, PriceList, Statement};
-use super::{Actor, Error, InstallationView, Licensing, NumberView, Result, TelephonyAccountView};
+use super::{Actor, Error, InstallationView, Licensing, Record, Result, TelephonyAccountView};
 
 /// A notification to a customer (consent changes, blocks).
 #[derive(Debug, Clone, Serialize)]
@@ -97,29 +97,6 @@ impl Licensing {
             .unwrap_or_default())
     }
 
-    /// Numbers entered by an operator (no telephony account, no consent
-    /// needed). All are validated before any is stored.
-    pub async fn add_numbers(
-        &self,
-        actor: &Actor,
-        cid: &str,
-        numbers: &[String],
-    ) -> Result<Vec<NumberView>> {
-        actor.require_operator()?;
-        self.customer_exists(cid).await?;
-        let parsed = self.store_numbers(cid, None, numbers).await?;
-        self.audit(
-            actor,
-            Some(cid),
-            "numbers.add",
-            cid,
-            None,
-            Some(serde_json::json!(parsed)),
-        )
-        .await?;
-        self.numbers(actor, cid).await
-    }
-
     /// Notifications of a customer, newest last.
     pub async fn notifications(&self, actor: &Actor, cid: &str) -> Result<Vec<Notification>> {
         actor.check_customer(cid)?;
@@ -178,28 +155,20 @@ impl Licensing {
             valid_from: valid_from.to_string(),
             monthly_chf: price.to_string(),
         };
-        let mut tx = self.db.begin_write().await?;
+        let mut m = self.begin().await?;
         sqlx::query("DELETE FROM prices WHERE connector = $1 AND valid_from = $2")
             .bind(&view.connector)
             .bind(&view.valid_from)
-            .execute(&mut *tx)
+            .execute(m.conn())
             .await?;
         sqlx::query("INSERT INTO prices (connector, valid_from, monthly_chf) VALUES ($1, $2, $3)")
             .bind(&view.connector)
             .bind(&view.valid_from)
             .bind(&view.monthly_chf)
-            .execute(&mut *tx)
+            .execute(m.conn())
             .await?;
-        tx.commit().await?;
-        self.audit(
-            actor,
-            None,
-            "price.set",
-            &view.connector,
-            None,
-            serde_json::to_value(&view).ok(),
-        )
-        .await?;
+        let rec = Record::created(actor, None, "price.set", &view.connector, &view);
+        self.commit(m, rec).await?;
         Ok(view)
     }
 

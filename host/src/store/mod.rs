@@ -27,6 +27,9 @@ pub struct Db {
     pub pool: AnyPool,
     /// The dialect.
     pub backend: Backend,
+    /// The URL it was opened with (for connections outside the pool, such
+    /// as a PostgreSQL listener).
+    url: Arc<str>,
     /// SQLite has one writer at a time; a second one waits in SQLite's busy
     /// handler, which sleeps in steps of up to 100 ms. Writers queue here
     /// instead (first come, first served, woken at once), which keeps the
@@ -136,9 +139,15 @@ impl Db {
         Ok(Self {
             pool,
             backend,
+            url: Arc::from(url),
             write_turn,
             _alive: alive,
         })
+    }
+
+    /// The URL the database was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Begins a transaction that writes (see [`WriteTx`]).

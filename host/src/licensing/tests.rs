@@ -1,0 +1,203 @@
+//! The mutation path and the change feed, against a real SQLite file
+//! shared by two services as two hosts share one database.
+
+use std::sync::Arc;
+
+use sqlx::Row;
+
+use super::*;
+
+/// Every connector is loaded, has no secret fields and takes any config.
+struct AnyConnector;
+
+impl ConnectorCatalog for AnyConnector {
+    fn secret_fields(&self, _connector: &str) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
+    fn validate(
+        &self,
+        _connector: &str,
+        _config: &serde_json::Value,
+    ) -> futures::future::BoxFuture<'static, std::result::Result<Vec<String>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// Two services ("hosts") on one database file.
+async fn two_hosts(dir: &tempfile::TempDir) -> (Licensing, Licensing) {
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display());
+    let sealer = || Sealer::from_key(&[7u8; 32]);
+    let a = Licensing::open(
+        Db::connect(&url).await.unwrap(),
+        sealer(),
+        Arc::new(AnyConnector),
+    )
+    .await
+    .unwrap();
+    let b = Licensing::open(
+        Db::connect(&url).await.unwrap(),
+        sealer(),
+        Arc::new(AnyConnector),
+    )
+    .await
+    .unwrap();
+    (a, b)
+}
+
+fn operator() -> Actor {
+    Actor {
+        account_id: "acc_ops".into(),
+        name: "ops@leansync.test".into(),
+        customer_id: None,
+        impersonal: false,
+    }
+}
+
+/// A customer with `number` licensed to a webhook installation; returns
+/// (customer id, license id, key).
+async fn licensed(l: &Licensing, name: &str, number: &str) -> (String, String, Secret) {
+    let ops = operator();
+    let c = l.create_customer(&ops, name).await.unwrap();
+    l.add_numbers(&ops, &c.id, &[number.into()]).await.unwrap();
+    let i = l
+        .create_installation(
+            &ops,
+            &c.id,
+            NewInstallation {
+                connector: "webhook".into(),
+                config: serde_json::json!({}),
+                granted_hosts: Vec::new(),
+                deliver_internal: false,
+            },
+        )
+        .await
+        .unwrap();
+    let lic = l.order_licenses(&ops, &i.id, 1).await.unwrap().remove(0);
+    let (_, key) = l.provision(&ops, &lic.id).await.unwrap();
+    l.assign(&ops, &lic.id, number).await.unwrap();
+    (c.id, lic.id, key)
+}
+
+async fn count(l: &Licensing, table: &str) -> i64 {
+    sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(&l.db.pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_mutation_commits_with_one_audit_entry_and_one_change_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = two_hosts(&dir).await;
+    let (cid, _, _) = licensed(&a, "Muster AG", "+41 44 668 18 00").await;
+    // customer, numbers, installation, order, provision, assign
+    assert_eq!(count(&a, "audit").await, 6);
+    assert_eq!(count(&a, "changes").await, 6);
+    assert_eq!(a.applied_change(), 6, "the index reflects every change");
+
+    // Refused half-way (the second number is another customer's): nothing
+    // of it is stored, audited or recorded.
+    let other = a.create_customer(&operator(), "Other GmbH").await.unwrap();
+    let err = a
+        .add_numbers(
+            &operator(),
+            &other.id,
+            &["+41 44 668 18 01".into(), "+41 44 668 18 00".into()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "number_taken");
+    assert_eq!(count(&a, "numbers").await, 1);
+    assert_eq!(count(&a, "audit").await, 7);
+    assert_eq!(count(&a, "changes").await, 7);
+    let log = a.audit_log(&operator(), Some(&cid)).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "customer.create",
+            "numbers.add",
+            "installation.create",
+            "license.order",
+            "license.provision",
+            "license.assign"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_key_made_on_one_host_works_on_the_other_and_its_revocation_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(&dir).await;
+    let (_, _, first) = licensed(&a, "First AG", "+41 44 668 18 00").await;
+    assert!(
+        b.index().key(first.expose()).is_none(),
+        "b has not caught up yet"
+    );
+    b.catch_up().await.unwrap();
+    assert!(b.index().key(first.expose()).is_some());
+
+    // A second customer's change reloads that customer alone: the first
+    // one's entries stay as they are.
+    let (_, lic, second) = licensed(&a, "Second AG", "+41 44 668 18 10").await;
+    b.catch_up().await.unwrap();
+    let scope = b.index().key(second.expose()).cloned().unwrap();
+    assert_eq!(scope.license_id, lic);
+    assert!(b.index().key(first.expose()).is_some());
+    let n = E164::parse("+41446681810").unwrap();
+    assert_eq!(b.index().targets(&n).len(), 1);
+    assert!(b.monitored_numbers().borrow().contains(&n));
+
+    a.revoke_key(&operator(), &scope.key_id).await.unwrap();
+    b.catch_up().await.unwrap();
+    assert!(b.index().key(second.expose()).is_none());
+    assert!(b.index().targets(&n).is_empty());
+    assert!(!b.monitored_numbers().borrow().contains(&n));
+    assert!(b.index().key(first.expose()).is_some());
+    assert_eq!(a.applied_change(), b.applied_change());
+}
+
+#[tokio::test]
+async fn the_follower_applies_another_hosts_change_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(&dir).await;
+    b.follow_changes();
+    let (_, _, key) = licensed(&a, "Follow AG", "+41 44 668 18 00").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while b.index().key(key.expose()).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never applied a's changes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_changes_leave_the_index_as_the_database_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = two_hosts(&dir).await;
+    let (_, lic, first) = licensed(&a, "Race AG", "+41 44 668 18 00").await;
+    let rotations: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, lic) = (a.clone(), lic.clone());
+            tokio::spawn(async move { a.rotate_key(&operator(), &lic).await.unwrap().1 })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for r in rotations {
+        keys.push(r.await.unwrap());
+    }
+    let view = a.license(&operator(), &lic).await.unwrap();
+    let live: Vec<_> = view.keys.iter().filter(|k| !k.revoked).collect();
+    assert_eq!(live.len(), 1, "one key stays: {:?}", view.keys);
+    let resolving: Vec<_> = keys
+        .iter()
+        .filter(|k| a.index().key(k.expose()).is_some())
+        .collect();
+    assert_eq!(resolving.len(), 1, "exactly the live key resolves");
+    assert_eq!(resolving[0].masked(), live[0].masked);
+    assert!(a.index().key(first.expose()).is_none());
+}

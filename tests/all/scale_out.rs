@@ -1,0 +1,80 @@
+//! Several `leansync serve` processes on one PostgreSQL database act as one
+//! service: a license made through one host is honoured by the other, and
+//! a revocation through one host takes effect on the other within a second.
+
+use std::time::{Duration, Instant};
+
+use leansync_tests::db::{Backend, TestDb};
+use leansync_tests::host::{Host, Tenant, eventually};
+use leansync_tests::receiver::Receiver;
+use serde_json::json;
+
+/// The status host `h` answers for LeanSync Key `key` (401: not a key it
+/// knows; 404: a known key asking for a call that does not exist).
+async fn key_status(h: &Host, key: &str) -> u16 {
+    h.call("GET", "/api/v1/calls/call_none", Some(key), None)
+        .await
+        .0
+}
+
+/// Waits up to `limit` for `h` to answer `want` for `key`; how long it took.
+async fn until_status(h: &Host, key: &str, want: u16, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if key_status(h, key).await == want {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_license_made_on_one_host_is_honoured_and_revoked_on_the_other() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = Host::start(&db.url).await;
+    let b = Host::start_beside(&a).await;
+    let receiver = Receiver::start().await;
+    let t = Tenant::create(&a, "Scale AG", &["044 668 18 00"], &receiver.url()).await;
+
+    let took = until_status(&b, &t.key, 404, Duration::from_secs(5)).await;
+    assert!(
+        took.is_some(),
+        "host b never accepted a key made on host a (still {}):\n{}",
+        key_status(&b, &t.key).await,
+        b.log()
+    );
+    eprintln!("key made on a accepted by b after {took:?}");
+
+    // A call host b sees for that number reaches the app, through b.
+    b.op(
+        "POST",
+        "/api/v1/sim/calls",
+        Some(json!({ "to": t.number, "from": "+41 79 555 12 12", "answer_after": 0.1, "hangup_after": 0.2 })),
+    )
+    .await;
+    let got = eventually(Duration::from_secs(15), || {
+        let n = receiver.received().len();
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert!(got.is_some(), "no delivery from host b:\n{}", b.log());
+
+    // Revoked through a: b refuses the key within a second of the answer.
+    a.ok(
+        &t.admin,
+        "DELETE",
+        &format!("/api/v1/keys/{}", t.key_id),
+        None,
+    )
+    .await;
+    let took = until_status(&b, &t.key, 401, Duration::from_secs(1)).await;
+    assert!(
+        took.is_some(),
+        "host b still accepts a key revoked through host a 1 s ago:\n{}",
+        b.log()
+    );
+    eprintln!("key revoked on a refused by b after {took:?}");
+    drop((a, b));
+    db.drop_db().await;
+}
