@@ -5,6 +5,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sqlx::Row;
 
+use super::mutation::Touches;
 use super::{AccountView, Actor, Error, ErrorKind, Licensing, Record, Result};
 
 /// Shortest password accepted.
@@ -70,6 +71,7 @@ impl Licensing {
             target: account_id,
             before: None,
             after: None,
+            touches: Touches::Nothing,
         };
         self.commit(m, rec).await
     }

@@ -1,9 +1,11 @@
 //! The in-memory view the call path reads: active licenses by number, key
 //! hashes to scopes, installations, owners and dial permissions. Every
-//! entry belongs to one customer, so a change is applied by reloading the
-//! changed customers' rows alone ([`Index::load`] with a customer) and
-//! swapping their entries in place ([`Index::replace`]): the cost of a
-//! change grows with that customer, not with the service.
+//! entry belongs to one license of one customer, so a change is applied by
+//! reloading only what it concerns: one license ([`Index::load_license`],
+//! [`Index::replace_license`]) for license and key changes, one customer's
+//! rows ([`Index::load`] with a customer, [`Index::replace`]) for the rarer
+//! changes of a customer, its accounts, consent, numbers or installations.
+//! The cost of a key or license change does not grow with the customer.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,22 +24,31 @@ use crate::plugins::capabilities::HostPattern;
 #[derive(Default)]
 pub struct Index {
     by_number: HashMap<E164, Vec<Target>>,
-    by_installation: HashMap<String, Target>,
+    /// Active targets of each installation (webhook routes use the first).
+    by_installation: HashMap<String, Vec<Target>>,
     by_key_hash: HashMap<String, KeyScope>,
     owners: HashMap<E164, String>,
     permissions: HashMap<String, DialPermissions>,
-    /// What each customer put into the maps above, so that it can be
-    /// taken out again when that customer changes.
+    /// The numbers each customer owns, and its active licenses, so that
+    /// they can be taken out again when that customer changes.
     entries: HashMap<String, Entries>,
+    /// What each active license put into the maps above.
+    licenses: HashMap<String, LicenseEntries>,
 }
 
-/// The keys one customer's rows occupy in the index's maps.
+/// A customer's numbers and active licenses.
 #[derive(Default)]
 struct Entries {
-    numbers: BTreeSet<E164>,
-    installations: Vec<String>,
-    key_hashes: Vec<String>,
     owned: Vec<E164>,
+    licenses: BTreeSet<String>,
+}
+
+/// The keys one active license occupies in the index's maps.
+struct LicenseEntries {
+    customer: String,
+    number: E164,
+    installation: String,
+    key_hashes: Vec<String>,
 }
 
 /// `query` restricted to one customer's rows by `column` when `customer`
@@ -62,6 +73,44 @@ pub(super) async fn rows(
         q = q.bind(cid.to_owned());
     }
     q.fetch_all(&mut *c).await
+}
+
+/// An installation row (id, customer, connector, config, sealed secrets,
+/// granted hosts, deliver_internal) with its secrets opened.
+fn installation_of(
+    r: &sqlx::any::AnyRow,
+    sealer: &Sealer,
+) -> Result<(Arc<Installation>, bool), sqlx::Error> {
+    let secrets: HashMap<String, String> = sealer
+        .open(&r.try_get::<String, _>(4)?)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&s).ok())
+        .map(|m| {
+            m.into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let hosts: Vec<String> = serde_json::from_str(&r.try_get::<String, _>(5)?).unwrap_or_default();
+    let inst = Installation {
+        id: r.try_get(0)?,
+        customer_id: r.try_get(1)?,
+        plugin: r.try_get(2)?,
+        config: serde_json::from_str(&r.try_get::<String, _>(3)?).unwrap_or_default(),
+        secrets,
+        granted_hosts: hosts
+            .iter()
+            .filter_map(|h| HostPattern::parse(h).ok())
+            .collect(),
+    };
+    Ok((Arc::new(inst), r.try_get::<i32, _>(6)? != 0))
 }
 
 impl Index {
@@ -135,23 +184,7 @@ impl Index {
         }
         let mut installations: HashMap<String, (Arc<Installation>, bool)> = HashMap::new();
         for r in rows(c, "SELECT id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal FROM installations", "customer_id", customer).await? {
-            let id: String = r.try_get(0)?;
-            let secrets: HashMap<String, String> = sealer
-                .open(&r.try_get::<String, _>(4)?)
-                .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&s).ok())
-                .map(|m| m.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect())
-                .unwrap_or_default();
-            let hosts: Vec<String> = serde_json::from_str(&r.try_get::<String, _>(5)?).unwrap_or_default();
-            let inst = Installation {
-                id: id.clone(),
-                customer_id: r.try_get(1)?,
-                plugin: r.try_get(2)?,
-                config: serde_json::from_str(&r.try_get::<String, _>(3)?).unwrap_or_default(),
-                secrets,
-                granted_hosts: hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
-            };
-            installations.insert(id, (Arc::new(inst), r.try_get::<i32, _>(6)? != 0));
+            installations.insert(r.try_get(0)?, installation_of(&r, sealer)?);
         }
         let mut keys: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for r in rows(c, "SELECT k.id, k.license_id, k.secret_hash FROM license_keys k JOIN licenses l ON l.id = k.license_id WHERE k.revoked_at_ms IS NULL AND k.blocked_reason IS NULL", "l.customer_id", customer).await? {
@@ -184,6 +217,7 @@ impl Index {
         deliver_internal: bool,
         keys: &[(String, String)],
     ) {
+        self.remove_license(license_id);
         let target = Target {
             license_id: license_id.to_owned(),
             customer_id: customer_id.to_owned(),
@@ -191,7 +225,7 @@ impl Index {
             deliver_internal,
             lookup: false,
         };
-        let entries = self.entries.entry(customer_id.to_owned()).or_default();
+        let mut key_hashes = Vec::with_capacity(keys.len());
         for (kid, hash) in keys {
             self.by_key_hash.insert(
                 hash.clone(),
@@ -203,19 +237,179 @@ impl Index {
                     number: number.clone(),
                 },
             );
-            entries.key_hashes.push(hash.clone());
+            key_hashes.push(hash.clone());
         }
+        let entries = self.entries.entry(customer_id.to_owned()).or_default();
         if !self.owners.contains_key(&number) {
             self.owners.insert(number.clone(), customer_id.to_owned());
             entries.owned.push(number.clone());
         }
-        if !self.by_installation.contains_key(&installation.id) {
-            self.by_installation
-                .insert(installation.id.clone(), target.clone());
-            entries.installations.push(installation.id.clone());
+        entries.licenses.insert(license_id.to_owned());
+        self.by_installation
+            .entry(installation.id.clone())
+            .or_default()
+            .push(target.clone());
+        self.by_number
+            .entry(number.clone())
+            .or_default()
+            .push(target);
+        self.licenses.insert(
+            license_id.to_owned(),
+            LicenseEntries {
+                customer: customer_id.to_owned(),
+                number,
+                installation: installation.id.clone(),
+                key_hashes,
+            },
+        );
+    }
+
+    /// Takes license `lid` out (if it was active); returns its number when
+    /// that number has no active license left.
+    fn remove_license(&mut self, lid: &str) -> Option<E164> {
+        let e = self.licenses.remove(lid)?;
+        for h in &e.key_hashes {
+            self.by_key_hash.remove(h);
         }
-        entries.numbers.insert(number.clone());
-        self.by_number.entry(number).or_default().push(target);
+        if let Some(targets) = self.by_installation.get_mut(&e.installation) {
+            targets.retain(|t| t.license_id != lid);
+            if targets.is_empty() {
+                self.by_installation.remove(&e.installation);
+            }
+        }
+        if let Some(c) = self.entries.get_mut(&e.customer) {
+            c.licenses.remove(lid);
+        }
+        let targets = self.by_number.get_mut(&e.number)?;
+        targets.retain(|t| t.license_id != lid);
+        if targets.is_empty() {
+            self.by_number.remove(&e.number);
+            return Some(e.number);
+        }
+        None
+    }
+
+    /// Loads license `lid` alone, by key lookups only: `Some` with it if it
+    /// is active (provisioned, assigned, a live key, customer not blocked,
+    /// number consented), by the same rules as [`Index::load`].
+    pub(super) async fn load_license(
+        c: &mut AnyConnection,
+        sealer: &Sealer,
+        lid: &str,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(l) = sqlx::query("SELECT customer_id, installation_id, number FROM licenses WHERE id = $1 AND state = 'provisioned' AND number IS NOT NULL")
+            .bind(lid)
+            .fetch_optional(&mut *c)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let cid: String = l.try_get(0)?;
+        let iid: String = l.try_get(1)?;
+        let Ok(number) = E164::parse(&l.try_get::<String, _>(2)?) else {
+            return Ok(None);
+        };
+        let blocked = sqlx::query("SELECT blocked_reason FROM customers WHERE id = $1")
+            .bind(&cid)
+            .fetch_optional(&mut *c)
+            .await?
+            .map(|r| r.try_get::<Option<String>, _>(0))
+            .transpose()?
+            .is_none_or(|reason| reason.is_some());
+        // Numbers entered by an operator (no account) need no consent.
+        let consented = match sqlx::query("SELECT n.telephony_account_id, t.consent_at_ms FROM numbers n LEFT JOIN telephony_accounts t ON t.id = n.telephony_account_id WHERE n.e164 = $1 AND n.customer_id = $2")
+            .bind(number.as_str())
+            .bind(&cid)
+            .fetch_optional(&mut *c)
+            .await?
+        {
+            None => false,
+            Some(r) => {
+                r.try_get::<Option<String>, _>(0)?.is_none()
+                    || r.try_get::<Option<i64>, _>(1)?.is_some()
+            }
+        };
+        let keys: Vec<(String, String)> = sqlx::query("SELECT id, secret_hash FROM license_keys WHERE license_id = $1 AND revoked_at_ms IS NULL AND blocked_reason IS NULL")
+            .bind(lid)
+            .fetch_all(&mut *c)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        if blocked || !consented || keys.is_empty() {
+            return Ok(None);
+        }
+        let Some(r) = sqlx::query("SELECT id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal FROM installations WHERE id = $1")
+            .bind(&iid)
+            .fetch_optional(&mut *c)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (inst, internal) = installation_of(&r, sealer)?;
+        let mut part = Index::default();
+        part.add(lid, &cid, number, inst, internal, &keys);
+        Ok(Some(part))
+    }
+
+    /// Replaces license `lid` with `part` (its [`Index::load_license`]);
+    /// returns the monitored numbers that went away and those that came.
+    pub(super) fn replace_license(
+        &mut self,
+        lid: &str,
+        part: Option<Index>,
+    ) -> (Vec<E164>, Vec<E164>) {
+        let mut numbers: Vec<E164> = self
+            .licenses
+            .get(lid)
+            .map(|e| e.number.clone())
+            .into_iter()
+            .collect();
+        let new = part.as_ref().and_then(|p| p.licenses.get(lid));
+        if let Some(e) = new
+            && !numbers.contains(&e.number)
+        {
+            numbers.push(e.number.clone());
+        }
+        let was: Vec<bool> = numbers
+            .iter()
+            .map(|n| self.by_number.contains_key(n))
+            .collect();
+        self.remove_license(lid);
+        if let Some(mut part) = part
+            && let Some(e) = part.licenses.remove(lid)
+            && let Some(target) = part
+                .by_number
+                .remove(&e.number)
+                .and_then(|t| t.into_iter().next())
+        {
+            let keys: Vec<(String, String)> = e
+                .key_hashes
+                .iter()
+                .filter_map(|h| {
+                    part.by_key_hash
+                        .get(h)
+                        .map(|k| (k.key_id.clone(), h.clone()))
+                })
+                .collect();
+            self.add(
+                lid,
+                &e.customer,
+                e.number,
+                target.installation,
+                target.deliver_internal,
+                &keys,
+            );
+        }
+        let (mut gone, mut came) = (Vec::new(), Vec::new());
+        for (n, was) in numbers.into_iter().zip(was) {
+            match (was, self.by_number.contains_key(&n)) {
+                (true, false) => gone.push(n),
+                (false, true) => came.push(n),
+                _ => {}
+            }
+        }
+        (gone, came)
     }
 
     /// Replaces everything of `customer` with `part` (that customer's
@@ -223,35 +417,60 @@ impl Index {
     /// those that came.
     pub(super) fn replace(&mut self, customer: &str, mut part: Index) -> (Vec<E164>, Vec<E164>) {
         let old = self.entries.remove(customer).unwrap_or_default();
-        for h in &old.key_hashes {
-            self.by_key_hash.remove(h);
-        }
-        for i in &old.installations {
-            self.by_installation.remove(i);
+        let mut before = BTreeSet::new();
+        for lid in &old.licenses {
+            if let Some(e) = self.licenses.get(lid) {
+                before.insert(e.number.clone());
+            }
+            self.remove_license(lid);
         }
         for n in &old.owned {
             self.owners.remove(n);
         }
-        for n in &old.numbers {
-            if let Some(targets) = self.by_number.get_mut(n) {
-                targets.retain(|t| t.customer_id != customer);
-                if targets.is_empty() {
-                    self.by_number.remove(n);
-                }
+        self.permissions.remove(customer);
+        self.permissions.extend(part.permissions.drain());
+        let new = part.entries.remove(customer).unwrap_or_default();
+        for n in &new.owned {
+            if let Some(o) = part.owners.remove(n) {
+                self.owners.insert(n.clone(), o);
             }
         }
-        self.permissions.remove(customer);
-        let new = part.entries.remove(customer).unwrap_or_default();
-        let gone = old.numbers.difference(&new.numbers).cloned().collect();
-        let came = new.numbers.difference(&old.numbers).cloned().collect();
-        self.by_key_hash.extend(part.by_key_hash);
-        self.by_installation.extend(part.by_installation);
-        self.owners.extend(part.owners);
-        self.permissions.extend(part.permissions);
-        for (n, targets) in part.by_number {
-            self.by_number.entry(n).or_default().extend(targets);
+        self.entries.entry(customer.to_owned()).or_default().owned = new.owned;
+        let mut after = BTreeSet::new();
+        for lid in &new.licenses {
+            if let Some(e) = part.licenses.remove(lid)
+                && let Some(target) = part
+                    .by_number
+                    .get(&e.number)
+                    .and_then(|t| t.iter().find(|t| &t.license_id == lid))
+                    .cloned()
+            {
+                let keys: Vec<(String, String)> = e
+                    .key_hashes
+                    .iter()
+                    .filter_map(|h| {
+                        part.by_key_hash
+                            .get(h)
+                            .map(|k| (k.key_id.clone(), h.clone()))
+                    })
+                    .collect();
+                after.insert(e.number.clone());
+                self.add(
+                    lid,
+                    customer,
+                    e.number,
+                    target.installation,
+                    target.deliver_internal,
+                    &keys,
+                );
+            }
         }
-        self.entries.insert(customer.to_owned(), new);
+        let gone = before
+            .difference(&after)
+            .filter(|n| !self.by_number.contains_key(*n))
+            .cloned()
+            .collect();
+        let came = after.difference(&before).cloned().collect();
         (gone, came)
     }
 
@@ -262,7 +481,7 @@ impl Index {
 
     /// The active target of an installation.
     pub fn installation(&self, id: &str) -> Option<&Target> {
-        self.by_installation.get(id)
+        self.by_installation.get(id).and_then(|t| t.first())
     }
 
     /// The scope of a presented key (by its hash), if active.

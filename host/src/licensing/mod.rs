@@ -341,7 +341,7 @@ impl Licensing {
             },
             impersonal,
         };
-        let rec = Record::created(actor, customer, "account.create", &acc_id, &view);
+        let rec = Record::created(actor, customer, "account.create", &acc_id, &view).no_index();
         self.commit(m, rec).await?;
         Ok((view, token))
     }
@@ -913,7 +913,8 @@ impl Licensing {
             "license.order",
             iid,
             &serde_json::json!({ "licenses": ids }),
-        );
+        )
+        .no_index();
         self.commit(m, rec).await?;
         Ok(out)
     }
@@ -968,7 +969,8 @@ impl Licensing {
             target,
             &before,
             &after,
-        );
+        )
+        .license(&before.id);
         self.commit(m, rec).await?;
         Ok(after)
     }

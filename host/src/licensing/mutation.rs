@@ -19,6 +19,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::{Actor, Index, Licensing, Lines, Result};
 use crate::call::now_ms;
+use crate::number::E164;
 use crate::store::{Backend, WriteTx};
 
 /// The advisory lock every licensing mutation holds on PostgreSQL
@@ -86,6 +87,30 @@ pub(super) struct Record<'a> {
     pub before: Option<serde_json::Value>,
     /// State after, if there is one.
     pub after: Option<serde_json::Value>,
+    /// What of the in-memory index the change can affect.
+    pub touches: Touches,
+}
+
+/// What of the index a change can affect, so hosts reload just that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Touches {
+    /// Nothing the call path reads (accounts, prices, orders).
+    Nothing,
+    /// One license and its keys.
+    License(String),
+    /// Anything of the record's customer (its block, permissions,
+    /// telephony accounts, consent, numbers, installations).
+    Customer,
+}
+
+impl Touches {
+    fn column(&self) -> (&'static str, Option<String>) {
+        match self {
+            Touches::Nothing => ("none", None),
+            Touches::License(l) => ("license", Some(l.clone())),
+            Touches::Customer => ("customer", None),
+        }
+    }
 }
 
 impl<'a> Record<'a> {
@@ -105,7 +130,20 @@ impl<'a> Record<'a> {
             target,
             before: serde_json::to_value(before).ok(),
             after: serde_json::to_value(after).ok(),
+            touches: Touches::Customer,
         }
+    }
+
+    /// The change concerns license `lid` alone.
+    pub fn license(mut self, lid: &str) -> Self {
+        self.touches = Touches::License(lid.to_owned());
+        self
+    }
+
+    /// The change touches nothing the call path reads.
+    pub fn no_index(mut self) -> Self {
+        self.touches = Touches::Nothing;
+        self
     }
 
     /// Something new: no state before.
@@ -123,6 +161,7 @@ impl<'a> Record<'a> {
             target,
             before: None,
             after: serde_json::to_value(after).ok(),
+            touches: Touches::Customer,
         }
     }
 }
@@ -162,13 +201,16 @@ impl Licensing {
             .bind(rec.after.map(|v| v.to_string()))
             .execute(&mut *m.tx)
             .await?;
+        let (scope, license) = rec.touches.column();
         let seq: i64 = sqlx::query(
-            "INSERT INTO changes (at_ms, customer_id, action, target) VALUES ($1, $2, $3, $4) RETURNING seq",
+            "INSERT INTO changes (at_ms, customer_id, action, target, scope, license_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
         )
         .bind(at)
         .bind(rec.customer.map(str::to_owned))
         .bind(rec.action)
         .bind(rec.target)
+        .bind(scope)
+        .bind(license)
         .fetch_one(&mut *m.tx)
         .await?
         .try_get(0)?;
@@ -203,7 +245,7 @@ impl Licensing {
             return self.reload_all(&mut c).await;
         }
         let news = sqlx::query(
-            "SELECT seq, customer_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, customer_id, scope, license_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(applied)
         .bind(WHOLE_RELOAD_AFTER + 1)
@@ -216,34 +258,50 @@ impl Licensing {
             return self.reload_all(&mut c).await;
         }
         let latest: i64 = last.try_get(0)?;
-        let mut customers = BTreeSet::new();
+        let (mut customers, mut licenses) = (BTreeSet::new(), BTreeSet::new());
         for r in &news {
-            // Changes of no customer (prices, operator accounts) do not
-            // touch the index.
-            if let Some(cid) = r.try_get::<Option<String>, _>(1)? {
-                customers.insert(cid);
+            let customer: Option<String> = r.try_get(1)?;
+            match (r.try_get::<String, _>(2)?.as_str(), customer) {
+                ("license", _) => {
+                    licenses.insert(r.try_get::<Option<String>, _>(3)?.unwrap_or_default());
+                }
+                ("customer", Some(cid)) => {
+                    customers.insert(cid);
+                }
+                _ => {}
             }
         }
+        // Read after the change list: each part holds at least those changes.
         for cid in &customers {
-            // Read after the change list: each part holds at least those changes.
             let part = Index::load(&mut c, &self.sealer, Some(cid)).await?;
             let lines = Lines::load(&mut c, &self.sealer, Some(cid)).await?;
             // Accounts first: a number's own connection exists before the
             // number is handed to it.
             self.lines
                 .send_if_modified(|current| Arc::make_mut(current).replace(cid, lines));
-            let (gone, came) = self.index.write().replace(cid, part);
-            self.monitored.send_if_modified(|set| {
-                let changed = !gone.is_empty() || !came.is_empty();
-                for n in &gone {
-                    set.remove(n);
-                }
-                set.extend(came);
-                changed
-            });
+            let moved = self.index.write().replace(cid, part);
+            self.publish_monitored(moved);
+        }
+        for lid in &licenses {
+            let part = Index::load_license(&mut c, &self.sealer, lid).await?;
+            let moved = self.index.write().replace_license(lid, part);
+            self.publish_monitored(moved);
         }
         self.applied.store(latest, Ordering::Release);
         Ok(())
+    }
+
+    /// Tells the telephony side which numbers stopped and started being
+    /// monitored.
+    fn publish_monitored(&self, (gone, came): (Vec<E164>, Vec<E164>)) {
+        self.monitored.send_if_modified(|set| {
+            let changed = !gone.is_empty() || !came.is_empty();
+            for n in &gone {
+                set.remove(n);
+            }
+            set.extend(came);
+            changed
+        });
     }
 
     /// Loads the whole index (at start, and after a long outage).

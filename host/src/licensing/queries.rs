@@ -167,7 +167,7 @@ impl Licensing {
             .bind(&view.monthly_chf)
             .execute(m.conn())
             .await?;
-        let rec = Record::created(actor, None, "price.set", &view.connector, &view);
+        let rec = Record::created(actor, None, "price.set", &view.connector, &view).no_index();
         self.commit(m, rec).await?;
         Ok(view)
     }
