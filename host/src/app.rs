@@ -77,6 +77,7 @@ impl App {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
         let plugins = PluginRuntime::new(config.plugins.clone(), &config.cache_dir())?;
+        plugins.egress().deny_own_listener(config.listen);
         let report = {
             let rt = plugins.clone();
             let dir = config.plugins_dir.clone();

@@ -57,6 +57,11 @@ pub struct PluginLimits {
     /// on the 2-core machines measured so far (BENCHMARKS.md) a warm
     /// instance's call was not faster than instantiating inline.
     pub warm_instances: u32,
+    /// Address ranges plugins may reach although they are loopback,
+    /// private, link-local or otherwise not public (e.g. `["10.20.0.0/16"]`
+    /// for an app in the operator's own network). Empty, the default:
+    /// public addresses only. The host's own listener is never reachable.
+    pub allow_networks: Vec<String>,
 }
 
 /// Which telephony provider the host uses.
@@ -96,6 +101,7 @@ impl Default for PluginLimits {
             degraded_after: 5,
             max_instances: 1_000,
             warm_instances: 0,
+            allow_networks: Vec::new(),
         }
     }
 }
@@ -197,6 +203,14 @@ impl Config {
         }
         if let Some(v) = get("LEANSYNC_SECRET_KEY_FILE") {
             self.secret_key_file = v.into();
+        }
+        if let Some(v) = get("LEANSYNC_PLUGINS_ALLOW_NETWORKS") {
+            self.plugins.allow_networks = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(v) = get("LEANSYNC_TELEPHONY_PROVIDER") {
             self.telephony.provider = v;

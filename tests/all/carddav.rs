@@ -22,6 +22,7 @@ fn roomy_limits() -> PluginLimits {
         memory_limit_mib: 256,
         degraded_after: 3,
         max_instances: 64,
+        allow_networks: leansync_tests::plugins::local_peers(),
         ..PluginLimits::default()
     }
 }

@@ -3,6 +3,7 @@
 mod admin_api;
 mod carddav;
 mod crash;
+mod egress;
 mod licensing_e2e;
 mod pipeline_delivery;
 mod plugin_faults;

@@ -88,3 +88,48 @@ async fn a_host_the_manifest_does_not_ask_for_is_denied_even_if_granted() {
     assert!(msg.contains("capabilities.outbound-hosts"), "{msg}");
     assert!(receiver.received().is_empty());
 }
+
+/// A runtime whose operator allows no private range (the default), and an
+/// http-probe that asks for every host, granted every host.
+fn open_probe(
+    scratch: &std::path::Path,
+    url: &str,
+) -> (
+    leansync_host::plugins::PluginRuntime,
+    std::sync::Arc<leansync_host::plugins::Installation>,
+) {
+    let dir = scratch.join("plugins");
+    let folder = install("http-probe", &dir);
+    edit_manifest(&folder, "outbound-hosts", r#"["*"]"#);
+    let limits = leansync_host::config::PluginLimits {
+        allow_networks: Vec::new(),
+        ..test_limits()
+    };
+    let rt = runtime(scratch, limits);
+    rt.reload_dir(&dir);
+    let inst = installation("http-probe", json!({ "url": url }), &["*"]);
+    (rt, inst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_of_every_host_still_cannot_reach_loopback_by_address_or_by_name() {
+    let receiver = Receiver::start().await;
+    let port = receiver.addr.port();
+    for url in [
+        format!("http://127.0.0.1:{port}/admin"),
+        format!("http://localhost:{port}/admin"),
+        format!("http://[::ffff:127.0.0.1]:{port}/admin"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let scratch = tempfile::tempdir().unwrap();
+        let (rt, inst) = open_probe(scratch.path(), &url);
+        let err = rt
+            .on_call_event(&inst, &ringing("c1"), None, &d())
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("destination IP prohibited"), "{url}: {msg}");
+        assert!(msg.contains("plugins.allow_networks"), "{url}: {msg}");
+    }
+    assert!(receiver.received().is_empty(), "a refused request arrived");
+}

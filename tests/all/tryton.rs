@@ -27,6 +27,7 @@ fn limits() -> PluginLimits {
         memory_limit_mib: 64,
         degraded_after: 3,
         max_instances: 64,
+        allow_networks: leansync_tests::plugins::local_peers(),
         ..PluginLimits::default()
     }
 }

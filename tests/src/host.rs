@@ -128,7 +128,10 @@ impl Host {
             )
             .env("LEANSYNC_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("LEANSYNC_URL", &self.url)
-            .env("LEANSYNC_LOG", "info,leansync_host=debug");
+            .env("LEANSYNC_LOG", "info,leansync_host=debug")
+            // The tests' peers listen on loopback, which plugins may not
+            // reach unless the operator allows it.
+            .env("LEANSYNC_PLUGINS_ALLOW_NETWORKS", "127.0.0.0/8,::1/128");
         if !self.db_url.is_empty() {
             c.env("LEANSYNC_DATABASE_URL", &self.db_url);
         }

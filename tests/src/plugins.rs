@@ -95,7 +95,15 @@ pub fn test_limits() -> PluginLimits {
         max_instances: 64,
         // Exercise the warm-instance path in every plugin test.
         warm_instances: 2,
+        allow_networks: local_peers(),
     }
+}
+
+/// The operator setting that lets plugins reach the tests' local peers
+/// (receivers, Radicale, trytond, SaaS fakes), which all listen on
+/// loopback; without it plugins may reach public addresses only.
+pub fn local_peers() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
 }
 
 /// A runtime with its own cache directory inside `scratch`.

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod capabilities;
 pub mod cli;
+pub mod egress;
 pub mod engine;
 pub mod manifest;
 mod outbound;
@@ -11,6 +12,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod watcher;
 
+pub use egress::Egress;
 pub use runtime::{
     ConfigIssue, Delivery, HttpRequest, HttpResponse, InvokeError, PluginInfo, PluginRuntime,
     ReloadReport, Status,

@@ -1,5 +1,7 @@
 //! Loading, versioning, invoking and health of connector plugins.
 
+use super::egress::Egress;
+use super::outbound::Outbound;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -209,6 +211,10 @@ struct Inner {
     linker: Linker<StoreState>,
     cache: ArtifactCache,
     limits: PluginLimits,
+    /// Where plugins may connect (the operator's rules).
+    egress: Egress,
+    /// Their HTTP client, which keeps to `egress`.
+    outbound: Outbound,
     services: RwLock<Arc<dyn HostServices>>,
     /// Loaded plugins by name; swapped whole so readers see one consistent set.
     plugins: RwLock<Arc<BTreeMap<String, Arc<LoadedPlugin>>>>,
@@ -237,6 +243,8 @@ pub struct ReloadReport {
 impl PluginRuntime {
     /// Creates a runtime; compiled components are cached under `cache_dir`.
     pub fn new(limits: PluginLimits, cache_dir: &Path) -> anyhow::Result<Self> {
+        let egress = Egress::new(&limits.allow_networks).map_err(anyhow::Error::msg)?;
+        let outbound = Outbound::new(&egress);
         let engine = build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
         api::add_to_linker(&mut linker)?;
@@ -248,12 +256,19 @@ impl PluginRuntime {
                 linker,
                 cache,
                 limits,
+                egress,
+                outbound,
                 services: RwLock::new(Arc::new(MemoryServices::default())),
                 plugins: RwLock::new(Arc::new(BTreeMap::new())),
                 problems: RwLock::new(BTreeMap::new()),
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// The operator's egress rules (e.g. to refuse the host's own listener).
+    pub fn egress(&self) -> &Egress {
+        &self.inner.egress
     }
 
     /// Replaces the host services plugins reach through their `host` import.
@@ -663,6 +678,7 @@ impl PluginRuntime {
             scope,
             plugin.manifest.capabilities.outbound_hosts.clone(),
             (self.inner.limits.memory_limit_mib as usize) << 20,
+            self.inner.outbound.clone(),
         );
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -175,6 +175,7 @@ impl StoreState {
         scope: CallScope,
         requested: Vec<super::capabilities::HostPattern>,
         memory_cap: usize,
+        outbound: super::outbound::Outbound,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(8 * 1024);
         let mut b = WasiCtx::builder();
@@ -189,7 +190,7 @@ impl StoreState {
             wasi: b.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: HttpPolicyHooks { policy },
+            hooks: HttpPolicyHooks { policy, outbound },
             limiter: MemoryLimiter {
                 cap: memory_cap,
                 hit: false,
@@ -229,6 +230,7 @@ impl WasiHttpView for StoreState {
 /// Checks every outbound request against the installation's policy.
 struct HttpPolicyHooks {
     policy: OutboundPolicy,
+    outbound: super::outbound::Outbound,
 }
 
 type SendFuture = Box<
@@ -262,8 +264,9 @@ impl WasiHttpHooks for HttpPolicyHooks {
                 async move { Err(wasmtime_wasi_http::Error::InternalError(Some(msg))) },
             );
         }
+        let outbound = self.outbound.clone();
         Box::new(async move {
-            let res = super::outbound::send(request, options).await?;
+            let res = super::outbound::send(&outbound, request, options).await?;
             Ok((
                 res,
                 Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
