@@ -66,7 +66,8 @@ pub async fn open_licensing(
     let sealer = Sealer::from_key_file(&config.secret_key_path())?;
     let licensing = Licensing::open(db.clone(), sealer, Arc::new(Catalog(plugins)))
         .await?
-        .with_notify_webhook(&config.notify_webhook);
+        .with_notify_webhook(&config.notify_webhook)
+        .with_token_ttl_days(config.admin_token_ttl_days);
     Ok((db, licensing))
 }
 

@@ -37,6 +37,8 @@ pub struct Config {
     /// URL that receives every customer notification (consent granted or
     /// revoked) as a JSON POST; empty: notifications are only listed.
     pub notify_webhook: String,
+    /// Days a new or rotated admin API token works (0: until rotated).
+    pub admin_token_ttl_days: u32,
 }
 
 /// Limits applied to every plugin invocation.
@@ -89,6 +91,7 @@ impl Default for Config {
             drain_timeout_secs: 10,
             cache_dir: PathBuf::new(),
             notify_webhook: String::new(),
+            admin_token_ttl_days: crate::licensing::DEFAULT_TOKEN_TTL_DAYS,
         }
     }
 }
@@ -211,6 +214,13 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect();
+        }
+        if let Some(v) = get("LEANSYNC_ADMIN_TOKEN_TTL_DAYS") {
+            self.admin_token_ttl_days = v.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "LEANSYNC_ADMIN_TOKEN_TTL_DAYS='{v}' is not a number of days like 90 (0: tokens never expire)"
+                )
+            })?;
         }
         if let Some(v) = get("LEANSYNC_TELEPHONY_PROVIDER") {
             self.telephony.provider = v;

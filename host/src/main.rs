@@ -56,6 +56,13 @@ enum AdminCmd {
         #[arg(long, env = "LEANSYNC_BOOTSTRAP_PASSWORD")]
         password: Option<String>,
     },
+    /// Issue a new API token for an account, on the host's database (for a
+    /// lost or expired token); the old token stops working at once.
+    Token {
+        /// E-mail of the account.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(cmd) => leansync_host::plugins::cli::run(cmd.into_action(&config)).await,
         Command::Admin(AdminCmd::Bootstrap { email, password }) => {
             leansync_host::licensing::cli::bootstrap(&config, &email, password.as_deref()).await
+        }
+        Command::Admin(AdminCmd::Token { email }) => {
+            leansync_host::licensing::cli::token(&config, &email).await
         }
         Command::Call(CallCmd::Simulate {
             to,

@@ -10,7 +10,8 @@ use leansync_tests::host::{Host, Tenant};
 use leansync_tests::receiver::Receiver;
 use serde_json::{Value, json};
 
-async fn a_customer_admin_sees_nothing_of_another_customer_on_any_route(backend: Backend) {
+/// A database of `backend`, a host on it and a receiver for deliveries.
+async fn start(backend: Backend) -> (TestDb, Host, Receiver) {
     let db = TestDb::new(backend).await;
     let h = Host::start(if matches!(backend, Backend::Sqlite) {
         ""
@@ -18,7 +19,11 @@ async fn a_customer_admin_sees_nothing_of_another_customer_on_any_route(backend:
         &db.url
     })
     .await;
-    let r = Receiver::start().await;
+    (db, h, Receiver::start().await)
+}
+
+async fn a_customer_admin_sees_nothing_of_another_customer_on_any_route(backend: Backend) {
+    let (db, h, r) = start(backend).await;
     let a = Tenant::create(
         &h,
         "Alpha AG",
@@ -142,14 +147,7 @@ async fn a_customer_admin_sees_nothing_of_another_customer_on_any_route(backend:
 }
 
 async fn bad_input_gets_a_clear_4xx_and_writes_nothing(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let h = Host::start(if matches!(backend, Backend::Sqlite) {
-        ""
-    } else {
-        &db.url
-    })
-    .await;
-    let r = Receiver::start().await;
+    let (db, h, r) = start(backend).await;
     let t = Tenant::create(
         &h,
         "Gamma AG",
@@ -389,14 +387,7 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(backend: Backend) {
 }
 
 async fn click_to_call_policy_limits_and_blocking(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let h = Host::start(if matches!(backend, Backend::Sqlite) {
-        ""
-    } else {
-        &db.url
-    })
-    .await;
-    let r = Receiver::start().await;
+    let (db, h, r) = start(backend).await;
     let t = Tenant::create(
         &h,
         "Delta AG",
@@ -545,6 +536,113 @@ async fn click_to_call_policy_limits_and_blocking(backend: Backend) {
     db.drop_db().await;
 }
 
+async fn admin_tokens_are_rotated_disabled_and_stop_with_a_customer_block(backend: Backend) {
+    let (db, h, r) = start(backend).await;
+    let t = Tenant::create(
+        &h,
+        "Epsilon AG",
+        &["044 555 55 55"],
+        &format!("{}/e", r.url()),
+    )
+    .await;
+    let me = h.ok(&t.admin, "GET", "/api/v1/me", None).await;
+    let id = me["id"].as_str().unwrap().to_owned();
+
+    // The admin rotates their own token: the old one is gone at once.
+    let rotated = h
+        .ok(
+            &t.admin,
+            "POST",
+            &format!("/api/v1/accounts/{id}/token"),
+            None,
+        )
+        .await;
+    let token = rotated["token"].as_str().unwrap().to_owned();
+    assert!(rotated["account"]["token_expires_at_ms"].as_i64().unwrap() > 0);
+    let (s, e) = h.call("GET", "/api/v1/me", Some(&t.admin), None).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    h.ok(&token, "GET", "/api/v1/me", None).await;
+
+    // An operator disables the account; the message says why.
+    h.op(
+        "POST",
+        &format!("/api/v1/accounts/{id}/disable"),
+        Some(json!({ "reason": "left the company" })),
+    )
+    .await;
+    let (s, e) = h.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("account_disabled"))
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("left the company"),
+        "{e}"
+    );
+    h.op("POST", &format!("/api/v1/accounts/{id}/enable"), None)
+        .await;
+    h.ok(&token, "GET", "/api/v1/me", None).await;
+
+    // Blocking the customer stops its admins too, lifting the block restores them.
+    h.op(
+        "POST",
+        &format!("/api/v1/customers/{}/block", t.customer),
+        Some(json!({ "reason": "unpaid invoices" })),
+    )
+    .await;
+    let (s, e) = h.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("customer_blocked"))
+    );
+    h.op(
+        "DELETE",
+        &format!("/api/v1/customers/{}/block", t.customer),
+        None,
+    )
+    .await;
+    h.ok(&token, "GET", "/api/v1/me", None).await;
+
+    // The only operator cannot lock everyone out.
+    let ops = h.op("GET", "/api/v1/me", None).await;
+    let (s, e) = h
+        .call(
+            "POST",
+            &format!("/api/v1/accounts/{}/disable", ops["id"].as_str().unwrap()),
+            Some(&h.token),
+            Some(json!({ "reason": "test" })),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("last_operator"))
+    );
+
+    let audit = h
+        .op(
+            "GET",
+            &format!("/api/v1/customers/{}/audit", t.customer),
+            None,
+        )
+        .await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for want in ["account.token", "account.disable", "account.enable"] {
+        assert!(actions.contains(&want), "{want} not audited: {actions:?}");
+    }
+    db.drop_db().await;
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread")] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
@@ -555,5 +653,6 @@ macro_rules! on_both_backends {
 on_both_backends!(
     a_customer_admin_sees_nothing_of_another_customer_on_any_route,
     bad_input_gets_a_clear_4xx_and_writes_nothing,
-    click_to_call_policy_limits_and_blocking
+    click_to_call_policy_limits_and_blocking,
+    admin_tokens_are_rotated_disabled_and_stop_with_a_customer_block
 );

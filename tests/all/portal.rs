@@ -1010,6 +1010,48 @@ async fn five_failed_sign_ins_lock_the_email_for_a_while() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_account_or_a_blocked_customer_ends_its_portal_session() {
+    let h = Host::start("").await;
+    let c = customer_with_admin(&h, "Echo AG", "admin@echo.test").await;
+    let accounts = h
+        .op("GET", &format!("/api/v1/customers/{c}/accounts"), None)
+        .await;
+    let id = accounts[0]["id"].as_str().unwrap().to_owned();
+    let mut web = Web::new(&h.url);
+    let (s, _) = web.login("admin@echo.test", ADMIN_PASSWORD).await;
+    assert_eq!(s, 303);
+    assert_eq!(web.get(&format!("/portal/c/{c}/")).await.0, 200);
+
+    h.op(
+        "POST",
+        &format!("/api/v1/accounts/{id}/disable"),
+        Some(json!({ "reason": "left the company" })),
+    )
+    .await;
+    assert_eq!(
+        web.get(&format!("/portal/c/{c}/")).await.0,
+        303,
+        "the session of a disabled account still works"
+    );
+    assert_eq!(web.login("admin@echo.test", ADMIN_PASSWORD).await.0, 401);
+
+    h.op("POST", &format!("/api/v1/accounts/{id}/enable"), None)
+        .await;
+    assert_eq!(web.login("admin@echo.test", ADMIN_PASSWORD).await.0, 303);
+    h.op(
+        "POST",
+        &format!("/api/v1/customers/{c}/block"),
+        Some(json!({ "reason": "unpaid invoices" })),
+    )
+    .await;
+    assert_eq!(
+        web.get(&format!("/portal/c/{c}/")).await.0,
+        303,
+        "the session of a blocked customer's admin still works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn operators_redrive_dead_letters_from_the_portal_customer_admins_cannot() {
     let h = Host::start("").await;
     operator_password(&h).await;

@@ -106,6 +106,10 @@ admin_routes! {
     get "/api/v1/accounts" => operator_accounts, "Operator accounts (operators)";
     post "/api/v1/accounts" => create_operator, "Create an operator account; returns its API token once", body = r#"{"email":"ops@example.ch","impersonal":false}"#;
     put "/api/v1/accounts/{id}/password" => set_password, "Set an account's portal password", body = r#"{"password":"at least 10 chars"}"#;
+    post "/api/v1/accounts/{id}/token" => rotate_token, "Issue a new API token for an account (its own, or as its admin); the old token stops at once; returns the new one once";
+    post "/api/v1/accounts/{id}/disable" => disable_account, "Disable an account: its token and portal sessions stop at once (never the last enabled operator)", body = r#"{"reason":"left the company"}"#;
+    post "/api/v1/accounts/{id}/enable" => enable_account, "Enable a disabled account again";
+    delete "/api/v1/accounts/{id}" => delete_account, "Delete an account (the audit keeps its name; never the last enabled operator)";
     get "/api/v1/customers" => customers, "Customers visible to the caller";
     post "/api/v1/customers" => create_customer, "Create a customer (operators)", body = r#"{"name":"Muster AG"}"#;
     get "/api/v1/customers/{cid}" => customer, "One customer";
@@ -284,6 +288,33 @@ async fn set_password(
     Body(b): Body<Password>,
 ) -> Res {
     s.licensing.set_password(&a, &id, &b.password).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn rotate_token(State(s): State<AdminApi>, Admin(a): Admin, Path(id): Path<String>) -> Res {
+    let (acc, token) = s.licensing.rotate_token(&a, &id).await?;
+    ok(
+        json!({ "account": acc, "token": token.expose(), "note": "the token is shown only now; the previous one no longer works" }),
+    )
+}
+
+async fn disable_account(
+    State(s): State<AdminApi>,
+    Admin(a): Admin,
+    Path(id): Path<String>,
+    Body(b): Body<Reason>,
+) -> Res {
+    ok(s.licensing
+        .set_account_disabled(&a, &id, Some(&b.reason))
+        .await?)
+}
+
+async fn enable_account(State(s): State<AdminApi>, Admin(a): Admin, Path(id): Path<String>) -> Res {
+    ok(s.licensing.set_account_disabled(&a, &id, None).await?)
+}
+
+async fn delete_account(State(s): State<AdminApi>, Admin(a): Admin, Path(id): Path<String>) -> Res {
+    s.licensing.delete_account(&a, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

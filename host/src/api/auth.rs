@@ -55,12 +55,14 @@ pub async fn actor_of(
                 "send your API token as `Authorization: Bearer <token>`; `leansync admin bootstrap` creates the first operator and prints its token",
             )
         })?;
-    licensing.authenticate(token).await.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "this API token is unknown; check it or ask an operator for a new account",
-        )
+    licensing.authenticate(token).await.map_err(|r| {
+        let status = match r {
+            licensing::Refusal::Unknown | licensing::Refusal::Expired(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            _ => StatusCode::FORBIDDEN,
+        };
+        ApiError::new(status, r.code(), r.message())
     })
 }
 

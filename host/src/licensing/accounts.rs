@@ -1,12 +1,17 @@
 //! Personal accounts: argon2id passwords for the portal, API tokens for the
-//! admin API, listings.
+//! admin API (expiring, rotatable), disabling and deleting accounts,
+//! listings. An account signs in only while it is enabled and its customer
+//! is not blocked; every request checks that on the database, so a change
+//! holds on every host at once.
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sqlx::Row;
 
 use super::mutation::Touches;
-use super::{AccountView, Actor, Error, ErrorKind, Licensing, Record, Result};
+use super::{
+    AccountView, Actor, Error, ErrorKind, Licensing, Record, Result, Secret, keys, now_ms,
+};
 
 /// Shortest password accepted.
 const MIN_PASSWORD: usize = 10;
@@ -28,6 +33,110 @@ fn hash_password(password: &str) -> Result<String> {
         .map_err(|_| Error::new(ErrorKind::Internal, "internal", "password hashing failed"))
 }
 
+/// The columns [`view_of`] reads, joined with the account's customer.
+const ACCOUNT: &str = "SELECT a.id, a.email, a.customer_id, a.impersonal, a.disabled_reason, a.token_expires_at_ms, c.blocked_reason, a.token_hash, a.password_hash FROM accounts a LEFT JOIN customers c ON c.id = a.customer_id";
+
+fn view_of(r: &sqlx::any::AnyRow) -> Result<AccountView> {
+    let customer_id: Option<String> = r.try_get(2)?;
+    Ok(AccountView {
+        id: r.try_get(0)?,
+        email: r.try_get(1)?,
+        role: if customer_id.is_some() {
+            "customer_admin"
+        } else {
+            "operator"
+        },
+        customer_id,
+        impersonal: r.try_get::<i32, _>(3)? != 0,
+        disabled_reason: r.try_get(4)?,
+        token_expires_at_ms: r.try_get(5)?,
+    })
+}
+
+fn actor_of(v: AccountView) -> Actor {
+    Actor {
+        account_id: v.id,
+        name: v.email,
+        customer_id: v.customer_id,
+        impersonal: v.impersonal,
+    }
+}
+
+/// Why a token (or a portal session) does not sign in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No account has this token (never issued, rotated or deleted).
+    Unknown,
+    /// The token expired at this time (Unix ms).
+    Expired(i64),
+    /// The account is disabled, for this reason.
+    Disabled(String),
+    /// The account's customer is blocked, for this reason.
+    CustomerBlocked(String),
+}
+
+impl Refusal {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Unknown => "invalid_token",
+            Refusal::Expired(_) => "token_expired",
+            Refusal::Disabled(_) => "account_disabled",
+            Refusal::CustomerBlocked(_) => "customer_blocked",
+        }
+    }
+
+    /// What happened and what to do.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Unknown => "this API token is unknown (never issued, replaced by a newer one, or its account deleted); check it, or have a new one issued: by an admin of the account (POST /api/v1/accounts/{id}/token) or on the host (leansync admin token --email ...)".into(),
+            Refusal::Expired(at) => format!(
+                "this API token expired on {}; sign in to the portal or ask an admin to issue a new one (POST /api/v1/accounts/{{id}}/token; on the host: leansync admin token --email ...)",
+                chrono::DateTime::from_timestamp_millis(*at)
+                    .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_else(|| at.to_string())
+            ),
+            Refusal::Disabled(why) => format!(
+                "this account is disabled ({why}); an admin of it can enable it with POST /api/v1/accounts/{{id}}/enable"
+            ),
+            Refusal::CustomerBlocked(why) => format!(
+                "the customer of this account is blocked ({why}); its admins cannot sign in until an operator lifts the block"
+            ),
+        }
+    }
+}
+
+/// Whether the account in row `r` may act now; `token` also checks the
+/// token's expiry.
+fn standing(r: &sqlx::any::AnyRow, token: bool) -> std::result::Result<Actor, Refusal> {
+    let v = view_of(r).map_err(|_| Refusal::Unknown)?;
+    if let Some(why) = &v.disabled_reason {
+        return Err(Refusal::Disabled(why.clone()));
+    }
+    if let Ok(Some(why)) = r.try_get::<Option<String>, _>(6) {
+        return Err(Refusal::CustomerBlocked(why));
+    }
+    if token
+        && let Some(at) = v.token_expires_at_ms
+        && at <= now_ms() as i64
+    {
+        return Err(Refusal::Expired(at));
+    }
+    Ok(actor_of(v))
+}
+
+/// A reason given for disabling: trimmed, 1 to 500 characters.
+fn reason(text: &str) -> Result<&str> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > 500 {
+        return Err(Error::invalid(
+            "invalid_reason",
+            "give a reason of 1 to 500 characters, e.g. {\"reason\": \"left the company\"}; it is shown to whoever tries to sign in",
+        ));
+    }
+    Ok(t)
+}
+
 impl Licensing {
     /// Sets the portal password of an account (its owner, or an operator).
     pub async fn set_password(
@@ -36,21 +145,7 @@ impl Licensing {
         account_id: &str,
         password: &str,
     ) -> Result<()> {
-        let row = sqlx::query("SELECT customer_id FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .ok_or_else(|| Error::not_found("account", account_id))?;
-        let customer: Option<String> = row.try_get(0)?;
-        let own = actor.account_id == account_id;
-        if !own {
-            match &customer {
-                Some(c) => actor
-                    .check_customer(c)
-                    .map_err(|_| Error::not_found("account", account_id))?,
-                None => actor.require_operator()?,
-            }
-        }
+        let customer = self.account_in_reach(actor, account_id).await?.customer_id;
         if password.chars().count() < MIN_PASSWORD {
             return Err(Error::invalid(
                 "weak_password",
@@ -78,7 +173,7 @@ impl Licensing {
 
     /// Checks e-mail and password; `None` on any mismatch (no hint which).
     pub async fn login(&self, email: &str, password: &str) -> Option<Actor> {
-        let row = sqlx::query("SELECT id, email, customer_id, impersonal, password_hash FROM accounts WHERE email = $1")
+        let row = sqlx::query(&format!("{ACCOUNT} WHERE a.email = $1"))
             .bind(email.trim())
             .fetch_optional(&self.db.pool)
             .await
@@ -86,7 +181,7 @@ impl Licensing {
         // Verify against a dummy hash when the account is unknown, so the
         // answer takes the same time either way.
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let stored: Option<String> = row.as_ref().and_then(|r| r.try_get(4).ok()).flatten();
+        let stored: Option<String> = row.as_ref().and_then(|r| r.try_get(8).ok()).flatten();
         let hash_text = stored.clone().unwrap_or_else(|| {
             DUMMY
                 .get_or_init(|| hash_password("not-a-password").unwrap_or_default())
@@ -102,13 +197,7 @@ impl Licensing {
         if !ok || stored.is_none() {
             return None;
         }
-        let r = row?;
-        Some(Actor {
-            account_id: r.try_get(0).ok()?,
-            name: r.try_get(1).ok()?,
-            customer_id: r.try_get(2).ok()?,
-            impersonal: r.try_get::<i32, _>(3).ok()? != 0,
-        })
+        standing(&row?, false).ok()
     }
 
     /// Accounts of a customer (`None`: operator accounts, operators only).
@@ -121,26 +210,196 @@ impl Licensing {
             Some(c) => actor.check_customer(c)?,
             None => actor.require_operator()?,
         }
-        let rows = sqlx::query("SELECT id, email, customer_id, impersonal FROM accounts WHERE ($1 = '' AND customer_id IS NULL) OR customer_id = $2 ORDER BY email")
+        let rows = sqlx::query(&format!("{ACCOUNT} WHERE ($1 = '' AND a.customer_id IS NULL) OR a.customer_id = $2 ORDER BY a.email"))
             .bind(customer.unwrap_or_default())
             .bind(customer.unwrap_or_default())
             .fetch_all(&self.db.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let customer_id: Option<String> = r.try_get(2)?;
-                Ok(AccountView {
-                    id: r.try_get(0)?,
-                    email: r.try_get(1)?,
-                    role: if customer_id.is_some() {
-                        "customer_admin"
-                    } else {
-                        "operator"
-                    },
-                    customer_id,
-                    impersonal: r.try_get::<i32, _>(3)? != 0,
-                })
-            })
-            .collect()
+        rows.iter().map(view_of).collect()
+    }
+
+    /// The id of the account with `email`.
+    pub async fn account_id_by_email(&self, email: &str) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT id FROM accounts WHERE email = $1")
+            .bind(email.trim())
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+    }
+
+    /// The account an API token belongs to, if it may act now.
+    pub async fn authenticate(&self, token: &str) -> std::result::Result<Actor, Refusal> {
+        let h = keys::hash(token);
+        let row = sqlx::query(&format!("{ACCOUNT} WHERE a.token_hash = $1"))
+            .bind(&h)
+            .fetch_optional(&self.db.pool)
+            .await
+            .ok()
+            .flatten()
+            .ok_or(Refusal::Unknown)?;
+        let stored: String = row.try_get(7).map_err(|_| Refusal::Unknown)?;
+        if !keys::same(&stored, &h) {
+            return Err(Refusal::Unknown);
+        }
+        standing(&row, true)
+    }
+
+    /// Whether the account of a signed-in `actor` (a portal session) may
+    /// still act: not deleted, not disabled, its customer not blocked.
+    pub async fn recheck(&self, actor: &Actor) -> std::result::Result<(), Refusal> {
+        let row = sqlx::query(&format!("{ACCOUNT} WHERE a.id = $1"))
+            .bind(&actor.account_id)
+            .fetch_optional(&self.db.pool)
+            .await
+            .ok()
+            .flatten()
+            .ok_or(Refusal::Unknown)?;
+        standing(&row, false).map(|_| ())
+    }
+
+    /// Account `account_id` if `actor` may manage it: its own, one of the
+    /// actor's customer, or any for operators. Others are not found.
+    async fn account_in_reach(&self, actor: &Actor, account_id: &str) -> Result<AccountView> {
+        let row = sqlx::query(&format!("{ACCOUNT} WHERE a.id = $1"))
+            .bind(account_id)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| Error::not_found("account", account_id))?;
+        let v = view_of(&row)?;
+        if actor.account_id != account_id {
+            match &v.customer_id {
+                Some(c) => actor
+                    .check_customer(c)
+                    .map_err(|_| Error::not_found("account", account_id))?,
+                None => actor
+                    .require_operator()
+                    .map_err(|_| Error::not_found("account", account_id))?,
+            }
+        }
+        Ok(v)
+    }
+
+    /// Fails if taking `account_id` away leaves no enabled operator.
+    async fn keep_an_operator(
+        &self,
+        m: &mut super::mutation::Mutation,
+        v: &AccountView,
+    ) -> Result<()> {
+        if v.customer_id.is_some() || v.disabled_reason.is_some() {
+            return Ok(());
+        }
+        let left: i64 = sqlx::query("SELECT COUNT(*) FROM accounts WHERE customer_id IS NULL AND disabled_reason IS NULL AND id <> $1")
+            .bind(&v.id)
+            .fetch_one(m.conn())
+            .await?
+            .try_get(0)?;
+        if left == 0 {
+            return Err(Error::conflict(
+                "last_operator",
+                format!(
+                    "{} is the last enabled operator; create or enable another operator first, or nobody could manage the service",
+                    v.email
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Issues a new API token for `account_id`; the old one stops working
+    /// at once. Returns the account and the token (shown once).
+    pub async fn rotate_token(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+    ) -> Result<(AccountView, Secret)> {
+        let before = self.account_in_reach(actor, account_id).await?;
+        let token = Secret::generate("lsa");
+        let expires = self.token_expiry();
+        let mut m = self.begin().await?;
+        sqlx::query("UPDATE accounts SET token_hash = $1, token_expires_at_ms = $2 WHERE id = $3")
+            .bind(token.hash())
+            .bind(expires)
+            .bind(account_id)
+            .execute(m.conn())
+            .await?;
+        let after = AccountView {
+            token_expires_at_ms: expires,
+            ..before.clone()
+        };
+        let rec = Record::change(
+            actor,
+            before.customer_id.as_deref(),
+            "account.token",
+            account_id,
+            &before,
+            &after,
+        )
+        .no_index();
+        self.commit(m, rec).await?;
+        Ok((after, token))
+    }
+
+    /// Disables (`reason` given) or enables (`None`) an account: a disabled
+    /// account's token and portal sessions stop working at once.
+    pub async fn set_account_disabled(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        why: Option<&str>,
+    ) -> Result<AccountView> {
+        let why = why.map(reason).transpose()?;
+        let before = self.account_in_reach(actor, account_id).await?;
+        let mut m = self.begin().await?;
+        if why.is_some() {
+            self.keep_an_operator(&mut m, &before).await?;
+        }
+        sqlx::query("UPDATE accounts SET disabled_reason = $1, disabled_at_ms = $2 WHERE id = $3")
+            .bind(why)
+            .bind(why.map(|_| now_ms() as i64))
+            .bind(account_id)
+            .execute(m.conn())
+            .await?;
+        let after = AccountView {
+            disabled_reason: why.map(str::to_owned),
+            ..before.clone()
+        };
+        let action = if why.is_some() {
+            "account.disable"
+        } else {
+            "account.enable"
+        };
+        let rec = Record::change(
+            actor,
+            before.customer_id.as_deref(),
+            action,
+            account_id,
+            &before,
+            &after,
+        )
+        .no_index();
+        self.commit(m, rec).await?;
+        Ok(after)
+    }
+
+    /// Deletes an account (the audit keeps its name on what it did).
+    pub async fn delete_account(&self, actor: &Actor, account_id: &str) -> Result<()> {
+        let before = self.account_in_reach(actor, account_id).await?;
+        let mut m = self.begin().await?;
+        self.keep_an_operator(&mut m, &before).await?;
+        sqlx::query("DELETE FROM accounts WHERE id = $1")
+            .bind(account_id)
+            .execute(m.conn())
+            .await?;
+        let rec = Record {
+            actor,
+            customer: before.customer_id.as_deref(),
+            action: "account.delete",
+            target: account_id,
+            before: serde_json::to_value(&before).ok(),
+            after: None,
+            touches: Touches::Nothing,
+        };
+        self.commit(m, rec).await
     }
 }

@@ -57,6 +57,34 @@ pub async fn bootstrap(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Issues and prints a new API token for the account with `email`.
+pub async fn token(config: &Config, email: &str) -> anyhow::Result<ExitCode> {
+    let l = open(config).await?;
+    let Some(id) = l.account_id_by_email(email).await? else {
+        eprintln!(
+            "error: no account has the e-mail '{email}'; list them with GET /api/v1/accounts, or create the first operator with `leansync admin bootstrap`"
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    match l.rotate_token(&machine_operator(), &id).await {
+        Ok((acc, token)) => {
+            println!("new API token for {} ({})", acc.email, acc.id);
+            println!("API token (shown only now): {}", token.expose());
+            if let Some(why) = acc.disabled_reason {
+                println!(
+                    "note: the account is disabled ({why}); enable it with POST /api/v1/accounts/{}/enable",
+                    acc.id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// Prints a customer's usage report.
 pub async fn usage(config: &Config, customer: &str, format: &str) -> anyhow::Result<ExitCode> {
     let l = open(config).await?;

@@ -43,6 +43,10 @@ struct Entries {
     licenses: BTreeSet<String>,
 }
 
+/// A license taken out of a part: its entries, its target and its keys as
+/// (key id, hash) pairs.
+type TakenLicense = (LicenseEntries, Target, Vec<(String, String)>);
+
 /// The keys one active license occupies in the index's maps.
 struct LicenseEntries {
     customer: String,
@@ -352,6 +356,28 @@ impl Index {
         Ok(Some(part))
     }
 
+    /// Takes license `lid` out of this part: its entries, its target and
+    /// its keys as (key id, hash) pairs.
+    fn take_license(&mut self, lid: &str) -> Option<TakenLicense> {
+        let e = self.licenses.remove(lid)?;
+        let target = self
+            .by_number
+            .get(&e.number)?
+            .iter()
+            .find(|t| t.license_id == lid)?
+            .clone();
+        let keys = e
+            .key_hashes
+            .iter()
+            .filter_map(|h| {
+                self.by_key_hash
+                    .get(h)
+                    .map(|k| (k.key_id.clone(), h.clone()))
+            })
+            .collect();
+        Some((e, target, keys))
+    }
+
     /// Replaces license `lid` with `part` (its [`Index::load_license`]);
     /// returns the monitored numbers that went away and those that came.
     pub(super) fn replace_license(
@@ -376,22 +402,7 @@ impl Index {
             .map(|n| self.by_number.contains_key(n))
             .collect();
         self.remove_license(lid);
-        if let Some(mut part) = part
-            && let Some(e) = part.licenses.remove(lid)
-            && let Some(target) = part
-                .by_number
-                .remove(&e.number)
-                .and_then(|t| t.into_iter().next())
-        {
-            let keys: Vec<(String, String)> = e
-                .key_hashes
-                .iter()
-                .filter_map(|h| {
-                    part.by_key_hash
-                        .get(h)
-                        .map(|k| (k.key_id.clone(), h.clone()))
-                })
-                .collect();
+        if let Some((e, target, keys)) = part.and_then(|mut p| p.take_license(lid)) {
             self.add(
                 lid,
                 &e.customer,
@@ -438,22 +449,7 @@ impl Index {
         self.entries.entry(customer.to_owned()).or_default().owned = new.owned;
         let mut after = BTreeSet::new();
         for lid in &new.licenses {
-            if let Some(e) = part.licenses.remove(lid)
-                && let Some(target) = part
-                    .by_number
-                    .get(&e.number)
-                    .and_then(|t| t.iter().find(|t| &t.license_id == lid))
-                    .cloned()
-            {
-                let keys: Vec<(String, String)> = e
-                    .key_hashes
-                    .iter()
-                    .filter_map(|h| {
-                        part.by_key_hash
-                            .get(h)
-                            .map(|k| (k.key_id.clone(), h.clone()))
-                    })
-                    .collect();
+            if let Some((e, target, keys)) = part.take_license(lid) {
                 after.insert(e.number.clone());
                 self.add(
                     lid,

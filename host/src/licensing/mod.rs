@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use crate::call::now_ms;
 use crate::number::E164;
 use crate::store::Db;
+pub use accounts::Refusal;
 pub use crypto::Sealer;
 pub use index::Index;
 pub use keys::Secret;
@@ -178,6 +179,8 @@ pub struct Licensing {
     applying: Arc<tokio::sync::Mutex<()>>,
     /// The change sequence the index reflects (-1: not loaded yet).
     applied: Arc<AtomicI64>,
+    /// How long a new API token works (ms; 0: forever).
+    token_ttl_ms: i64,
 }
 
 /// Refuses settings of a `provider` telephony account the host cannot use
@@ -201,6 +204,9 @@ fn check_telephony_settings(
     }
 }
 
+/// Days an API token works unless `admin_token_ttl_days` says otherwise.
+pub const DEFAULT_TOKEN_TTL_DAYS: u32 = 90;
+
 pub(crate) fn id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
@@ -213,6 +219,9 @@ impl Licensing {
         catalog: Arc<dyn ConnectorCatalog>,
     ) -> anyhow::Result<Self> {
         db.ensure("licensing", &schema::ddl(&db)).await?;
+        for (table, column, decl) in schema::ADDED_COLUMNS {
+            db.add_column(table, column, decl).await?;
+        }
         let (monitored, _) = watch::channel(BTreeSet::new());
         let l = Self {
             db,
@@ -224,9 +233,21 @@ impl Licensing {
             notify_webhook: None,
             applying: Arc::default(),
             applied: Arc::new(AtomicI64::new(-1)),
+            token_ttl_ms: DEFAULT_TOKEN_TTL_DAYS as i64 * 86_400_000,
         };
         l.catch_up().await?;
         Ok(l)
+    }
+
+    /// New API tokens work for `days` days (0: until rotated).
+    pub fn with_token_ttl_days(mut self, days: u32) -> Self {
+        self.token_ttl_ms = days as i64 * 86_400_000;
+        self
+    }
+
+    /// When a token issued now expires.
+    fn token_expiry(&self) -> Option<i64> {
+        (self.token_ttl_ms > 0).then(|| now_ms() as i64 + self.token_ttl_ms)
     }
 
     /// Also POSTs every notification as JSON to `url` (empty: none).
@@ -312,13 +333,15 @@ impl Licensing {
         let token = Secret::generate("lsa");
         let acc_id = id("acc");
         let mut m = self.begin().await?;
-        let res = sqlx::query("INSERT INTO accounts (id, email, customer_id, token_hash, impersonal, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+        let expires = self.token_expiry();
+        let res = sqlx::query("INSERT INTO accounts (id, email, customer_id, token_hash, impersonal, created_at_ms, token_expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&acc_id)
             .bind(email)
             .bind(customer.map(str::to_owned))
             .bind(token.hash())
             .bind(impersonal as i32)
             .bind(now_ms() as i64)
+            .bind(expires)
             .execute(m.conn())
             .await;
         if let Err(sqlx::Error::Database(e)) = &res
@@ -340,30 +363,12 @@ impl Licensing {
                 "operator"
             },
             impersonal,
+            disabled_reason: None,
+            token_expires_at_ms: expires,
         };
         let rec = Record::created(actor, customer, "account.create", &acc_id, &view).no_index();
         self.commit(m, rec).await?;
         Ok((view, token))
-    }
-
-    /// The account an API token belongs to.
-    pub async fn authenticate(&self, token: &str) -> Option<Actor> {
-        let h = keys::hash(token);
-        let row = sqlx::query("SELECT id, email, customer_id, impersonal, token_hash FROM accounts WHERE token_hash = $1")
-            .bind(&h)
-            .fetch_optional(&self.db.pool)
-            .await
-            .ok()??;
-        let stored: String = row.try_get(4).ok()?;
-        if !keys::same(&stored, &h) {
-            return None;
-        }
-        Some(Actor {
-            account_id: row.try_get(0).ok()?,
-            name: row.try_get(1).ok()?,
-            customer_id: row.try_get(2).ok()?,
-            impersonal: row.try_get::<i32, _>(3).ok()? != 0,
-        })
     }
 
     /// Whether any operator account exists (for `admin bootstrap`).
@@ -1298,6 +1303,11 @@ pub struct AccountView {
     pub role: &'static str,
     /// Shared/impersonal account: flagged, personal accounts are recommended.
     pub impersonal: bool,
+    /// Why the account is disabled (`None`: it may sign in).
+    pub disabled_reason: Option<String>,
+    /// When its API token stops working (Unix ms; `None`: never, for tokens
+    /// issued before tokens expired).
+    pub token_expires_at_ms: Option<i64>,
 }
 
 /// A customer.

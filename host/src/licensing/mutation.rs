@@ -155,13 +155,8 @@ impl<'a> Record<'a> {
         after: &impl Serialize,
     ) -> Self {
         Self {
-            actor,
-            customer,
-            action,
-            target,
             before: None,
-            after: serde_json::to_value(after).ok(),
-            touches: Touches::Customer,
+            ..Self::change(actor, customer, action, target, &(), after)
         }
     }
 }

@@ -26,3 +26,11 @@ pub(super) fn ddl(db: &Db) -> Vec<String> {
         format!("CREATE TABLE IF NOT EXISTS notifications (seq {serial}, at_ms BIGINT NOT NULL, customer_id TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL)"),
     ]
 }
+
+/// Columns added after their table was first released, as (table, column,
+/// declaration): added to older databases at start (see `Db::add_column`).
+pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("accounts", "token_expires_at_ms", "BIGINT"),
+    ("accounts", "disabled_reason", "TEXT"),
+    ("accounts", "disabled_at_ms", "BIGINT"),
+];

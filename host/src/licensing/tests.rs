@@ -1,5 +1,5 @@
-//! The mutation path and the change feed, against a real SQLite file
-//! shared by two services as two hosts share one database.
+//! The mutation path, the change feed and admin credentials, against a
+//! real SQLite file shared by two services as two hosts share one database.
 
 use std::sync::Arc;
 
@@ -200,4 +200,144 @@ async fn concurrent_changes_leave_the_index_as_the_database_says() {
     assert_eq!(resolving.len(), 1, "exactly the live key resolves");
     assert_eq!(resolving[0].masked(), live[0].masked);
     assert!(a.index().key(first.expose()).is_none());
+}
+
+#[tokio::test]
+async fn a_rotated_token_replaces_the_old_one_on_every_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(&dir).await;
+    let (acc, old) = a
+        .create_account(&operator(), None, "ops2@leansync.test", false)
+        .await
+        .unwrap();
+    let me = b.authenticate(old.expose()).await.unwrap();
+    assert_eq!(me.account_id, acc.id);
+    assert!(acc.token_expires_at_ms.unwrap() > now_ms() as i64 + 89 * 86_400_000);
+
+    // The account rotates its own token on host a.
+    let (_, new) = a.rotate_token(&me, &acc.id).await.unwrap();
+    assert_eq!(
+        b.authenticate(old.expose()).await.unwrap_err(),
+        Refusal::Unknown
+    );
+    assert_eq!(
+        b.authenticate(new.expose()).await.unwrap().account_id,
+        acc.id
+    );
+
+    // An expired token is refused with its date.
+    sqlx::query("UPDATE accounts SET token_expires_at_ms = 1000 WHERE id = $1")
+        .bind(&acc.id)
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    let err = b.authenticate(new.expose()).await.unwrap_err();
+    assert_eq!(err, Refusal::Expired(1000));
+    assert!(err.message().contains("1970-01-01"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn disabled_accounts_and_admins_of_blocked_customers_cannot_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(&dir).await;
+    let ops = operator();
+    let c = a.create_customer(&ops, "Muster AG").await.unwrap();
+    let (anna, token) = a
+        .create_account(&ops, Some(&c.id), "anna@muster.test", false)
+        .await
+        .unwrap();
+    let (_, ops_token) = a
+        .create_account(&ops, None, "ops2@leansync.test", false)
+        .await
+        .unwrap();
+    let anna_actor = b.authenticate(token.expose()).await.unwrap();
+
+    a.set_account_disabled(&ops, &anna.id, Some("left the company"))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.authenticate(token.expose()).await.unwrap_err(),
+        Refusal::Disabled("left the company".into())
+    );
+    assert!(
+        b.recheck(&anna_actor).await.is_err(),
+        "her portal session ends"
+    );
+    let listed = b.accounts(&ops, Some(&c.id)).await.unwrap();
+    assert_eq!(
+        listed[0].disabled_reason.as_deref(),
+        Some("left the company")
+    );
+    a.set_account_disabled(&ops, &anna.id, None).await.unwrap();
+    assert!(b.authenticate(token.expose()).await.is_ok());
+
+    a.set_customer_block(&ops, &c.id, Some("unpaid invoices"))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.authenticate(token.expose()).await.unwrap_err(),
+        Refusal::CustomerBlocked("unpaid invoices".into())
+    );
+    assert!(b.recheck(&anna_actor).await.is_err());
+    assert!(
+        b.authenticate(ops_token.expose()).await.is_ok(),
+        "operators are not a customer's admins"
+    );
+
+    let log = a.audit_log(&ops, Some(&c.id)).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"account.disable") && actions.contains(&"account.enable"));
+}
+
+#[tokio::test]
+async fn admins_manage_only_accounts_in_their_reach_and_never_the_last_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = two_hosts(&dir).await;
+    let ops = operator();
+    let (only, _) = a
+        .create_account(&ops, None, "only@leansync.test", false)
+        .await
+        .unwrap();
+    let err = a
+        .set_account_disabled(&ops, &only.id, Some("test"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "last_operator");
+    assert_eq!(
+        a.delete_account(&ops, &only.id).await.unwrap_err().code,
+        "last_operator"
+    );
+
+    let one = a.create_customer(&ops, "One AG").await.unwrap();
+    let two = a.create_customer(&ops, "Two AG").await.unwrap();
+    let (ann, t1) = a
+        .create_account(&ops, Some(&one.id), "ann@one.test", false)
+        .await
+        .unwrap();
+    let (bob, _) = a
+        .create_account(&ops, Some(&two.id), "bob@two.test", false)
+        .await
+        .unwrap();
+    let ann_actor = a.authenticate(t1.expose()).await.unwrap();
+    for err in [
+        a.rotate_token(&ann_actor, &bob.id).await.unwrap_err(),
+        a.set_account_disabled(&ann_actor, &bob.id, Some("x"))
+            .await
+            .unwrap_err(),
+        a.delete_account(&ann_actor, &only.id).await.unwrap_err(),
+    ] {
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    }
+    assert_eq!(
+        a.set_account_disabled(&ann_actor, &ann.id, Some("  "))
+            .await
+            .unwrap_err()
+            .code,
+        "invalid_reason"
+    );
+    a.delete_account(&ann_actor, &ann.id).await.unwrap();
+    assert_eq!(
+        a.authenticate(t1.expose()).await.unwrap_err(),
+        Refusal::Unknown
+    );
 }

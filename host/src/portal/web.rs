@@ -73,6 +73,18 @@ impl FromRequestParts<PortalState> for Ctx {
         let path = parts.uri.path().to_owned();
         let found = session::cookie(&parts.headers, SESSION_COOKIE)
             .and_then(|sid| state.sessions().get(&sid).map(|s| (sid, s)));
+        // A session ends as soon as its account is disabled or deleted or
+        // its customer blocked, on whichever host the change was made.
+        let found = match found {
+            Some((sid, session)) => match state.app().licensing.recheck(&session.actor).await {
+                Ok(()) => Some((sid, session)),
+                Err(_) => {
+                    state.sessions().remove(&sid);
+                    None
+                }
+            },
+            None => None,
+        };
         let Some((sid, session)) = found else {
             let next = if parts.method == axum::http::Method::GET {
                 format!("?next={}", urlencode(&path))

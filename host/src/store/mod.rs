@@ -180,6 +180,25 @@ impl Db {
         }
         Ok(())
     }
+
+    /// Adds `column` (SQL declaration `decl`) to `table` of a database made
+    /// before the column existed; nothing when it is there. Safe when
+    /// several hosts start at once (a concurrent add counts as done).
+    pub async fn add_column(&self, table: &str, column: &str, decl: &str) -> anyhow::Result<()> {
+        let probe = format!("SELECT {column} FROM {table} LIMIT 0");
+        if sqlx::query(&probe).execute(&self.pool).await.is_ok() {
+            return Ok(());
+        }
+        let add = format!("ALTER TABLE {table} ADD COLUMN {column} {decl}");
+        if let Err(e) = sqlx::query(&add).execute(&self.pool).await
+            && sqlx::query(&probe).execute(&self.pool).await.is_err()
+        {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot add column {column} to table {table}: {add}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
