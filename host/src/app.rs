@@ -128,7 +128,11 @@ impl App {
                     None,
                 ),
             };
-        let telephony = Arc::new(TelephonyHub::new(host_provider, pipeline.events()));
+        let allowed =
+            crate::egress::networks("telephony.allow_networks", &config.telephony.allow_networks)
+                .map_err(anyhow::Error::msg)?;
+        let telephony =
+            Arc::new(TelephonyHub::new(host_provider, pipeline.events()).allowing(allowed));
         // Connections follow the telephony accounts, monitoring follows the
         // licenses, both at run time.
         let mut lines = licensing.telephony_lines();

@@ -74,6 +74,9 @@ pub struct TelephonyConfig {
     pub provider: String,
     /// Settings of the `sip` provider.
     pub sip: crate::telephony::sip::SipConfig,
+    /// Address ranges customers' `sip` telephony accounts may connect to
+    /// although they are not public (by default only public PBXs).
+    pub allow_networks: Vec<String>,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for TelephonyConfig {
         Self {
             provider: "sim".into(),
             sip: Default::default(),
+            allow_networks: Vec::new(),
         }
     }
 }
@@ -207,13 +211,18 @@ impl Config {
         if let Some(v) = get("LEANSYNC_SECRET_KEY_FILE") {
             self.secret_key_file = v.into();
         }
-        if let Some(v) = get("LEANSYNC_PLUGINS_ALLOW_NETWORKS") {
-            self.plugins.allow_networks = v
-                .split(',')
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
-                .collect();
+                .collect()
+        };
+        if let Some(v) = get("LEANSYNC_PLUGINS_ALLOW_NETWORKS") {
+            self.plugins.allow_networks = list(v);
+        }
+        if let Some(v) = get("LEANSYNC_TELEPHONY_ALLOW_NETWORKS") {
+            self.telephony.allow_networks = list(v);
         }
         if let Some(v) = get("LEANSYNC_ADMIN_TOKEN_TTL_DAYS") {
             self.admin_token_ttl_days = v.parse().map_err(|_| {

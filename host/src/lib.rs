@@ -6,6 +6,7 @@ pub mod app;
 pub mod call;
 pub mod config;
 pub mod dialing;
+pub mod egress;
 pub mod licensing;
 pub mod number;
 pub mod pipeline;

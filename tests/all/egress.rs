@@ -1,10 +1,12 @@
-//! Plugins' egress through a real host: even with loopback allowed by the
-//! operator (as these tests' peers need), a connector granted every host
-//! cannot reach the host's own admin API, and the delivery says why.
+//! Egress through a real host: even with loopback allowed by the operator
+//! (as these tests' peers need), a connector granted every host cannot
+//! reach the host's own admin API, and the delivery says why; without that
+//! setting a customer's SIP telephony account cannot point the host at
+//! loopback or cloud metadata.
 
 use std::time::{Duration, Instant};
 
-use leansync_tests::host::{Host, Tenant};
+use leansync_tests::host::{Host, Tenant, webhook};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,4 +47,51 @@ async fn a_webhook_pointed_at_the_hosts_own_api_is_refused_and_says_why() {
             .all(|d| d["status"] != "delivered"),
         "{rows}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sip_account_cannot_point_the_host_at_loopback_or_cloud_metadata() {
+    // The operator setting back at its default: public PBXs only.
+    let h = Host::start_with("", &[("LEANSYNC_TELEPHONY_ALLOW_NETWORKS", "")]).await;
+    for (name, number, server, kind) in [
+        ("Loop AG", "044 668 18 01", "127.0.0.1:5060", "loopback"),
+        (
+            "Meta AG",
+            "044 668 18 02",
+            "169.254.169.254:5060",
+            "link-local",
+        ),
+        ("Named AG", "044 668 18 03", "localhost:5060", "loopback"),
+    ] {
+        let account = json!({
+            "provider": "sip",
+            "settings": { "server": server, "username": "probe" },
+            "secret": "pw",
+        });
+        let t = Tenant::create_on(
+            &h,
+            name,
+            &[number],
+            account,
+            webhook("http://127.0.0.1:9/x"),
+            1,
+        )
+        .await;
+        let path = format!("/api/v1/telephony-accounts/{}", t.telephony);
+        let until = Instant::now() + Duration::from_secs(10);
+        let conn = loop {
+            let a = h.ok(&t.admin, "GET", &path, None).await;
+            if a["connection"]["last_error"].is_string() {
+                break a["connection"].clone();
+            }
+            assert!(Instant::now() < until, "no connection status: {a}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let error = conn["last_error"].as_str().unwrap();
+        assert_eq!(conn["connected"], false, "{conn}");
+        assert!(
+            error.contains(kind) && error.contains("telephony.allow_networks"),
+            "{server}: {error}"
+        );
+    }
 }

@@ -131,7 +131,9 @@ impl Host {
             .env("LEANSYNC_LOG", "info,leansync_host=debug")
             // The tests' peers listen on loopback, which plugins may not
             // reach unless the operator allows it.
-            .env("LEANSYNC_PLUGINS_ALLOW_NETWORKS", "127.0.0.0/8,::1/128");
+            .env("LEANSYNC_PLUGINS_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
+            // Likewise the tests' PBX, for customers' SIP telephony accounts.
+            .env("LEANSYNC_TELEPHONY_ALLOW_NETWORKS", "127.0.0.0/8,::1/128");
         if !self.db_url.is_empty() {
             c.env("LEANSYNC_DATABASE_URL", &self.db_url);
         }

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,64 +19,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
 use parking_lot::RwLock;
 
-/// The ranges plugins may not reach by default, with what each is.
-fn kind_of(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => kind_of_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return kind_of_v4(v4);
-            }
-            let s = v6.segments();
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if s[0] & 0xfe00 == 0xfc00 {
-                Some("unique local (private)")
-            } else if s[0] & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if s[0] & 0xff00 == 0xff00 {
-                Some("multicast")
-            } else if s[0] == 0x64 && s[1] == 0xff9b {
-                Some("NAT64 (it embeds an IPv4 address)")
-            } else if s[0] == 0x2001 && s[1] == 0x0db8 {
-                Some("documentation")
-            } else if v6 == Ipv6Addr::from(0u128) || (s[0..6] == [0; 6]) {
-                Some("IPv4-compatible (deprecated)")
-            } else {
-                None
-            }
-        }
-    }
-}
-
-fn kind_of_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let o = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_private() {
-        Some("private")
-    } else if ip.is_link_local() {
-        Some("link-local (cloud metadata)")
-    } else if o[0] == 100 && o[1] & 0xc0 == 64 {
-        Some("carrier-grade NAT")
-    } else if o[0] == 0 {
-        Some("unspecified (\"this network\")")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else if ip.is_broadcast() || o[0] >= 240 {
-        Some("reserved")
-    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
-        Some("IETF protocol assignment")
-    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
-        Some("benchmarking")
-    } else if ip.is_documentation() {
-        Some("documentation")
-    } else {
-        None
-    }
-}
+use crate::egress::{networks, non_public};
 
 /// The operator's egress rules (cheap to clone).
 #[derive(Clone, Default)]
@@ -94,19 +37,7 @@ impl Egress {
     /// Rules with the operator's allowed ranges (`10.0.0.0/8`, `127.0.0.1`);
     /// the error names the bad entry and the form expected.
     pub fn new(allow_networks: &[String]) -> Result<Self, String> {
-        let allowed = allow_networks
-            .iter()
-            .map(|s| {
-                let s = s.trim();
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        format!(
-                            "plugins.allow_networks: '{s}' is not a network; write a range like \"10.1.0.0/16\" or an address like \"127.0.0.1\""
-                        )
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let allowed = networks("plugins.allow_networks", allow_networks)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 allowed,
@@ -123,7 +54,7 @@ impl Egress {
 
     /// Why `ip` may not be reached, naming the fix; `None` if it may.
     pub fn refusal(&self, host: &str, ip: IpAddr) -> Option<String> {
-        let kind = kind_of(ip)?;
+        let kind = non_public(ip)?;
         if self.inner.allowed.iter().any(|n| n.contains(&ip)) {
             return None;
         }
@@ -139,7 +70,7 @@ impl Egress {
         let hit = own.iter().any(|l| {
             l.port() == peer.port()
                 && (l.ip() == peer.ip()
-                    || (l.ip().is_unspecified() && kind_of(peer.ip()).is_some())
+                    || (l.ip().is_unspecified() && non_public(peer.ip()).is_some())
                     || (l.ip().is_loopback() && peer.ip().is_loopback()))
         });
         hit.then(|| {

@@ -10,9 +10,11 @@
 //! is the host's provider.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use ipnet::IpNet;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
@@ -156,6 +158,43 @@ pub struct TelephonyHub {
     global: Arc<dyn Provider>,
     events: mpsc::Sender<CallEvent>,
     state: Mutex<State>,
+    /// Non-public ranges the accounts' PBXs may be in (the operator's).
+    allowed: Vec<IpNet>,
+}
+
+/// Resolves the PBX of a customer's account once and pins the address it
+/// connects to, refusing a non-public one (the host's loopback, the
+/// operator's private network, link-local metadata) unless the operator
+/// allows its range: a customer must not make the host send SIP inside the
+/// operator's network. The domain stays the name given, so the account's
+/// address of record does not change.
+async fn pin_server(mut cfg: SipConfig, allowed: &[IpNet]) -> Result<SipConfig, String> {
+    let given = cfg.server.clone();
+    let found: Vec<SocketAddr> = tokio::net::lookup_host(given.as_str())
+        .await
+        .map_err(|e| {
+            format!("settings.server '{given}' does not resolve: {e}; check the PBX's name")
+        })?
+        .collect();
+    let mut refused = None;
+    for addr in &found {
+        match crate::egress::non_public(addr.ip()) {
+            Some(kind) if !allowed.iter().any(|n| n.contains(&addr.ip())) => {
+                refused.get_or_insert(format!(
+                    "settings.server '{given}' is {}, a {kind} address: telephony accounts connect to public PBXs only; give the PBX's public address, or an operator allows the range (telephony.allow_networks)",
+                    addr.ip()
+                ));
+            }
+            _ => {
+                if cfg.domain.is_empty() {
+                    cfg.domain = cfg.domain();
+                }
+                cfg.server = addr.to_string();
+                return Ok(cfg);
+            }
+        }
+    }
+    Err(refused.unwrap_or_else(|| format!("settings.server '{given}' resolves to no address")))
 }
 
 impl TelephonyHub {
@@ -166,7 +205,14 @@ impl TelephonyHub {
             global,
             events,
             state: Mutex::new(State::default()),
+            allowed: Vec::new(),
         }
+    }
+
+    /// Lets the accounts' PBXs be in these non-public ranges too.
+    pub fn allowing(mut self, allowed: Vec<IpNet>) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     /// Follows the telephony accounts: starts a connection for each new
@@ -220,6 +266,13 @@ impl TelephonyHub {
                     "no connection of its own, its numbers go through the host's telephony provider: {}",
                     problems.join("; ")
                 ));
+            }
+        };
+        let cfg = match pin_server(cfg, &self.allowed).await {
+            Ok(cfg) => cfg,
+            Err(why) => {
+                tracing::warn!(account = %id, "{why}");
+                return Serving::Failed(format!("telephony account '{id}': {why}"));
             }
         };
         match SipProvider::start(cfg, self.events.clone()).await {
@@ -385,6 +438,38 @@ mod tests {
 
     use super::*;
 
+    #[tokio::test]
+    async fn an_accounts_pbx_is_pinned_to_a_permitted_address_and_keeps_its_domain() {
+        let cfg = |server: &str| SipConfig {
+            server: server.into(),
+            ..SipConfig::default()
+        };
+        let err = pin_server(cfg("localhost:5060"), &[]).await.unwrap_err();
+        assert!(
+            err.contains("loopback") && err.contains("telephony.allow_networks"),
+            "{err}"
+        );
+        let err = pin_server(cfg("10.1.2.3:5060"), &[]).await.unwrap_err();
+        assert!(err.contains("private"), "{err}");
+        let err = pin_server(cfg("[fd00::1]:5060"), &[]).await.unwrap_err();
+        assert!(err.contains("unique local"), "{err}");
+
+        let allowed = crate::egress::networks("t", &["127.0.0.0/8".into()]).unwrap();
+        let pinned = pin_server(cfg("localhost:5070"), &allowed).await.unwrap();
+        assert_eq!(pinned.server, "127.0.0.1:5070");
+        assert_eq!(
+            pinned.domain, "localhost",
+            "the address of record keeps the name"
+        );
+        let public = pin_server(cfg("192.0.2.10:5060"), &[]).await;
+        assert!(public.is_err(), "documentation range is not public");
+        let public = pin_server(cfg("8.8.8.8:5060"), &[]).await.unwrap();
+        assert_eq!(
+            (public.server.as_str(), public.domain.as_str()),
+            ("8.8.8.8:5060", "8.8.8.8")
+        );
+    }
+
     fn problems(settings: Value, secret: Option<&str>) -> String {
         account_settings_problems("sip", &settings, secret).join("\n")
     }
@@ -499,7 +584,9 @@ mod tests {
     #[tokio::test]
     async fn numbers_go_to_the_connection_of_their_account_the_rest_to_the_host() {
         let host = Arc::new(Recorder::default());
-        let hub = TelephonyHub::new(host.clone(), mpsc::channel(8).0);
+        // The account's "PBX" is on loopback, which the operator allows here.
+        let loopback = crate::egress::networks("t", &["127.0.0.0/8".into()]).unwrap();
+        let hub = TelephonyHub::new(host.clone(), mpsc::channel(8).0).allowing(loopback);
         // Nothing listens there: the connection exists, nothing answers.
         let own = json!({"server": "127.0.0.1:9", "bind": "127.0.0.1:0", "keepalive_secs": 0});
         let mut lines = Lines::default();

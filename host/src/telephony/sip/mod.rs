@@ -214,7 +214,8 @@ impl SipConfig {
             .map_err(|e| format!("telephony.sip.username / domain make no SIP URI ({text}): {e}"))
     }
 
-    fn domain(&self) -> String {
+    /// The SIP domain: the one configured, else the server's host.
+    pub(crate) fn domain(&self) -> String {
         if self.domain.is_empty() {
             self.server
                 .split(':')
