@@ -61,6 +61,46 @@ pub struct Contact {
     pub source: String,
 }
 
+impl Contact {
+    /// Drops a deep link a browser would run rather than open (`javascript:`,
+    /// `data:`, ... or one hiding its scheme behind spaces or control
+    /// characters); returns why, for the log. Links to an app's own scheme
+    /// (`tryton://...`) stay.
+    pub fn drop_unsafe_link(&mut self) -> Option<String> {
+        let link = self.deep_link.as_deref()?;
+        let why = link_refusal(link)?;
+        let out = format!(
+            "deep_link '{}' dropped: {why}",
+            link.chars().take(80).collect::<String>()
+        );
+        self.deep_link = None;
+        Some(out)
+    }
+}
+
+/// Why `link` may not be a contact's deep link; `None` if it may.
+fn link_refusal(link: &str) -> Option<&'static str> {
+    if link.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("a link may not contain spaces or control characters (percent-encode them)");
+    }
+    let Some((scheme, _)) = link.split_once(':') else {
+        return Some("a link needs a scheme such as https://");
+    };
+    let well_formed = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !well_formed {
+        return Some("a link needs a scheme such as https://");
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "javascript" | "vbscript" | "data" | "blob" | "file" | "about" | "filesystem" => Some(
+            "that scheme runs or reads content in the browser; use https:// or the app's own scheme",
+        ),
+        _ => None,
+    }
+}
+
 /// One normalised call event as produced by a telephony provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallEvent {
@@ -100,4 +140,46 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(link: &str) -> Contact {
+        Contact {
+            name: "Anna".into(),
+            organisation: None,
+            deep_link: Some(link.into()),
+            source: "crm".into(),
+        }
+    }
+
+    #[test]
+    fn links_a_browser_would_run_are_dropped_app_links_stay() {
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "java\tscript:alert(1)",
+            " javascript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:msgbox",
+            "//evil.example/x",
+            "no-scheme",
+        ] {
+            let mut c = contact(bad);
+            assert!(c.drop_unsafe_link().is_some(), "{bad:?} kept");
+            assert_eq!(c.deep_link, None);
+        }
+        for good in [
+            "https://crm.example.ch/contacts/42",
+            "http://127.0.0.1:8000/party/7",
+            "tryton://erp.example.ch/db/model/party.party/7",
+            "mailto:anna@example.ch",
+        ] {
+            let mut c = contact(good);
+            assert_eq!(c.drop_unsafe_link(), None, "{good} dropped");
+            assert_eq!(c.deep_link.as_deref(), Some(good));
+        }
+    }
 }

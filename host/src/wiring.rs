@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 
+use crate::api::ApiError;
 use crate::api::business::{Dialer, KeyResolver, KeyScope};
 use crate::call::CallEvent;
 use crate::dialing::{DialPermissions, Guard, Originator};
@@ -62,6 +63,17 @@ impl Routing for Licensed {
 impl KeyResolver for Licensed {
     fn resolve(&self, secret: &str) -> Option<KeyScope> {
         self.licensing.index().key(secret).cloned()
+    }
+
+    fn visible_since(&self, scope: &KeyScope) -> BoxFuture<'static, Result<u64, ApiError>> {
+        let licensing = self.licensing.clone();
+        let (key, number) = (scope.key_id.clone(), scope.number.clone());
+        Box::pin(async move {
+            licensing
+                .key_visible_since(&key, &number)
+                .await
+                .map_err(ApiError::from)
+        })
     }
 }
 

@@ -220,6 +220,17 @@ async fn journey(backend: Backend) {
         .await
         .expect("event after rotation");
     assert_eq!(e["caller"], "+41447654321");
+    // Asked for everything stored (last_event_id=0), the fresh key gets
+    // only what happened after it was made, never the older calls.
+    let mut replay = h.sse_after(new_key, 0).await;
+    let mut callers = Vec::new();
+    while let Some(e) = replay.next(Duration::from_millis(500)).await {
+        callers.push(e["caller"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(
+        !callers.is_empty() && callers.iter().all(|c| c == "+41447654321"),
+        "replay to a fresh key: {callers:?}"
+    );
 
     // Consent revoked: monitoring stops for the account's numbers at once.
     h.ok(

@@ -452,9 +452,19 @@ pub struct Sse {
 impl Host {
     /// Opens `GET /api/v1/events?key=...` and waits for the response head.
     pub async fn sse(&self, key: &str) -> Sse {
+        self.sse_with(&[("key", key)]).await
+    }
+
+    /// Like [`Host::sse`], replaying the stored events after `last_event_id`.
+    pub async fn sse_after(&self, key: &str, last_event_id: i64) -> Sse {
+        self.sse_with(&[("key", key), ("last_event_id", &last_event_id.to_string())])
+            .await
+    }
+
+    async fn sse_with(&self, query: &[(&str, &str)]) -> Sse {
         let mut resp = reqwest::Client::new()
             .get(format!("{}/api/v1/events", self.url))
-            .query(&[("key", key)])
+            .query(query)
             .send()
             .await
             .unwrap();

@@ -40,6 +40,10 @@ pub struct KeyScope {
 pub trait KeyResolver: Send + Sync + 'static {
     /// The scope of `secret`, or `None`.
     fn resolve(&self, secret: &str) -> Option<KeyScope>;
+    /// Since when (Unix ms) the key may see its number's calls: not before
+    /// the key was made, nor before its customer owned the number, so a
+    /// replay never shows an earlier owner's calls.
+    fn visible_since(&self, scope: &KeyScope) -> BoxFuture<'static, Result<u64, ApiError>>;
 }
 
 /// Places click-to-calls after every policy check.
@@ -253,7 +257,9 @@ async fn events(
         .or(q.last_event_id);
     // Subscribe before replaying so nothing falls between the two.
     let mut live = api.pipeline.subscribe();
-    let replay = match last {
+    let since = api.keys.visible_since(&scope).await?;
+    let visible = move |e: &StoredEvent| e.event.started_at_ms >= since;
+    let mut replay = match last {
         Some(after) => api
             .pipeline
             .outbox()
@@ -262,6 +268,7 @@ async fn events(
             .map_err(ApiError::internal)?,
         None => Vec::new(),
     };
+    replay.retain(visible);
     let stream = async_stream(move |tx| async move {
         let mut high = last.unwrap_or(0);
         for e in &replay {
@@ -284,7 +291,7 @@ async fn events(
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Catch up from the store rather than lose events.
                         if let Ok(missed) = api.pipeline.outbox().events_after(scope.number.as_str(), high, 1000).await {
-                            for e in missed {
+                            for e in missed.into_iter().filter(visible) {
                                 high = high.max(e.seq);
                                 if tx.send(sse_event(&e)).await.is_err() { return; }
                             }
@@ -337,6 +344,50 @@ async fn webhook(
     forward(api, installation, path, method, uri, headers, body).await
 }
 
+/// The headers of a plugin's webhook answer that reach the caller; others
+/// (`Set-Cookie`, `Location`, CORS, ...) are dropped, as the answer is
+/// served on the host's own origin.
+const PLUGIN_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "retry-after",
+    "content-language",
+    "vary",
+    "x-request-id",
+];
+
+/// A plugin's webhook answer as the host serves it: on the host's own
+/// origin, so only [`PLUGIN_RESPONSE_HEADERS`] pass and nothing in it may
+/// run there (no script, no frames, no sniffing).
+fn plugin_answer(r: crate::plugins::HttpResponse) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        r.body,
+    )
+        .into_response();
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::try_from(k),
+            axum::http::HeaderValue::try_from(v),
+        ) && PLUGIN_RESPONSE_HEADERS.contains(&k.as_str())
+        {
+            resp.headers_mut().insert(k, v);
+        }
+    }
+    let h = resp.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    h.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 async fn forward(
     api: BusinessApi,
     installation: String,
@@ -366,27 +417,42 @@ async fn forward(
         body: body.to_vec(),
     };
     match api.plugins.handle_http(&target.installation, req).await {
-        Ok(r) => {
-            let mut resp = (
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
-                r.body,
-            )
-                .into_response();
-            for (k, v) in r.headers {
-                if let (Ok(k), Ok(v)) = (
-                    axum::http::HeaderName::try_from(k),
-                    axum::http::HeaderValue::try_from(v),
-                ) {
-                    resp.headers_mut().insert(k, v);
-                }
-            }
-            resp
-        }
+        Ok(r) => plugin_answer(r),
         Err(e) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "plugin_failed",
             format!("the installation's connector failed: {e}"),
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugins_answer_cannot_set_cookies_redirect_or_run_script_on_the_hosts_origin() {
+        let header = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let resp = plugin_answer(crate::plugins::HttpResponse {
+            status: 200,
+            headers: vec![
+                header("Content-Type", "text/html"),
+                header("Set-Cookie", "ls_session=attacker; Path=/portal"),
+                header("Location", "https://evil.example/"),
+                header("Access-Control-Allow-Origin", "*"),
+                header("Content-Security-Policy", "default-src *"),
+                header("X-Request-Id", "r-1"),
+            ],
+            body: b"<script>alert(1)</script>".to_vec(),
+        });
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "text/html");
+        assert_eq!(h["x-request-id"], "r-1");
+        for gone in ["set-cookie", "location", "access-control-allow-origin"] {
+            assert!(!h.contains_key(gone), "{gone} passed");
+        }
+        assert_eq!(h["content-security-policy"], "sandbox; default-src 'none'");
+        assert_eq!(h["x-content-type-options"], "nosniff");
     }
 }

@@ -1129,6 +1129,21 @@ impl Licensing {
             .map_err(|_| Error::not_found("key", kid))
     }
 
+    /// Since when (Unix ms) key `kid` may see the calls of `number`: the
+    /// later of the key's creation and its customer's taking the number.
+    pub async fn key_visible_since(&self, kid: &str, number: &E164) -> Result<u64> {
+        let mut c = self.reader().await?;
+        let row = sqlx::query("SELECT k.created_at_ms, n.created_at_ms FROM license_keys k JOIN licenses l ON l.id = k.license_id JOIN numbers n ON n.e164 = $1 AND n.customer_id = l.customer_id WHERE k.id = $2")
+            .bind(number.as_str())
+            .bind(kid)
+            .fetch_optional(&mut *c)
+            .await?
+            .ok_or_else(|| Error::not_found("key", kid))?;
+        let key: i64 = row.try_get(0)?;
+        let owned: i64 = row.try_get(1)?;
+        Ok(key.max(owned).max(0) as u64)
+    }
+
     /// Revokes a key at once.
     pub async fn revoke_key(&self, actor: &Actor, kid: &str) -> Result<LicenseView> {
         let mut m = self.begin().await?;

@@ -523,7 +523,15 @@ impl PluginRuntime {
             .await?
         {
             Reply::Lookup(r) => r
-                .map(|c| c.map(v1_0_0::contact_from_wit))
+                .map(|c| {
+                    c.map(|c| {
+                        let mut c = v1_0_0::contact_from_wit(c);
+                        if let Some(why) = c.drop_unsafe_link() {
+                            tracing::warn!(installation = %installation.id, "{why}");
+                        }
+                        c
+                    })
+                })
                 .map_err(connector_error),
             _ => unreachable!("reply matches request"),
         }

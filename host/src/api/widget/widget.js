@@ -42,6 +42,17 @@
 
   function text(s) { return document.createTextNode(s == null ? "" : String(s)); }
 
+  // A contact's link opens the record; one the browser would run instead
+  // (javascript:, data:, ...) is shown as plain text (the host drops those
+  // too, this guards events from older hosts).
+  function safeLink(link) {
+    if (typeof link !== "string" || link === "") { return false; }
+    try {
+      var p = new URL(link).protocol.toLowerCase();
+      return ["javascript:", "vbscript:", "data:", "blob:", "file:", "about:", "filesystem:"].indexOf(p) < 0;
+    } catch (e) { return false; }
+  }
+
   function show(ev) {
     var li = rows[ev.call_id];
     if (!li) {
@@ -55,7 +66,7 @@
     var who = document.createElement("div");
     var name = ev.contact && ev.contact.name;
     var caller = ev.caller || "Anonymous";
-    if (ev.contact && ev.contact.deep_link) {
+    if (ev.contact && safeLink(ev.contact.deep_link)) {
       var a = document.createElement("a");
       a.href = ev.contact.deep_link;
       a.target = "_blank";
