@@ -1,6 +1,9 @@
-//! Which destinations click-to-call may dial. Emergency numbers never; Swiss
-//! premium-rate (090x) and short codes are blocked by default; international
-//! destinations only when allowed for the customer.
+//! Which destinations click-to-call may dial. Emergency numbers never;
+//! short codes never; premium-rate numbers (Swiss and Liechtenstein 090x,
+//! the known premium ranges of neighbouring countries, satellite and
+//! international premium services) only when the customer allows
+//! premium-rate destinations (and, outside CH/LI, international ones too);
+//! international destinations only when allowed for the customer.
 
 use crate::number::E164;
 
@@ -9,7 +12,8 @@ use crate::number::E164;
 pub struct DialPermissions {
     /// Allow destinations outside Switzerland/Liechtenstein.
     pub international: bool,
-    /// Allow Swiss premium-rate numbers (090x).
+    /// Allow premium-rate numbers (090x in Switzerland and Liechtenstein,
+    /// premium ranges abroad, satellite services).
     pub premium_rate: bool,
 }
 
@@ -24,11 +28,9 @@ pub enum Refusal {
     /// Short codes / service numbers.
     #[error("'{0}' is a short code or service number; click-to-call only dials full numbers")]
     ShortCode(String),
-    /// Premium rate.
-    #[error(
-        "'{0}' is a premium-rate number (090x); ask your admin to allow premium-rate destinations"
-    )]
-    PremiumRate(String),
+    /// Premium rate or high cost (the number, what it is).
+    #[error("'{0}' is {1}; ask your admin to allow premium-rate destinations")]
+    PremiumRate(String, &'static str),
     /// International destination not allowed.
     #[error(
         "'{0}' is an international destination; ask your admin to allow international calls for your company"
@@ -38,6 +40,28 @@ pub enum Refusal {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// Premium-rate and high-cost ranges (E.164 prefixes), with what they are:
+/// the usual targets of toll fraud through a hijacked click-to-call.
+const PREMIUM: &[(&str, &str)] = &[
+    ("+4190", "a Swiss premium-rate number (090x)"),
+    ("+42390", "a Liechtenstein premium-rate number (090x)"),
+    ("+49900", "a German premium-rate number (0900)"),
+    ("+49137", "a German mass-call number (0137)"),
+    ("+4390", "an Austrian premium-rate number (090x)"),
+    ("+4393", "an Austrian premium-rate number (093x)"),
+    ("+3389", "a French premium-rate number (089x)"),
+    ("+3989", "an Italian premium-rate number (89x)"),
+    ("+449", "a UK premium-rate number (09)"),
+    ("+870", "a satellite number (Inmarsat)"),
+    (
+        "+881",
+        "a satellite number (global mobile satellite system)",
+    ),
+    ("+882", "an international network number"),
+    ("+883", "an international network number"),
+    ("+979", "an international premium-rate number"),
+];
 
 /// Swiss emergency and urgent-help numbers (and 112 everywhere).
 const EMERGENCY: &[&str] = &[
@@ -63,8 +87,10 @@ pub fn check(input: &str, perms: &DialPermissions) -> Result<E164, Refusal> {
     let number = E164::parse(input).map_err(|e| Refusal::Invalid(e.to_string()))?;
     let n = number.as_str();
     let domestic = n.starts_with("+41") || n.starts_with("+423");
-    if n.starts_with("+4190") && !perms.premium_rate {
-        return Err(Refusal::PremiumRate(input.trim().to_owned()));
+    if let Some((_, what)) = PREMIUM.iter().find(|(p, _)| n.starts_with(p))
+        && !perms.premium_rate
+    {
+        return Err(Refusal::PremiumRate(input.trim().to_owned(), what));
     }
     if !domestic && !perms.international {
         return Err(Refusal::International(input.trim().to_owned()));
@@ -88,8 +114,31 @@ mod tests {
         assert!(matches!(check("1811", &p), Err(Refusal::ShortCode(_))));
         assert!(matches!(
             check("0900 123 456", &p),
-            Err(Refusal::PremiumRate(_))
+            Err(Refusal::PremiumRate(..))
         ));
+        // Premium and high-cost ranges stay refused with international
+        // calls allowed: only the premium-rate permission opens them.
+        let intl = DialPermissions {
+            international: true,
+            premium_rate: false,
+        };
+        for n in [
+            "+423 900 22 22",
+            "+49 900 1 234567",
+            "+43 900 123456",
+            "+44 909 876 5432",
+            "+881 612 345 678",
+            "+870 301 234 567",
+            "+979 123 456 789",
+        ] {
+            let got = check(n, &intl);
+            assert!(matches!(got, Err(Refusal::PremiumRate(..))), "{n}: {got:?}");
+        }
+        assert!(
+            check("+423 235 12 34", &p).is_ok(),
+            "Liechtenstein is domestic"
+        );
+        assert!(check("+49 30 12345678", &intl).is_ok());
         assert!(matches!(
             check("+49 30 1234567", &p),
             Err(Refusal::International(_))
@@ -113,5 +162,9 @@ mod tests {
             e.contains("'0900 123 456'") && e.contains("ask your admin"),
             "{e}"
         );
+        let e = check("+881 6 1234 5678", &DialPermissions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("satellite"), "{e}");
     }
 }
