@@ -83,3 +83,9 @@ pub fn networks(setting: &str, list: &[String]) -> Result<Vec<IpNet>, String> {
         })
         .collect()
 }
+
+/// What kind of non-public address `ip` is, unless one of the operator's
+/// `allowed` ranges contains it; `None` when it may be reached.
+pub fn refused(ip: IpAddr, allowed: &[IpNet]) -> Option<&'static str> {
+    non_public(ip).filter(|_| !allowed.iter().any(|n| n.contains(&ip)))
+}

@@ -173,11 +173,7 @@ impl Licensing {
 
     /// Checks e-mail and password; `None` on any mismatch (no hint which).
     pub async fn login(&self, email: &str, password: &str) -> Option<Actor> {
-        let row = sqlx::query(&format!("{ACCOUNT} WHERE a.email = $1"))
-            .bind(email.trim())
-            .fetch_optional(&self.db.pool)
-            .await
-            .ok()?;
+        let row = self.account_row("email", email.trim()).await.ok()?;
         // Verify against a dummy hash when the account is unknown, so the
         // answer takes the same time either way.
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -218,6 +214,19 @@ impl Licensing {
         rows.iter().map(view_of).collect()
     }
 
+    /// The account whose `column` (`id`, `email`, `token_hash`) is `value`,
+    /// as [`ACCOUNT`] reads it.
+    async fn account_row(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> std::result::Result<Option<sqlx::any::AnyRow>, sqlx::Error> {
+        sqlx::query(&format!("{ACCOUNT} WHERE a.{column} = $1"))
+            .bind(value)
+            .fetch_optional(&self.db.pool)
+            .await
+    }
+
     /// The id of the account with `email`.
     pub async fn account_id_by_email(&self, email: &str) -> Result<Option<String>> {
         Ok(sqlx::query("SELECT id FROM accounts WHERE email = $1")
@@ -231,9 +240,8 @@ impl Licensing {
     /// The account an API token belongs to, if it may act now.
     pub async fn authenticate(&self, token: &str) -> std::result::Result<Actor, Refusal> {
         let h = keys::hash(token);
-        let row = sqlx::query(&format!("{ACCOUNT} WHERE a.token_hash = $1"))
-            .bind(&h)
-            .fetch_optional(&self.db.pool)
+        let row = self
+            .account_row("token_hash", &h)
             .await
             .ok()
             .flatten()
@@ -248,9 +256,8 @@ impl Licensing {
     /// Whether the account of a signed-in `actor` (a portal session) may
     /// still act: not deleted, not disabled, its customer not blocked.
     pub async fn recheck(&self, actor: &Actor) -> std::result::Result<(), Refusal> {
-        let row = sqlx::query(&format!("{ACCOUNT} WHERE a.id = $1"))
-            .bind(&actor.account_id)
-            .fetch_optional(&self.db.pool)
+        let row = self
+            .account_row("id", &actor.account_id)
             .await
             .ok()
             .flatten()
@@ -261,9 +268,8 @@ impl Licensing {
     /// Account `account_id` if `actor` may manage it: its own, one of the
     /// actor's customer, or any for operators. Others are not found.
     async fn account_in_reach(&self, actor: &Actor, account_id: &str) -> Result<AccountView> {
-        let row = sqlx::query(&format!("{ACCOUNT} WHERE a.id = $1"))
-            .bind(account_id)
-            .fetch_optional(&self.db.pool)
+        let row = self
+            .account_row("id", account_id)
             .await?
             .ok_or_else(|| Error::not_found("account", account_id))?;
         let v = view_of(&row)?;

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
 use parking_lot::RwLock;
 
-use crate::egress::{networks, non_public};
+use crate::egress::{networks, non_public, refused};
 
 /// The operator's egress rules (cheap to clone).
 #[derive(Clone, Default)]
@@ -54,10 +54,7 @@ impl Egress {
 
     /// Why `ip` may not be reached, naming the fix; `None` if it may.
     pub fn refusal(&self, host: &str, ip: IpAddr) -> Option<String> {
-        let kind = non_public(ip)?;
-        if self.inner.allowed.iter().any(|n| n.contains(&ip)) {
-            return None;
-        }
+        let kind = refused(ip, &self.inner.allowed)?;
         Some(format!(
             "outbound HTTP to {host} denied: it is {ip}, a {kind} address (destination IP prohibited); plugins may reach only public addresses unless the operator allows the range (plugins.allow_networks)"
         ))

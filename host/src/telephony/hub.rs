@@ -178,14 +178,14 @@ async fn pin_server(mut cfg: SipConfig, allowed: &[IpNet]) -> Result<SipConfig, 
         .collect();
     let mut refused = None;
     for addr in &found {
-        match crate::egress::non_public(addr.ip()) {
-            Some(kind) if !allowed.iter().any(|n| n.contains(&addr.ip())) => {
+        match crate::egress::refused(addr.ip(), allowed) {
+            Some(kind) => {
                 refused.get_or_insert(format!(
                     "settings.server '{given}' is {}, a {kind} address: telephony accounts connect to public PBXs only; give the PBX's public address, or an operator allows the range (telephony.allow_networks)",
                     addr.ip()
                 ));
             }
-            _ => {
+            None => {
                 if cfg.domain.is_empty() {
                     cfg.domain = cfg.domain();
                 }
