@@ -149,6 +149,7 @@ fn main() {
             dialer: Arc::new(dialer),
             routing: Arc::new(app.licensed.clone()),
             plugins: app.plugins.clone(),
+            webhook_limits: Default::default(),
         }))
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;

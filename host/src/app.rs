@@ -67,7 +67,8 @@ pub async fn open_licensing(
     let licensing = Licensing::open(db.clone(), sealer, Arc::new(Catalog(plugins)))
         .await?
         .with_notify_webhook(&config.notify_webhook)
-        .with_token_ttl_days(config.admin_token_ttl_days);
+        .with_token_ttl_days(config.admin_token_ttl_days)
+        .with_sim_accounts(config.telephony.sim_accounts);
     Ok((db, licensing))
 }
 
@@ -103,7 +104,12 @@ impl App {
             outbox,
             plugins.clone(),
             Arc::new(licensed.clone()),
-            Settings::default(),
+            Settings {
+                max_attempts: config.delivery.max_attempts,
+                base_backoff: Duration::from_millis(config.delivery.base_backoff_ms),
+                max_backoff: Duration::from_secs(config.delivery.max_backoff_secs),
+                ..Settings::default()
+            },
         )
         .await?;
 
@@ -201,6 +207,7 @@ impl App {
                 dialer: self.dialer.clone(),
                 routing: Arc::new(self.licensed.clone()),
                 plugins: self.plugins.clone(),
+                webhook_limits: Default::default(),
             }))
             .merge(api::widget::router())
             .merge(crate::portal::router(crate::portal::PortalState::new(
@@ -271,7 +278,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let deadline = Duration::from_secs(app.config.drain_timeout_secs);
     let stopping = Arc::new(tokio::sync::Notify::new());
-    let server = axum::serve(listener, app.router()).with_graceful_shutdown({
+    let server = axum::serve(
+        listener,
+        app.router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown({
         let stopping = stopping.clone();
         async move {
             shutdown_signal().await;

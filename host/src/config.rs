@@ -39,6 +39,62 @@ pub struct Config {
     pub notify_webhook: String,
     /// Days a new or rotated admin API token works (0: until rotated).
     pub admin_token_ttl_days: u32,
+    /// Retry schedule of deliveries to business apps.
+    pub delivery: DeliveryConfig,
+}
+
+/// Retry schedule of deliveries: attempt `n` waits about
+/// `base_backoff_ms * 2^(n-1)` (with jitter), at most `max_backoff_secs`
+/// unless the app asked for longer (Retry-After); after `max_attempts` the
+/// delivery is a dead letter an admin can re-drive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Attempts before a delivery becomes a dead letter (1 to 100).
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds (10 to 60000).
+    pub base_backoff_ms: u64,
+    /// Longest retry delay in seconds (1 to 86400).
+    pub max_backoff_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            base_backoff_ms: 500,
+            max_backoff_secs: 300,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// Refuses values outside the documented bounds, naming the key.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let bad = |key: &str, v: u64, lo: u64, hi: u64| {
+            anyhow::anyhow!(
+                "delivery.{key} = {v} is out of range: use {lo} to {hi} (env LEANSYNC_DELIVERY_{})",
+                key.to_uppercase()
+            )
+        };
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(bad("max_attempts", self.max_attempts.into(), 1, 100));
+        }
+        if !(10..=60_000).contains(&self.base_backoff_ms) {
+            return Err(bad("base_backoff_ms", self.base_backoff_ms, 10, 60_000));
+        }
+        if !(1..=86_400).contains(&self.max_backoff_secs) {
+            return Err(bad("max_backoff_secs", self.max_backoff_secs, 1, 86_400));
+        }
+        if self.base_backoff_ms > self.max_backoff_secs * 1000 {
+            return Err(anyhow::anyhow!(
+                "delivery.base_backoff_ms ({}) is longer than delivery.max_backoff_secs ({} s): raise the maximum or lower the base",
+                self.base_backoff_ms,
+                self.max_backoff_secs
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Limits applied to every plugin invocation.
@@ -77,6 +133,10 @@ pub struct TelephonyConfig {
     /// Address ranges customers' `sip` telephony accounts may connect to
     /// although they are not public (by default only public PBXs).
     pub allow_networks: Vec<String>,
+    /// Whether operators may make simulated (`sim`) telephony accounts for
+    /// customers (demos, tests). Customer admins never can; a production
+    /// host turns them off.
+    pub sim_accounts: bool,
 }
 
 impl Default for Config {
@@ -95,6 +155,7 @@ impl Default for Config {
             cache_dir: PathBuf::new(),
             notify_webhook: String::new(),
             admin_token_ttl_days: crate::licensing::DEFAULT_TOKEN_TTL_DAYS,
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -118,6 +179,7 @@ impl Default for TelephonyConfig {
             provider: "sim".into(),
             sip: Default::default(),
             allow_networks: Vec::new(),
+            sim_accounts: true,
         }
     }
 }
@@ -231,9 +293,39 @@ impl Config {
                 )
             })?;
         }
+        if let Some(v) = get("LEANSYNC_TELEPHONY_SIM_ACCOUNTS") {
+            self.telephony.sim_accounts = v.trim().parse().map_err(|_| {
+                anyhow::anyhow!("LEANSYNC_TELEPHONY_SIM_ACCOUNTS='{v}' is neither true nor false")
+            })?;
+        }
         if let Some(v) = get("LEANSYNC_TELEPHONY_PROVIDER") {
             self.telephony.provider = v;
         }
+        let number = |var: &str, v: String| -> anyhow::Result<u64> {
+            v.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{var}='{v}' is not a whole number"))
+        };
+        if let Some(v) = get("LEANSYNC_DELIVERY_MAX_ATTEMPTS") {
+            self.delivery.max_attempts = number("LEANSYNC_DELIVERY_MAX_ATTEMPTS", v)?
+                .try_into()
+                .unwrap_or(u32::MAX);
+        }
+        if let Some(v) = get("LEANSYNC_DELIVERY_BASE_BACKOFF_MS") {
+            self.delivery.base_backoff_ms = number("LEANSYNC_DELIVERY_BASE_BACKOFF_MS", v)?;
+        }
+        if let Some(v) = get("LEANSYNC_DELIVERY_MAX_BACKOFF_SECS") {
+            self.delivery.max_backoff_secs = number("LEANSYNC_DELIVERY_MAX_BACKOFF_SECS", v)?;
+        }
+        if let Some(v) = get("LEANSYNC_PLUGINS_CALL_TIMEOUT_MS") {
+            self.plugins.call_timeout_ms = number("LEANSYNC_PLUGINS_CALL_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = get("LEANSYNC_PLUGINS_DEGRADED_AFTER") {
+            self.plugins.degraded_after = number("LEANSYNC_PLUGINS_DEGRADED_AFTER", v)?
+                .try_into()
+                .unwrap_or(u32::MAX);
+        }
+        self.delivery.check()?;
         Ok(())
     }
 
@@ -280,6 +372,32 @@ mod tests {
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(cfg.telephony.provider, "sim");
+    }
+
+    #[test]
+    fn the_retry_schedule_is_bounded_and_names_the_key() {
+        let mut cfg: Config =
+            toml::from_str("[delivery]\nmax_attempts = 3\nbase_backoff_ms = 100").unwrap();
+        cfg.apply_env(|_| None).unwrap();
+        assert_eq!(
+            (cfg.delivery.max_attempts, cfg.delivery.base_backoff_ms),
+            (3, 100)
+        );
+        let err = Config::default()
+            .apply_env(|k| (k == "LEANSYNC_DELIVERY_MAX_ATTEMPTS").then(|| "0".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("delivery.max_attempts = 0") && err.contains("1 to 100"),
+            "{err}"
+        );
+        let mut cfg: Config =
+            toml::from_str("[delivery]\nbase_backoff_ms = 5000\nmax_backoff_secs = 2").unwrap();
+        let err = cfg.apply_env(|_| None).unwrap_err().to_string();
+        assert!(
+            err.contains("longer than delivery.max_backoff_secs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -277,10 +277,65 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(backend: Backend) {
         .await;
     assert_eq!(s, 409);
 
+    // A customer admin cannot make a simulated account (served by the
+    // host's own telephony): it would claim numbers by typing them.
+    let (s, e) = h
+        .call(
+            "POST",
+            &format!("/api/v1/customers/{}/telephony-accounts", t.customer),
+            Some(&t.admin),
+            Some(json!({ "provider": "sim", "settings": { "numbers": ["044 999 00 01"] } })),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("sim_operator_only")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("\"sip\""),
+        "{e}"
+    );
+    // Nor change the numbers of the one the operator made for it.
+    let (s, e) = h
+        .call(
+            "PUT",
+            &format!("/api/v1/telephony-accounts/{}", t.telephony),
+            Some(&t.admin),
+            Some(json!({ "settings": { "numbers": ["044 999 00 01"] } })),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("sim_operator_only")),
+        "{e}"
+    );
+    // Import takes only numbers the account reports.
+    let (s, e) = h
+        .call(
+            "POST",
+            &format!("/api/v1/telephony-accounts/{}/import", t.telephony),
+            Some(&t.admin),
+            Some(json!({ "numbers": ["044 999 00 01"] })),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (422, Some("number_not_reported")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("+41449990001"),
+        "{e}"
+    );
+
     // Import without consent.
     let t2 = h
         .ok(
-            &t.admin,
+            &h.token,
             "POST",
             &format!("/api/v1/customers/{}/telephony-accounts", t.customer),
             Some(json!({ "provider": "sim", "settings": { "numbers": ["044 333 33 35"] } })),
@@ -314,6 +369,15 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(s, 403, "the operator cannot consent for a customer: {e}");
+    let unchanged = numbers(
+        h.op(
+            "GET",
+            &format!("/api/v1/customers/{}/numbers", t.customer),
+            None,
+        )
+        .await,
+    );
+    assert_eq!(unchanged, before, "a refused import stores nothing");
 
     // Config validated against the connector's schema, naming the field.
     let (s, e) = h

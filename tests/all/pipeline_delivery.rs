@@ -9,7 +9,7 @@ use leansync_host::call::{CallEvent, CallState};
 use leansync_host::number::E164;
 use leansync_host::pipeline::routing::StaticRouting;
 use leansync_host::pipeline::{DeliveryStatus, Outbox, Pipeline, Settings, Target};
-use leansync_host::plugins::PluginRuntime;
+use leansync_host::plugins::{PluginRuntime, Status};
 use leansync_tests::db::{Backend, TestDb};
 use leansync_tests::plugins::*;
 use leansync_tests::receiver::Receiver;
@@ -31,6 +31,7 @@ fn webhook_target(id: &str, url: &str) -> Target {
 struct Bench {
     pipeline: Pipeline,
     routing: Arc<StaticRouting>,
+    runtime: PluginRuntime,
     _scratch: tempfile::TempDir,
 }
 
@@ -51,12 +52,13 @@ async fn bench_routed(db: &TestDb, settings: Settings, targets: &[(E164, Target)
         routing.add(n.clone(), t.clone());
     }
     let outbox = Outbox::connect(&db.url).await.unwrap();
-    let pipeline = Pipeline::start(outbox, rt, routing.clone(), settings)
+    let pipeline = Pipeline::start(outbox, rt.clone(), routing.clone(), settings)
         .await
         .unwrap();
     Bench {
         pipeline,
         routing,
+        runtime: rt,
         _scratch: scratch,
     }
 }
@@ -308,6 +310,124 @@ async fn a_revoked_license_stops_delivery(backend: Backend) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 1);
+    db.drop_db().await;
+}
+
+/// A target of customer `customer`.
+fn customer_target(id: &str, customer: &str, url: &str) -> Target {
+    let mut t = webhook_target(id, url);
+    let mut inst = (*t.installation).clone();
+    inst.customer_id = customer.into();
+    t.installation = Arc::new(inst);
+    t.customer_id = customer.into();
+    t
+}
+
+/// One customer's app that accepts connections and never answers costs
+/// that customer's installation only: its breaker opens, while another
+/// customer's installation of the same connector keeps delivering at the
+/// first attempt and the connector stays `active` in the catalogue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_never_answers_degrades_only_its_own_installation() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let healthy = Receiver::start().await;
+    let settings = Settings {
+        max_attempts: 20,
+        base_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        ..Settings::default()
+    };
+    let b = bench(&db, settings).await;
+    b.routing.add(
+        num("044 100 00 01"),
+        customer_target("inst-silent", "cust-a", &silent_url),
+    );
+    b.routing.add(
+        num("044 200 00 02"),
+        customer_target("inst-healthy", "cust-b", &healthy.url()),
+    );
+    for i in 0..3 {
+        b.pipeline
+            .submit(event(&format!("a{i}"), CallState::Ringing, "044 100 00 01"))
+            .await
+            .unwrap();
+    }
+    let rt = b.runtime.clone();
+    wait_until(
+        "the silent app's breaker to open",
+        Duration::from_secs(30),
+        async || rt.installation_health("webhook", "inst-silent").0 == Status::Degraded,
+    )
+    .await;
+    for i in 0..5 {
+        b.pipeline
+            .submit(event(&format!("b{i}"), CallState::Ringing, "044 200 00 02"))
+            .await
+            .unwrap();
+    }
+    wait_until(
+        "5 deliveries to the healthy app",
+        Duration::from_secs(10),
+        async || healthy.received().len() >= 5,
+    )
+    .await;
+    let outbox = b.pipeline.outbox().clone();
+    wait_until(
+        "the 5 outcomes to be recorded",
+        Duration::from_secs(10),
+        async || {
+            let rows = outbox.recent(Some("cust-b"), 100).await.unwrap();
+            rows.len() == 5 && rows.iter().all(|r| r.status == DeliveryStatus::Delivered)
+        },
+    )
+    .await;
+    let rows = outbox.recent(Some("cust-b"), 100).await.unwrap();
+    for r in &rows {
+        assert_eq!(
+            (r.status, r.attempts),
+            (DeliveryStatus::Delivered, 1),
+            "the other customer's delivery waited on the breaker: {r:?}"
+        );
+    }
+    assert_eq!(
+        rt.installation_health("webhook", "inst-silent").0,
+        Status::Degraded,
+        "still open"
+    );
+    let info = rt.list().into_iter().find(|p| p.name == "webhook").unwrap();
+    assert_eq!(info.status, Status::Active, "{info:?}");
+    assert_eq!(
+        info.last_error, None,
+        "one customer's fault is not shown to all"
+    );
+    // The silent installation's next call is not attempted, and says why.
+    let silent_inst = customer_target("inst-silent", "cust-a", &silent_url).installation;
+    let d = leansync_host::plugins::Delivery {
+        idempotency_key: "k".into(),
+        attempt: 1,
+    };
+    let next = rt
+        .on_call_event(
+            &silent_inst,
+            &event("a9", CallState::Ringing, "044 100 00 01"),
+            None,
+            &d,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        next.contains("degraded for installation inst-silent") && next.contains("deadline"),
+        "{next}"
+    );
     db.drop_db().await;
 }
 

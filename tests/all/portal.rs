@@ -266,6 +266,13 @@ async fn customer_journey_in_a_browser() {
     let token = b.text("#secret-value").await;
     assert!(token.starts_with("lsa"), "API token shown once: {token}");
     b.shot("operator-admin-created-token-once").await;
+    // Telephony account: a simulated PBX, numbers in its settings, made by
+    // the operator (it is served by the host's own telephony).
+    b.goto(&format!("/portal/c/{cid}/telephony")).await;
+    b.fill("#numbers", "044 123 45 67\n044 123 45 68").await;
+    b.fill("#secret", "pbx-password-123").await;
+    b.click("#new-telephony button[type=submit]").await;
+    assert!(b.html().await.contains("No consent"));
     b.logout().await;
 
     // The customer admin signs in and lands on the own customer.
@@ -273,14 +280,16 @@ async fn customer_journey_in_a_browser() {
     assert_eq!(b.path().await, format!("/portal/c/{cid}/"));
     b.shot("admin-overview").await;
 
-    // Telephony account (simulated PBX, numbers in its settings).
+    // The operator made the telephony account (a simulated PBX); the
+    // admin sees it waiting for consent, and cannot make a simulated one.
     b.goto(&format!("/portal/c/{cid}/telephony")).await;
-    b.fill("#numbers", "044 123 45 67\n044 123 45 68").await;
-    b.fill("#secret", "pbx-password-123").await;
-    b.click("#new-telephony button[type=submit]").await;
     let html = b.html().await;
     assert!(html.contains("No consent"), "{html}");
     assert!(!html.contains("pbx-password-123"), "PBX secret shown again");
+    assert!(
+        !html.contains(r#"value="sim""#),
+        "the simulator is offered to a customer admin"
+    );
     b.shot("telephony-account-connected").await;
 
     // Consent: says what is read, needs the checkbox.
@@ -526,10 +535,17 @@ fn hidden_csrf(html: &str) -> Option<String> {
 
 impl Web {
     fn new(base: &str) -> Web {
+        Web::from_source(base, "127.0.0.1")
+    }
+
+    /// A client whose requests come from loopback address `ip` (any of
+    /// 127.0.0.0/8), so the host sees a different source.
+    fn from_source(base: &str, ip: &str) -> Web {
         Web {
             base: base.to_owned(),
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .local_address(ip.parse::<std::net::IpAddr>().unwrap())
                 .build()
                 .unwrap(),
             cookies: HashMap::new(),
@@ -1007,6 +1023,152 @@ async fn five_failed_sign_ins_lock_the_email_for_a_while() {
         assert_eq!(s, 200);
         assert!(body.contains("Shared account"), "/{p} does not flag it");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attacker_locks_out_only_their_own_source_not_the_owner() {
+    let h = Host::start("").await;
+    operator_password(&h).await;
+    let mut attacker = Web::from_source(&h.url, "127.0.0.2");
+    let mut last = 0;
+    for _ in 0..6 {
+        last = attacker.login(OP_EMAIL, "wrong-password-x").await.0;
+    }
+    assert_eq!(last, 429, "the attacker's source is locked for that e-mail");
+    // The owner, from another address, signs in at once.
+    let mut owner = Web::from_source(&h.url, "127.0.0.3");
+    assert_eq!(owner.login(OP_EMAIL, OP_PASSWORD).await.0, 303);
+    // Spraying many e-mails from one source locks that source for all.
+    let mut sprayer = Web::from_source(&h.url, "127.0.0.4");
+    let mut statuses = Vec::new();
+    for i in 0..21 {
+        statuses.push(
+            sprayer
+                .login(&format!("user{i}@x.test"), "guess-123456")
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let (s, page) = sprayer.get("/portal/login").await;
+    assert_eq!(s, 200);
+    let token = hidden_csrf(&page).unwrap();
+    let (s, body, _) = sprayer
+        .post_raw(
+            "/portal/login",
+            &[
+                ("email", OP_EMAIL),
+                ("password", OP_PASSWORD),
+                ("csrf", &token),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 429);
+    assert!(
+        body.contains("from your network. Wait 15 minutes"),
+        "{body}"
+    );
+    assert_eq!(
+        Web::from_source(&h.url, "127.0.0.5")
+            .login(OP_EMAIL, OP_PASSWORD)
+            .await
+            .0,
+        303
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_change_ends_the_other_sessions() {
+    let h = Host::start("").await;
+    operator_password(&h).await;
+    let mut laptop = Web::new(&h.url);
+    let mut phone = Web::new(&h.url);
+    assert_eq!(laptop.login(OP_EMAIL, OP_PASSWORD).await.0, 303);
+    assert_eq!(phone.login(OP_EMAIL, OP_PASSWORD).await.0, 303);
+    assert_eq!(phone.get("/portal/customers").await.0, 200);
+    // A wrong current password changes nothing.
+    let new = "a-brand-new-password-2";
+    let (s, body) = laptop
+        .post(
+            "/portal/password",
+            &[
+                ("current", "not-it-at-all"),
+                ("password", new),
+                ("confirm", new),
+            ],
+        )
+        .await;
+    assert_eq!(s, 422);
+    assert!(body.contains("current password is wrong"), "{body}");
+    assert_eq!(phone.get("/portal/customers").await.0, 200);
+    let (s, _) = laptop
+        .post(
+            "/portal/password",
+            &[
+                ("current", OP_PASSWORD),
+                ("password", new),
+                ("confirm", new),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303);
+    assert_eq!(
+        laptop.get("/portal/customers").await.0,
+        200,
+        "the changing session goes on"
+    );
+    assert_eq!(
+        phone.get("/portal/customers").await.0,
+        303,
+        "the other session still works"
+    );
+    assert_eq!(phone.login(OP_EMAIL, OP_PASSWORD).await.0, 401);
+    assert_eq!(phone.login(OP_EMAIL, new).await.0, 303);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_parallel_wrong_passwords_do_not_starve_the_host() {
+    let h = Host::start("").await;
+    operator_password(&h).await;
+    // From 100 sources, so no throttle turns them away before Argon2.
+    let mut attempts = Vec::new();
+    for i in 0..100 {
+        let url = h.url.clone();
+        attempts.push(tokio::spawn(async move {
+            let mut w = Web::from_source(&url, &format!("127.0.1.{}", i + 1));
+            w.login(OP_EMAIL, "wrong-password-x").await.0
+        }));
+    }
+    let client = reqwest::Client::new();
+    let mut slowest = Duration::ZERO;
+    while attempts.iter().any(|a| !a.is_finished()) {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{}/healthz", h.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut statuses = Vec::new();
+    for a in attempts {
+        statuses.push(a.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 503),
+        "wrong passwords are refused or deferred, never accepted or failing: {statuses:?}"
+    );
+    assert!(statuses.contains(&401), "{statuses:?}");
+    // Argon2 runs on a bounded pool of blocking threads: the async workers
+    // keep answering. (Inline hashing queues /healthz behind ~100 hashes.)
+    assert!(
+        slowest < Duration::from_secs(2),
+        "/healthz took {slowest:?}"
+    );
+    assert_eq!(Web::new(&h.url).login(OP_EMAIL, OP_PASSWORD).await.0, 303);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -126,7 +126,8 @@ admin_routes! {
     delete "/api/v1/telephony-accounts/{tid}/consent" => revoke_consent, "Revoke consent: monitoring and click-to-call stop at once";
     post "/api/v1/telephony-accounts/{tid}/import" => import_numbers, "Import the account's numbers (needs consent)", body = r#"{"numbers":["044 123 45 67"]}"#;
     get "/api/v1/customers/{cid}/numbers" => numbers, "Numbers of a customer";
-    post "/api/v1/customers/{cid}/numbers" => add_numbers, "Enter numbers by hand (operators)", body = r#"{"numbers":["+41 44 123 45 67"]}"#;
+    post "/api/v1/customers/{cid}/numbers" => add_numbers, "Enter numbers by hand (operators); a number another customer claimed through its own PBX moves here", body = r#"{"numbers":["+41 44 123 45 67"]}"#;
+    post "/api/v1/numbers/{number}/move" => move_number, "Move a number to another customer, audited with a reason (operators settle disputes); the previous owner's licenses on it are unassigned", body = r#"{"customer":"cus_0123","reason":"ported, ticket 4711"}"#;
     get "/api/v1/customers/{cid}/installations" => installations, "Business applications of a customer";
     post "/api/v1/customers/{cid}/installations" => create_installation, "Enable a connector (config validated against its schema)", body = r#"{"connector":"webhook","config":{"url":"http://127.0.0.1:9000/calls","secret":"s3cret"},"granted_hosts":["127.0.0.1"],"deliver_internal":false}"#;
     get "/api/v1/installations/{iid}" => installation, "One business application";
@@ -170,6 +171,12 @@ struct Name {
 
 #[derive(Deserialize)]
 struct Reason {
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct MoveTo {
+    customer: String,
     reason: String,
 }
 
@@ -483,6 +490,17 @@ async fn add_numbers(
     Body(b): Body<Numbers>,
 ) -> Res {
     ok(s.licensing.add_numbers(&a, &cid, &b.numbers).await?)
+}
+
+async fn move_number(
+    State(s): State<AdminApi>,
+    Admin(a): Admin,
+    Path(number): Path<String>,
+    Body(b): Body<MoveTo>,
+) -> Res {
+    ok(s.licensing
+        .move_number(&a, &number, &b.customer, &b.reason)
+        .await?)
 }
 
 async fn installations(State(s): State<AdminApi>, Admin(a): Admin, Path(cid): Path<String>) -> Res {

@@ -21,8 +21,11 @@ impl From<licensing::Error> for ApiError {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError::new(status, e.code, e.message)
+        let busy = e.kind == ErrorKind::Busy;
+        let err = ApiError::new(status, e.code, e.message);
+        if busy { err.with_retry_after(1) } else { err }
     }
 }
 

@@ -65,10 +65,53 @@ pub struct BusinessApi {
     pub routing: Arc<dyn Routing>,
     /// Plugins, for webhook routes.
     pub plugins: PluginRuntime,
+    /// Request budget of each installation's webhook route.
+    pub webhook_limits: WebhookLimits,
 }
 
 /// Largest webhook body forwarded to a plugin.
 const WEBHOOK_BODY_LIMIT: usize = 1 << 20;
+
+/// Webhook requests per second one installation may make its plugin serve
+/// (each one runs the plugin), and the burst above that rate.
+const WEBHOOK_RATE_PER_SEC: f64 = 20.0;
+const WEBHOOK_BURST: f64 = 40.0;
+
+/// A token bucket per installation for `/api/v1/apps/{installation}`: one
+/// app (or someone guessing its URL) flooding its route is answered 429
+/// without running the plugin, and never slows another installation's.
+#[derive(Clone, Default)]
+pub struct WebhookLimits(
+    Arc<parking_lot::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>>,
+);
+
+impl WebhookLimits {
+    /// Takes one request from `installation`'s bucket; `Err(wait)` when it
+    /// is empty.
+    fn take(&self, installation: &str) -> Result<(), std::time::Duration> {
+        let now = std::time::Instant::now();
+        let mut m = self.0.lock();
+        if m.len() > 100_000 {
+            m.retain(|_, (_, at)| {
+                now.duration_since(*at).as_secs_f64() * WEBHOOK_RATE_PER_SEC < WEBHOOK_BURST
+            });
+        }
+        let (tokens, at) = m
+            .entry(installation.to_owned())
+            .or_insert((WEBHOOK_BURST, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * WEBHOOK_RATE_PER_SEC)
+            .min(WEBHOOK_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64(
+                (1.0 - *tokens) / WEBHOOK_RATE_PER_SEC,
+            ))
+        }
+    }
+}
 
 /// Business-app routes.
 pub fn router(api: BusinessApi) -> Router {
@@ -403,6 +446,17 @@ async fn forward(
         ))
         .into_response();
     };
+    if let Err(wait) = api.webhook_limits.take(&installation) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "installation '{installation}' receives more than {WEBHOOK_RATE_PER_SEC} webhook requests per second (bursts of {WEBHOOK_BURST}); slow down and retry after the Retry-After header"
+            ),
+        )
+        .with_retry_after(wait.as_secs().max(1))
+        .into_response();
+    }
     let req = HttpRequest {
         method: method.to_string(),
         path: format!("/{path}"),
@@ -430,6 +484,22 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_installation_has_its_own_webhook_budget() {
+        let l = WebhookLimits::default();
+        for i in 0..WEBHOOK_BURST as usize {
+            assert!(l.take("inst-a").is_ok(), "request {i} of the burst");
+        }
+        let wait = l.take("inst-a").unwrap_err();
+        assert!(wait <= std::time::Duration::from_millis(60), "{wait:?}");
+        assert!(
+            l.take("inst-b").is_ok(),
+            "another installation is not affected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        assert!(l.take("inst-a").is_ok(), "the bucket refills");
+    }
 
     #[test]
     fn a_plugins_answer_cannot_set_cookies_redirect_or_run_script_on_the_hosts_origin() {

@@ -16,6 +16,39 @@ use super::{
 /// Shortest password accepted.
 const MIN_PASSWORD: usize = 10;
 
+/// Password hashing (Argon2id, ~19 MiB and a few tens of ms of one core
+/// each) runs on blocking threads, at most this many at once: half the
+/// cores, so a storm of sign-ins never takes the CPU from calls and the API.
+fn password_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// Sign-ins waiting for a password worker beyond which new ones are turned
+/// away at once (answered "busy, try again").
+const MAX_WAITING: usize = 64;
+
+/// The host is busy checking other passwords; try again in a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// Runs `work` (an Argon2 hash or verification) on the bounded pool.
+async fn password_work<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, Busy> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static POOL: std::sync::LazyLock<tokio::sync::Semaphore> =
+        std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(password_workers()));
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    if WAITING.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+        return Err(Busy);
+    }
+    let permit = POOL.acquire().await;
+    WAITING.fetch_sub(1, Ordering::SeqCst);
+    let _permit = permit.map_err(|_| Busy)?;
+    tokio::task::spawn_blocking(work).await.map_err(|_| Busy)
+}
+
 fn hash_password(password: &str) -> Result<String> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|_| {
@@ -34,7 +67,7 @@ fn hash_password(password: &str) -> Result<String> {
 }
 
 /// The columns [`view_of`] reads, joined with the account's customer.
-const ACCOUNT: &str = "SELECT a.id, a.email, a.customer_id, a.impersonal, a.disabled_reason, a.token_expires_at_ms, c.blocked_reason, a.token_hash, a.password_hash FROM accounts a LEFT JOIN customers c ON c.id = a.customer_id";
+const ACCOUNT: &str = "SELECT a.id, a.email, a.customer_id, a.impersonal, a.disabled_reason, a.token_expires_at_ms, c.blocked_reason, a.token_hash, a.password_hash, a.password_changed_at_ms FROM accounts a LEFT JOIN customers c ON c.id = a.customer_id";
 
 fn view_of(r: &sqlx::any::AnyRow) -> Result<AccountView> {
     let customer_id: Option<String> = r.try_get(2)?;
@@ -73,6 +106,8 @@ pub enum Refusal {
     Disabled(String),
     /// The account's customer is blocked, for this reason.
     CustomerBlocked(String),
+    /// The password was changed after the session signed in.
+    PasswordChanged,
 }
 
 impl Refusal {
@@ -83,6 +118,7 @@ impl Refusal {
             Refusal::Expired(_) => "token_expired",
             Refusal::Disabled(_) => "account_disabled",
             Refusal::CustomerBlocked(_) => "customer_blocked",
+            Refusal::PasswordChanged => "password_changed",
         }
     }
 
@@ -102,6 +138,9 @@ impl Refusal {
             Refusal::CustomerBlocked(why) => format!(
                 "the customer of this account is blocked ({why}); its admins cannot sign in until an operator lifts the block"
             ),
+            Refusal::PasswordChanged => {
+                "the password of this account was changed since this session signed in; sign in again with the new password".into()
+            }
         }
     }
 }
@@ -152,13 +191,20 @@ impl Licensing {
                 format!("the password must have at least {MIN_PASSWORD} characters"),
             ));
         }
-        let hash = hash_password(password)?;
+        let owned = password.to_owned();
+        let hash = password_work(move || hash_password(&owned))
+            .await
+            .map_err(|Busy| Error::busy())??;
         let mut m = self.begin().await?;
-        sqlx::query("UPDATE accounts SET password_hash = $1 WHERE id = $2")
-            .bind(hash)
-            .bind(account_id)
-            .execute(m.conn())
-            .await?;
+        // Sessions that signed in before this moment end (see `recheck`).
+        sqlx::query(
+            "UPDATE accounts SET password_hash = $1, password_changed_at_ms = $2 WHERE id = $3",
+        )
+        .bind(hash)
+        .bind(now_ms() as i64)
+        .bind(account_id)
+        .execute(m.conn())
+        .await?;
         let rec = Record {
             actor,
             customer: customer.as_deref(),
@@ -171,9 +217,16 @@ impl Licensing {
         self.commit(m, rec).await
     }
 
-    /// Checks e-mail and password; `None` on any mismatch (no hint which).
-    pub async fn login(&self, email: &str, password: &str) -> Option<Actor> {
-        let row = self.account_row("email", email.trim()).await.ok()?;
+    /// Checks e-mail and password; `Ok(None)` on any mismatch (no hint
+    /// which), `Err(Busy)` when too many passwords are being checked.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> std::result::Result<Option<Actor>, Busy> {
+        let Ok(row) = self.account_row("email", email.trim()).await else {
+            return Ok(None);
+        };
         // Verify against a dummy hash when the account is unknown, so the
         // answer takes the same time either way.
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -183,17 +236,21 @@ impl Licensing {
                 .get_or_init(|| hash_password("not-a-password").unwrap_or_default())
                 .clone()
         });
-        let ok = PasswordHash::new(&hash_text)
-            .map(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false);
-        if !ok || stored.is_none() {
-            return None;
+        let password = password.to_owned();
+        let ok = password_work(move || {
+            PasswordHash::new(&hash_text)
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await?;
+        match row {
+            Some(row) if ok && stored.is_some() => Ok(standing(&row, false).ok()),
+            _ => Ok(None),
         }
-        standing(&row?, false).ok()
     }
 
     /// Accounts of a customer (`None`: operator accounts, operators only).
@@ -253,16 +310,21 @@ impl Licensing {
         standing(&row, true)
     }
 
-    /// Whether the account of a signed-in `actor` (a portal session) may
-    /// still act: not deleted, not disabled, its customer not blocked.
-    pub async fn recheck(&self, actor: &Actor) -> std::result::Result<(), Refusal> {
+    /// Whether the account of a signed-in `actor` (a portal session whose
+    /// password was proven at `since_ms`) may still act: not deleted, not
+    /// disabled, its customer not blocked, its password not changed since.
+    pub async fn recheck(&self, actor: &Actor, since_ms: i64) -> std::result::Result<(), Refusal> {
         let row = self
             .account_row("id", &actor.account_id)
             .await
             .ok()
             .flatten()
             .ok_or(Refusal::Unknown)?;
-        standing(&row, false).map(|_| ())
+        standing(&row, false)?;
+        match row.try_get::<Option<i64>, _>(9) {
+            Ok(Some(changed)) if changed > since_ms => Err(Refusal::PasswordChanged),
+            _ => Ok(()),
+        }
     }
 
     /// Account `account_id` if `actor` may manage it: its own, one of the

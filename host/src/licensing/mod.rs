@@ -60,6 +60,8 @@ pub enum ErrorKind {
     Forbidden,
     /// Storage failure.
     Internal,
+    /// Too much work at once; try again in a moment.
+    Busy,
 }
 
 impl Error {
@@ -82,6 +84,13 @@ impl Error {
     }
     fn conflict(code: &'static str, m: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, code, m)
+    }
+    fn busy() -> Self {
+        Self::new(
+            ErrorKind::Busy,
+            "busy",
+            "the host is checking many passwords at once; try again in a second",
+        )
     }
 }
 
@@ -181,6 +190,8 @@ pub struct Licensing {
     applied: Arc<AtomicI64>,
     /// How long a new API token works (ms; 0: forever).
     token_ttl_ms: i64,
+    /// Whether operators may make simulated (`sim`) telephony accounts.
+    sim_accounts: bool,
 }
 
 /// Refuses settings of a `provider` telephony account the host cannot use
@@ -234,6 +245,7 @@ impl Licensing {
             applying: Arc::default(),
             applied: Arc::new(AtomicI64::new(-1)),
             token_ttl_ms: DEFAULT_TOKEN_TTL_DAYS as i64 * 86_400_000,
+            sim_accounts: true,
         };
         l.catch_up().await?;
         Ok(l)
@@ -242,6 +254,13 @@ impl Licensing {
     /// New API tokens work for `days` days (0: until rotated).
     pub fn with_token_ttl_days(mut self, days: u32) -> Self {
         self.token_ttl_ms = days as i64 * 86_400_000;
+        self
+    }
+
+    /// Whether simulated telephony accounts may be made (operators only;
+    /// `telephony.sim_accounts = false` turns them off on a production host).
+    pub fn with_sim_accounts(mut self, allowed: bool) -> Self {
+        self.sim_accounts = allowed;
         self
     }
 
@@ -519,6 +538,7 @@ impl Licensing {
                 format!("provider '{provider}' is unknown; use \"sim\" or \"sip\""),
             ));
         }
+        self.may_manage_sim(actor, provider)?;
         check_telephony_settings(provider, &settings, secret)?;
         let tid = id("tel");
         let mut m = self.begin().await?;
@@ -536,6 +556,31 @@ impl Licensing {
         // Its own connection (provider `sip`) starts once this commits.
         self.commit(m, rec).await?;
         Ok(view)
+    }
+
+    /// A simulated account is served by the host's own PBX connection, so
+    /// whoever sets its numbers decides whose calls a customer sees: only
+    /// an operator makes or changes one, and only where the host allows
+    /// them at all.
+    fn may_manage_sim(&self, actor: &Actor, provider: &str) -> Result<()> {
+        if provider != "sim" {
+            return Ok(());
+        }
+        if !self.sim_accounts {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "sim_disabled",
+                "simulated telephony accounts are turned off on this host (telephony.sim_accounts = false); connect a PBX with provider \"sip\"",
+            ));
+        }
+        if !actor.is_operator() {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "sim_operator_only",
+                "a simulated telephony account is served by the host's own telephony connection, so only an operator makes or changes one; connect your own PBX with provider \"sip\", or ask your operator",
+            ));
+        }
+        Ok(())
     }
 
     /// The telephony account `tid` inside mutation `m`, if `actor` may see it.
@@ -562,6 +607,7 @@ impl Licensing {
     ) -> Result<TelephonyAccountView> {
         let mut m = self.begin().await?;
         let before = Self::visible_telephony_account(&mut m, actor, tid).await?;
+        self.may_manage_sim(actor, &before.provider)?;
         let settings = settings.unwrap_or_else(|| before.settings.clone());
         let stored: Option<String> =
             sqlx::query("SELECT secret_sealed FROM telephony_accounts WHERE id = $1")
@@ -685,6 +731,7 @@ impl Licensing {
         m: &mut Mutation,
         customer: &str,
         account: Option<&str>,
+        verified: bool,
         numbers: &[String],
     ) -> Result<Vec<E164>> {
         let parsed: Vec<E164> = numbers
@@ -692,18 +739,29 @@ impl Licensing {
             .map(|n| E164::parse(n).map_err(|e| Error::invalid("invalid_number", e.to_string())))
             .collect::<Result<_>>()?;
         for n in &parsed {
-            let owner: Option<String> =
-                sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
-                    .bind(n.as_str())
-                    .fetch_optional(m.conn())
-                    .await?
-                    .map(|r| r.try_get(0))
-                    .transpose()?;
+            let owner: Option<(String, Option<String>)> = sqlx::query(
+                "SELECT n.customer_id, t.provider FROM numbers n LEFT JOIN telephony_accounts t ON t.id = n.telephony_account_id WHERE n.e164 = $1",
+            )
+            .bind(n.as_str())
+            .fetch_optional(m.conn())
+            .await?
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()?;
             match owner {
-                Some(o) if o != customer => {
+                // A number verified by the operator (entered by hand, or
+                // from a simulated account an operator made) outranks the
+                // same number claimed through another customer's own PBX:
+                // the claim ends, the number moves.
+                Some((o, Some(p))) if o != customer && p == "sip" && verified => {
+                    Self::take_number(m, n, &o, customer, account).await?;
+                }
+                Some((o, _)) if o != customer => {
                     return Err(Error::conflict(
                         "number_taken",
-                        format!("{n} belongs to another customer"),
+                        format!(
+                            "{n} belongs to another customer; if it is this customer's, an operator can move it: POST /api/v1/numbers/{}/move {{\"customer\": \"{customer}\", \"reason\": \"...\"}}",
+                            n.as_str()
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -721,19 +779,113 @@ impl Licensing {
         Ok(parsed)
     }
 
+    /// Moves number `n` from customer `from` to `to` inside `m` (from
+    /// telephony account `account` of `to`, or none: operator-entered):
+    /// `from`'s licenses on it are unassigned, both customers are told.
+    async fn take_number(
+        m: &mut Mutation,
+        n: &E164,
+        from: &str,
+        to: &str,
+        account: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE licenses SET number = NULL WHERE customer_id = $1 AND number = $2")
+            .bind(from)
+            .bind(n.as_str())
+            .execute(m.conn())
+            .await?;
+        sqlx::query(
+            "UPDATE numbers SET customer_id = $1, telephony_account_id = $2 WHERE e164 = $3",
+        )
+        .bind(to)
+        .bind(account.map(str::to_owned))
+        .bind(n.as_str())
+        .execute(m.conn())
+        .await?;
+        m.notify(
+            from,
+            "number.moved_away",
+            format!("{n} was moved to another customer by the operator; its licenses here are unassigned"),
+        )
+        .await?;
+        m.notify(
+            to,
+            "number.moved_here",
+            format!("{n} is now a number of this customer"),
+        )
+        .await?;
+        m.also_touches(from);
+        Ok(())
+    }
+
+    /// Moves a number to customer `to` (an operator settles a dispute):
+    /// the previous owner's licenses on it are unassigned, both are told,
+    /// and the move is audited with its reason.
+    pub async fn move_number(
+        &self,
+        actor: &Actor,
+        number: &str,
+        to: &str,
+        why: &str,
+    ) -> Result<NumberView> {
+        actor.require_operator()?;
+        let why = why.trim();
+        if why.is_empty() || why.chars().count() > 500 {
+            return Err(Error::invalid(
+                "invalid_reason",
+                "give a reason of 1 to 500 characters, e.g. {\"customer\": \"cus_...\", \"reason\": \"ported to this customer, ticket 4711\"}",
+            ));
+        }
+        let n = E164::parse(number).map_err(|e| Error::invalid("invalid_number", e.to_string()))?;
+        self.customer_exists(to).await?;
+        let mut m = self.begin().await?;
+        let from: String = sqlx::query("SELECT customer_id FROM numbers WHERE e164 = $1")
+            .bind(n.as_str())
+            .fetch_optional(m.conn())
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .ok_or_else(|| Error::not_found("number", n.as_str()))?;
+        if from == to {
+            return Err(Error::conflict(
+                "already_there",
+                format!("{n} already belongs to customer {to}"),
+            ));
+        }
+        Self::take_number(&mut m, &n, &from, to, None).await?;
+        let rec = Record {
+            actor,
+            customer: Some(to),
+            action: "number.move",
+            target: n.as_str(),
+            before: Some(serde_json::json!({ "customer_id": from })),
+            after: Some(serde_json::json!({ "customer_id": to, "reason": why })),
+            touches: mutation::Touches::Customer,
+        };
+        self.commit(m, rec).await?;
+        Ok(NumberView {
+            national: n.national(),
+            e164: n.as_str().to_owned(),
+            telephony_account_id: None,
+        })
+    }
+
     /// Stores `numbers` for `customer` (from telephony account `account`,
     /// or entered by an operator) and audits it as `action` on `target`.
+    /// `verified`: the host's own telephony vouches for them.
+    #[allow(clippy::too_many_arguments)]
     async fn add_numbers_as(
         &self,
         actor: &Actor,
         customer: &str,
         account: Option<&str>,
+        verified: bool,
         numbers: &[String],
         action: &str,
         target: &str,
     ) -> Result<Vec<NumberView>> {
         let mut m = self.begin().await?;
-        let parsed = Self::store_numbers(&mut m, customer, account, numbers).await?;
+        let parsed = Self::store_numbers(&mut m, customer, account, verified, numbers).await?;
         let rec = Record::created(actor, Some(customer), action, target, &parsed);
         self.commit(m, rec).await?;
         self.numbers(actor, customer).await
@@ -755,10 +907,40 @@ impl Licensing {
                 ),
             ));
         }
+        // Only what the account itself reports: a simulated account's
+        // numbers are set by an operator, a PBX's by its own settings and
+        // served only through that PBX (see `telephony::hub`).
+        let reported: Vec<E164> = acc
+            .settings
+            .get("numbers")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().and_then(|s| E164::parse(s).ok()))
+            .collect();
+        for n in numbers {
+            E164::parse(n).map_err(|e| Error::invalid("invalid_number", e.to_string()))?;
+        }
+        let foreign: Vec<String> = numbers
+            .iter()
+            .filter_map(|n| E164::parse(n).ok())
+            .filter(|e| !reported.contains(e))
+            .map(|e| e.as_str().to_owned())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(Error::invalid(
+                "number_not_reported",
+                format!(
+                    "telephony account {tid} does not report {}; import only numbers it lists (settings.numbers of GET /api/v1/telephony-accounts/{tid}), or ask an operator to enter a number by hand",
+                    foreign.join(", ")
+                ),
+            ));
+        }
         self.add_numbers_as(
             actor,
             &acc.customer_id,
             Some(tid),
+            acc.provider == "sim",
             numbers,
             "numbers.import",
             tid,
@@ -776,7 +958,7 @@ impl Licensing {
     ) -> Result<Vec<NumberView>> {
         actor.require_operator()?;
         self.customer_exists(cid).await?;
-        self.add_numbers_as(actor, cid, None, numbers, "numbers.add", cid)
+        self.add_numbers_as(actor, cid, None, true, numbers, "numbers.add", cid)
             .await
     }
 

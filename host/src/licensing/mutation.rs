@@ -42,9 +42,17 @@ const CATCH_UP_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Mutation {
     tx: WriteTx,
     notifications: Vec<(String, String, String)>,
+    /// Further customers the change touches (beside its record's).
+    also: Vec<String>,
 }
 
 impl Mutation {
+    /// Records that this change also touches `customer` (a number moved
+    /// between customers): every host reloads that customer too.
+    pub(super) fn also_touches(&mut self, customer: &str) {
+        self.also.push(customer.to_owned());
+    }
+
     /// The transaction's connection.
     pub(super) fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
@@ -175,6 +183,7 @@ impl Licensing {
         Ok(Mutation {
             tx,
             notifications: Vec::new(),
+            also: Vec::new(),
         })
     }
 
@@ -209,6 +218,19 @@ impl Licensing {
         .fetch_one(&mut *m.tx)
         .await?
         .try_get(0)?;
+        let mut seq = seq;
+        for customer in std::mem::take(&mut m.also) {
+            seq = sqlx::query(
+                "INSERT INTO changes (at_ms, customer_id, action, target, scope, license_id) VALUES ($1, $2, $3, $4, 'customer', NULL) RETURNING seq",
+            )
+            .bind(at)
+            .bind(customer)
+            .bind(rec.action)
+            .bind(rec.target)
+            .fetch_one(&mut *m.tx)
+            .await?
+            .try_get(0)?;
+        }
         if self.db.backend == Backend::Postgres {
             // Delivered to listeners when (and only if) the transaction commits.
             sqlx::query("SELECT 1 FROM pg_notify($1, $2)")

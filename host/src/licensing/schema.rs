@@ -33,4 +33,5 @@ pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("accounts", "token_expires_at_ms", "BIGINT"),
     ("accounts", "disabled_reason", "TEXT"),
     ("accounts", "disabled_at_ms", "BIGINT"),
+    ("accounts", "password_changed_at_ms", "BIGINT"),
 ];

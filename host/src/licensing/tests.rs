@@ -260,7 +260,7 @@ async fn disabled_accounts_and_admins_of_blocked_customers_cannot_act() {
         Refusal::Disabled("left the company".into())
     );
     assert!(
-        b.recheck(&anna_actor).await.is_err(),
+        b.recheck(&anna_actor, 0).await.is_err(),
         "her portal session ends"
     );
     let listed = b.accounts(&ops, Some(&c.id)).await.unwrap();
@@ -278,7 +278,7 @@ async fn disabled_accounts_and_admins_of_blocked_customers_cannot_act() {
         b.authenticate(token.expose()).await.unwrap_err(),
         Refusal::CustomerBlocked("unpaid invoices".into())
     );
-    assert!(b.recheck(&anna_actor).await.is_err());
+    assert!(b.recheck(&anna_actor, 0).await.is_err());
     assert!(
         b.authenticate(ops_token.expose()).await.is_ok(),
         "operators are not a customer's admins"
@@ -340,4 +340,225 @@ async fn admins_manage_only_accounts_in_their_reach_and_never_the_last_operator(
         a.authenticate(t1.expose()).await.unwrap_err(),
         Refusal::Unknown
     );
+}
+
+fn admin_of(cid: &str) -> Actor {
+    Actor {
+        account_id: format!("acc_{cid}"),
+        name: format!("admin@{cid}.test"),
+        customer_id: Some(cid.to_owned()),
+        impersonal: false,
+    }
+}
+
+#[tokio::test]
+async fn a_number_claimed_through_a_customers_own_pbx_never_blocks_the_verified_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(&dir).await;
+    let ops = operator();
+    let n = "+41 44 668 18 50";
+    let e164 = E164::parse(n).unwrap();
+    // Customer X claims the number through its own PBX and licenses it.
+    let (x, x_lic, _) = licensed(&a, "Squatter AG", "+41 44 668 18 51").await;
+    let adm = admin_of(&x);
+    assert_eq!(
+        a.create_telephony_account(&adm, &x, "sim", serde_json::json!({ "numbers": [n] }), None)
+            .await
+            .unwrap_err()
+            .code,
+        "sim_operator_only"
+    );
+    let pbx = a
+        .create_telephony_account(
+            &adm,
+            &x,
+            "sip",
+            serde_json::json!({ "server": "pbx.squatter.test:5060", "username": "u", "numbers": [n] }),
+            Some("pbx-password"),
+        )
+        .await
+        .unwrap();
+    a.grant_consent(&adm, &pbx.id, "numbers").await.unwrap();
+    a.import_numbers(&adm, &pbx.id, &[n.into()]).await.unwrap();
+    a.assign(&ops, &x_lic, n).await.unwrap();
+    assert_eq!(
+        a.license(&ops, &x_lic).await.unwrap().number.as_deref(),
+        Some(e164.as_str())
+    );
+    // The real owner, verified by the operator, is not locked out: the
+    // number moves, X's claim ends and both are told.
+    let y = a.create_customer(&ops, "Owner GmbH").await.unwrap();
+    let got = a.add_numbers(&ops, &y.id, &[n.into()]).await.unwrap();
+    assert!(
+        got.iter()
+            .any(|v| v.e164 == e164.as_str() && v.telephony_account_id.is_none())
+    );
+    assert!(
+        a.numbers(&ops, &x)
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.e164 != e164.as_str())
+    );
+    assert_eq!(
+        a.license(&ops, &x_lic).await.unwrap().number,
+        None,
+        "X's license is unassigned"
+    );
+    assert!(
+        a.index().targets(&e164).is_empty(),
+        "no app of X sees the number's calls"
+    );
+    let told = |c: &str| {
+        let (l, c) = (a.clone(), c.to_owned());
+        async move {
+            l.notifications(&operator(), &c)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.kind)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(told(&x).await.contains(&"number.moved_away".to_owned()));
+    assert!(told(&y.id).await.contains(&"number.moved_here".to_owned()));
+    // The other host learns it from the change feed.
+    b.catch_up().await.unwrap();
+    assert_eq!(
+        b.telephony_lines().borrow().numbers.get(&e164),
+        None,
+        "no longer served through X's PBX"
+    );
+    assert!(b.index().targets(&e164).is_empty());
+
+    // A number verified for one customer is not taken by a hand entry for
+    // another: that needs the dispute path, audited with its reason.
+    let z = a.create_customer(&ops, "Claimant SA").await.unwrap();
+    let err = a.add_numbers(&ops, &z.id, &[n.into()]).await.unwrap_err();
+    assert_eq!(err.code, "number_taken");
+    assert!(err.message.contains("/move"), "{}", err.message);
+    let err = a.move_number(&ops, n, &z.id, " ").await.unwrap_err();
+    assert_eq!(err.code, "invalid_reason");
+    assert!(
+        a.move_number(&adm, n, &z.id, "mine").await.is_err(),
+        "customer admins cannot move"
+    );
+    a.move_number(&ops, n, &z.id, "ported to Claimant SA, ticket 4711")
+        .await
+        .unwrap();
+    assert!(
+        a.numbers(&ops, &z.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.e164 == e164.as_str())
+    );
+    let log = a.audit_log(&ops, Some(&z.id)).await.unwrap();
+    let moved = log
+        .iter()
+        .find(|e| e.action == "number.move")
+        .expect("audited");
+    assert!(
+        moved
+            .after
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("ticket 4711")
+    );
+}
+
+/// 200 concurrent key rotations and re-assignments over 4 licenses, spread
+/// over two hosts: afterwards both indexes equal one freshly loaded from the
+/// database, and no key that was ever replaced resolves anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_revokes_and_assigns_leave_every_index_as_the_database_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(&dir).await;
+    let ops = operator();
+    let (cid, first, k0) = licensed(&a, "Storm AG", "+41 44 668 19 00").await;
+    let numbers: Vec<String> = (1..=8).map(|i| format!("+41 44 668 19 0{i}")).collect();
+    a.add_numbers(&ops, &cid, &numbers).await.unwrap();
+    let inst = a.license(&ops, &first).await.unwrap().installation_id;
+    let mut licenses = vec![first];
+    let mut keys: Vec<Secret> = vec![k0];
+    for lic in a.order_licenses(&ops, &inst, 3).await.unwrap() {
+        let (_, key) = a.provision(&ops, &lic.id).await.unwrap();
+        licenses.push(lic.id);
+        keys.push(key);
+    }
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let host = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let lic = licenses[i % licenses.len()].clone();
+            let number = numbers[(i * 7) % numbers.len()].clone();
+            tokio::spawn(async move {
+                if i % 3 == 0 {
+                    host.rotate_key(&operator(), &lic)
+                        .await
+                        .ok()
+                        .map(|(_, k)| k)
+                } else {
+                    // May be refused (number already licensed to this app).
+                    let _ = host.assign(&operator(), &lic, &number).await;
+                    None
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        keys.extend(t.await.unwrap());
+    }
+    a.catch_up().await.unwrap();
+    b.catch_up().await.unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display());
+    let fresh = Licensing::open(
+        Db::connect(&url).await.unwrap(),
+        Sealer::from_key(&[7u8; 32]),
+        Arc::new(AnyConnector),
+    )
+    .await
+    .unwrap();
+    let view = |l: &Licensing| {
+        let idx = l.index();
+        let mut targets: Vec<(String, Vec<String>)> =
+            std::iter::once("+41 44 668 19 00".to_owned())
+                .chain(numbers.iter().cloned())
+                .map(|n| {
+                    let e = E164::parse(&n).unwrap();
+                    let mut t: Vec<String> = idx
+                        .targets(&e)
+                        .iter()
+                        .map(|t| t.license_id.clone())
+                        .collect();
+                    t.sort();
+                    (n, t)
+                })
+                .collect();
+        targets.sort();
+        let resolving: Vec<String> = keys
+            .iter()
+            .filter_map(|k| {
+                idx.key(k.expose())
+                    .map(|s| format!("{}:{}", s.license_id, s.number))
+            })
+            .collect();
+        (targets, resolving)
+    };
+    let truth = view(&fresh);
+    assert_eq!(view(&a), truth, "host A's index differs from the database");
+    assert_eq!(view(&b), truth, "host B's index differs from the database");
+    // One live key per license, each the license's current one.
+    assert_eq!(truth.1.len(), licenses.len(), "{:?}", truth.1);
+    for lic in &licenses {
+        let live: Vec<_> = a
+            .license(&ops, lic)
+            .await
+            .unwrap()
+            .keys
+            .into_iter()
+            .filter(|k| !k.revoked)
+            .collect();
+        assert_eq!(live.len(), 1, "{lic}: {live:?}");
+    }
 }

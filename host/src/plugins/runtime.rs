@@ -5,7 +5,7 @@ use super::outbound::Outbound;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
@@ -21,8 +21,11 @@ use super::sandbox::{CallScope, HostServices, Installation, MemoryServices, Stor
 use crate::call::{CallEvent, Contact};
 use crate::config::PluginLimits;
 
-/// How long a degraded plugin is left alone before one trial call.
+/// How long a degraded installation is left alone before one trial call.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// A healthy installation not called for this long no longer counts towards
+/// the plugin-wide status.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// Delivery metadata handed to `on-call-event`.
 #[derive(Debug, Clone)]
@@ -88,13 +91,16 @@ pub enum InvokeError {
     /// The plugin trapped, panicked, ran out of memory or time.
     #[error("plugin fault: {0}")]
     Fault(String),
-    /// The plugin is degraded and this call was not attempted.
+    /// The plugin is degraded for this installation and this call was not
+    /// attempted.
     #[error(
-        "plugin '{plugin}' is degraded after repeated faults (last: {last_error}); calls resume after a successful trial or a reload"
+        "plugin '{plugin}' is degraded for installation {installation} after repeated faults (last: {last_error}); calls resume after a successful trial (one every 5 s) or a reload"
     )]
     Degraded {
         /// Plugin name.
         plugin: String,
+        /// The installation whose calls fault.
+        installation: String,
         /// The fault that degraded it.
         last_error: String,
     },
@@ -195,13 +201,46 @@ enum Instance {
     V1_0(v1_0_0::Plugin),
 }
 
+/// Health of a plugin: counters for the catalogue, and one circuit breaker
+/// per installation, so one customer's unreachable app or bad config never
+/// degrades the connector for the others.
 #[derive(Default)]
 struct Health {
-    consecutive: AtomicU32,
     calls: AtomicU64,
     faults: AtomicU64,
-    last_error: Mutex<Option<String>>,
-    last_probe: Mutex<Option<Instant>>,
+    breakers: Mutex<std::collections::HashMap<String, Breaker>>,
+}
+
+/// The circuit breaker of one (plugin, installation).
+struct Breaker {
+    customer: String,
+    consecutive: u32,
+    last_error: Option<String>,
+    last_probe: Option<Instant>,
+    last_call: Instant,
+}
+
+impl Health {
+    /// Whether most customers calling this plugin lately have an open
+    /// breaker (then the plugin as a whole is shown degraded), with the
+    /// last fault of an open breaker.
+    fn plugin_wide(&self, degraded_after: u32) -> (bool, Option<String>) {
+        let now = Instant::now();
+        let mut b = self.breakers.lock();
+        b.retain(|_, x| x.consecutive > 0 || now.duration_since(x.last_call) < FORGET_AFTER);
+        let mut seen = std::collections::HashSet::new();
+        let mut open = std::collections::HashSet::new();
+        let mut last = None;
+        for x in b.values() {
+            seen.insert(x.customer.as_str());
+            if x.consecutive >= degraded_after {
+                open.insert(x.customer.as_str());
+                last = last.or_else(|| x.last_error.clone());
+            }
+        }
+        let degraded = !open.is_empty() && open.len() * 2 > seen.len();
+        (degraded, last.filter(|_| degraded))
+    }
 }
 
 type Fingerprint = Vec<(u64, Option<SystemTime>)>;
@@ -438,8 +477,7 @@ impl PluginRuntime {
             .map(|p| {
                 let folder = p.dir.file_name().map(|n| n.to_string_lossy().into_owned());
                 let reload_problem = folder.and_then(|f| problems.get(&f).cloned());
-                let degraded = p.health.consecutive.load(Ordering::Relaxed)
-                    >= self.inner.limits.degraded_after;
+                let (degraded, fault) = p.health.plugin_wide(self.inner.limits.degraded_after);
                 PluginInfo {
                     name: p.manifest.name.clone(),
                     version: Some(p.manifest.version.to_string()),
@@ -449,9 +487,12 @@ impl PluginRuntime {
                     } else {
                         Status::Active
                     },
+                    // A fault of one installation is its customer's business:
+                    // the catalogue shows one only when the plugin as a whole
+                    // is degraded.
                     last_error: reload_problem
                         .map(|m| format!("new version not loaded, previous one still serving: {m}"))
-                        .or_else(|| p.health.last_error.lock().clone()),
+                        .or(fault),
                     description: p.manifest.description.clone(),
                     capabilities: Some(p.manifest.capabilities.clone()),
                     lookup: p.manifest.lookup,
@@ -615,7 +656,7 @@ impl PluginRuntime {
         let plugin = self
             .get(&installation.plugin)
             .ok_or_else(|| InvokeError::NotLoaded(installation.plugin.clone()))?;
-        self.admit(&plugin)?;
+        self.admit(&plugin, installation)?;
         let limits = &self.inner.limits;
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let scope = self.scope(&plugin, installation.clone());
@@ -646,25 +687,40 @@ impl PluginRuntime {
         // slows it (both fight over the process's memory mappings).
         drop(store);
         self.refill(&plugin);
+        let now = Instant::now();
+        let mut breakers = plugin.health.breakers.lock();
+        let b = breakers
+            .entry(installation.id.clone())
+            .or_insert_with(|| Breaker {
+                customer: installation.customer_id.clone(),
+                consecutive: 0,
+                last_error: None,
+                last_probe: None,
+                last_call: now,
+            });
+        b.last_call = now;
         match result {
             Ok(reply) => {
-                if plugin.health.consecutive.swap(0, Ordering::Relaxed) >= limits.degraded_after {
-                    tracing::info!(plugin = %plugin.manifest.name, "plugin recovered");
+                if b.consecutive >= limits.degraded_after {
+                    tracing::info!(plugin = %plugin.manifest.name, installation = %installation.id, "plugin recovered for this installation");
                 }
+                b.consecutive = 0;
+                b.last_error = None;
                 Ok(reply)
             }
             Err(msg) => {
-                let n = plugin.health.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                b.consecutive += 1;
+                let n = b.consecutive;
                 plugin.health.faults.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(plugin = %plugin.manifest.name, installation = %installation.id, consecutive = n, "plugin fault: {msg}");
                 if n >= limits.degraded_after {
                     // The breaker opens now; the next trial waits a full interval.
-                    *plugin.health.last_probe.lock() = Some(Instant::now());
+                    b.last_probe = Some(now);
                     if n == limits.degraded_after {
-                        tracing::error!(plugin = %plugin.manifest.name, "plugin degraded after {n} consecutive faults");
+                        tracing::error!(plugin = %plugin.manifest.name, installation = %installation.id, "plugin degraded for this installation after {n} consecutive faults");
                     }
                 }
-                *plugin.health.last_error.lock() = Some(msg.clone());
+                b.last_error = Some(msg.clone());
                 Err(InvokeError::Fault(msg))
             }
         }
@@ -732,21 +788,52 @@ impl PluginRuntime {
         });
     }
 
-    /// Circuit breaker: a degraded plugin gets one trial call per interval.
-    fn admit(&self, plugin: &LoadedPlugin) -> Result<(), InvokeError> {
-        if plugin.health.consecutive.load(Ordering::Relaxed) < self.inner.limits.degraded_after {
+    /// Circuit breaker: an installation whose calls keep faulting gets one
+    /// trial call per interval; other installations are not affected.
+    fn admit(&self, plugin: &LoadedPlugin, installation: &Installation) -> Result<(), InvokeError> {
+        let mut breakers = plugin.health.breakers.lock();
+        let Some(b) = breakers.get_mut(&installation.id) else {
+            return Ok(());
+        };
+        if b.consecutive < self.inner.limits.degraded_after {
             return Ok(());
         }
-        let mut last = plugin.health.last_probe.lock();
         let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < PROBE_INTERVAL) {
+        if b.last_probe
+            .is_some_and(|t| now.duration_since(t) < PROBE_INTERVAL)
+        {
             return Err(InvokeError::Degraded {
                 plugin: plugin.manifest.name.clone(),
-                last_error: plugin.health.last_error.lock().clone().unwrap_or_default(),
+                installation: installation.id.clone(),
+                last_error: b.last_error.clone().unwrap_or_default(),
             });
         }
-        *last = Some(now);
+        b.last_probe = Some(now);
         Ok(())
+    }
+
+    /// Health of one installation's plugin: `Degraded` with the last fault
+    /// while its breaker is open, else `Active` (and its last fault, if the
+    /// last call failed).
+    pub fn installation_health(
+        &self,
+        plugin: &str,
+        installation: &str,
+    ) -> (Status, Option<String>) {
+        let Some(p) = self.get(plugin) else {
+            return (
+                Status::Failed,
+                Some(format!("plugin '{plugin}' is not loaded")),
+            );
+        };
+        let b = p.health.breakers.lock();
+        match b.get(installation) {
+            Some(x) if x.consecutive >= self.inner.limits.degraded_after => {
+                (Status::Degraded, x.last_error.clone())
+            }
+            Some(x) => (Status::Active, x.last_error.clone()),
+            None => (Status::Active, None),
+        }
     }
 }
 

@@ -215,7 +215,12 @@ async fn telephony_page(
         .map(|a| (a.id.as_str(), telephony.account_status(&a.id, &a.provider)))
         .collect();
     let values = json!({
-        "provider": if form.get("provider").is_empty() { "sim" } else { form.get("provider") },
+        // The simulator is for operators (demos); a customer connects a PBX.
+        "provider": match form.get("provider") {
+            "" if ctx.actor().is_operator() => "sim",
+            "" => "sip",
+            p => p,
+        },
         "numbers": form.get("numbers"),
         "server": form.get("server"),
         "username": form.get("username"),

@@ -51,7 +51,15 @@ const EN: &[(&str, &str)] = &[
     ("login_failed", "E-mail or password is wrong."),
     (
         "login_locked",
-        "Too many failed sign-ins for this e-mail. Wait 5 minutes, then try again.",
+        "Too many failed sign-ins for this e-mail from your network. Wait 5 minutes, then try again.",
+    ),
+    (
+        "login_locked_source",
+        "Too many failed sign-ins from your network. Wait 15 minutes, then try again.",
+    ),
+    (
+        "login_busy",
+        "The service is checking many sign-ins at once. Try again in a second.",
     ),
     ("signed_in_as", "Signed in as"),
     ("operator", "Operator"),
@@ -443,7 +451,15 @@ const DE: &[(&str, &str)] = &[
     ("login_failed", "E-Mail oder Passwort ist falsch."),
     (
         "login_locked",
-        "Zu viele fehlgeschlagene Anmeldungen für diese E-Mail. Warten Sie 5 Minuten und versuchen Sie es dann erneut.",
+        "Zu viele fehlgeschlagene Anmeldungen für diese E-Mail aus Ihrem Netz. Warten Sie 5 Minuten und versuchen Sie es dann erneut.",
+    ),
+    (
+        "login_locked_source",
+        "Zu viele fehlgeschlagene Anmeldungen aus Ihrem Netz. Warten Sie 15 Minuten und versuchen Sie es dann erneut.",
+    ),
+    (
+        "login_busy",
+        "Der Dienst prüft gerade viele Anmeldungen. Versuchen Sie es in einer Sekunde erneut.",
     ),
     ("signed_in_as", "Angemeldet als"),
     ("operator", "Betreiber"),

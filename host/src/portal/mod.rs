@@ -15,6 +15,7 @@
 pub mod form;
 pub mod i18n;
 pub mod session;
+pub mod throttle;
 pub mod web;
 
 mod customer;
@@ -35,6 +36,7 @@ use serde::Deserialize;
 use crate::app::App;
 use form::FormData;
 use session::{LANG_COOKIE, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Sessions};
+use throttle::{Throttle, Verdict};
 use web::{Ctx, Page, Posted, render_with, see_other};
 
 /// Largest form body accepted by the portal.
@@ -47,6 +49,7 @@ pub struct PortalState(Arc<Inner>);
 struct Inner {
     app: App,
     sessions: Sessions,
+    throttle: Throttle,
     env: Environment<'static>,
 }
 
@@ -108,6 +111,7 @@ impl PortalState {
         PortalState(Arc::new(Inner {
             app,
             sessions: Sessions::default(),
+            throttle: Throttle::default(),
             env: environment(),
         }))
     }
@@ -120,6 +124,11 @@ impl PortalState {
     /// The sessions.
     pub fn sessions(&self) -> &Sessions {
         &self.0.sessions
+    }
+
+    /// The sign-in throttle.
+    pub fn throttle(&self) -> &Throttle {
+        &self.0.throttle
     }
 
     /// The template environment.
@@ -340,28 +349,62 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
     let email = form.get("email").to_owned();
     let next = safe_next(Some(form.get("next")));
     let sessions = s.sessions();
-    if sessions.locked(&email) {
-        tracing::warn!(%email, "portal: sign-in refused, e-mail locked");
-        return login_render(
+    let source = web::source_of(&parts);
+    let refuse = |v: Verdict| {
+        tracing::warn!(%email, %source, ?v, "portal: sign-in refused, throttled");
+        let key = match v {
+            Verdict::SourceLocked => "login_locked_source",
+            _ => "login_locked",
+        };
+        login_render(
             &s,
             &parts,
             StatusCode::TOO_MANY_REQUESTS,
             &email,
             &next,
-            Some("login_locked"),
-        );
-    }
-    let Some(actor) = s.app().licensing.login(&email, form.get("password")).await else {
-        let locked = sessions.failed(&email);
-        tracing::info!(%email, locked, "portal: sign-in failed");
-        let (status, key) = if locked {
-            (StatusCode::TOO_MANY_REQUESTS, "login_locked")
-        } else {
-            (StatusCode::UNAUTHORIZED, "login_failed")
-        };
-        return login_render(&s, &parts, status, &email, &next, Some(key));
+            Some(key),
+        )
     };
-    sessions.succeeded(&email);
+    match s.throttle().check(&source, &email) {
+        Verdict::Check(delay) => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        v => return refuse(v),
+    }
+    let actor = match s.app().licensing.login(&email, form.get("password")).await {
+        Ok(Some(actor)) => actor,
+        Ok(None) => {
+            let locked = s.throttle().failed(&source, &email);
+            tracing::info!(%email, %source, ?locked, "portal: sign-in failed");
+            if let Some(v) = locked {
+                return refuse(v);
+            }
+            return login_render(
+                &s,
+                &parts,
+                StatusCode::UNAUTHORIZED,
+                &email,
+                &next,
+                Some("login_failed"),
+            );
+        }
+        Err(_busy) => {
+            let mut resp = login_render(
+                &s,
+                &parts,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &email,
+                &next,
+                Some("login_busy"),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
+    };
+    s.throttle().succeeded(&source, &email);
     tracing::info!(account = %actor.name, "portal: signed in");
     let sid = sessions.create(actor);
     let secure = session::is_tls(&parts.headers, &parts.uri);
@@ -410,16 +453,36 @@ async fn password(p: Posted) -> Page {
     if new != confirm {
         errors.insert("confirm".into(), ctx.t("passwords_differ").into());
     }
-    if errors.is_empty()
-        && ctx
-            .state
-            .app()
-            .licensing
-            .login(&ctx.actor().name, current)
-            .await
-            .is_none()
-    {
-        errors.insert("current".into(), ctx.t("current_password_wrong").into());
+    // The current password is checked like a sign-in: throttled per
+    // source and account, on the bounded password pool.
+    if errors.is_empty() {
+        let name = ctx.actor().name.clone();
+        let throttle = ctx.state.throttle();
+        match throttle.check(&ctx.source, &name) {
+            Verdict::Check(delay) => {
+                tokio::time::sleep(delay).await;
+                match ctx.state.app().licensing.login(&name, current).await {
+                    Ok(Some(_)) => throttle.succeeded(&ctx.source, &name),
+                    Ok(None) => {
+                        let key = match throttle.failed(&ctx.source, &name) {
+                            Some(Verdict::SourceLocked) => "login_locked_source",
+                            Some(_) => "login_locked",
+                            None => "current_password_wrong",
+                        };
+                        errors.insert("current".into(), ctx.t(key).into());
+                    }
+                    Err(_busy) => {
+                        errors.insert("current".into(), ctx.t("login_busy").into());
+                    }
+                }
+            }
+            Verdict::SourceLocked => {
+                errors.insert("current".into(), ctx.t("login_locked_source").into());
+            }
+            Verdict::PairLocked => {
+                errors.insert("current".into(), ctx.t("login_locked").into());
+            }
+        }
     }
     if errors.is_empty() {
         match ctx
@@ -430,6 +493,7 @@ async fn password(p: Posted) -> Page {
             .await
         {
             Ok(()) => {
+                ctx.state.sessions().password_changed(&ctx.sid);
                 ctx.flash("password_saved");
                 return Ok(see_other("/portal/password"));
             }

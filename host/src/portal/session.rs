@@ -1,5 +1,5 @@
-//! Portal sessions (in memory), CSRF tokens, the login back-off and cookie
-//! helpers.
+//! Portal sessions (in memory), CSRF tokens and cookie helpers (the
+//! sign-in back-off is in [`super::throttle`]).
 //!
 //! A session id is 256 random bits from the OS; the cookie carrying it is
 //! `HttpOnly`, `SameSite=Lax` and `Secure` when the request came over TLS.
@@ -23,10 +23,6 @@ pub const LOGIN_CSRF_COOKIE: &str = "ls_login_csrf";
 pub const LANG_COOKIE: &str = "ls_lang";
 /// How long a session lives after sign-in.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Failed sign-ins per e-mail before it is locked.
-pub const MAX_FAILURES: u32 = 5;
-/// How long an e-mail stays locked after [`MAX_FAILURES`].
-pub const LOCKOUT: Duration = Duration::from_secs(5 * 60);
 
 /// 256 random bits as 64 hex digits.
 pub fn random_token() -> String {
@@ -50,21 +46,24 @@ pub struct Session {
     pub csrf: String,
     /// When it ends.
     pub expires: Instant,
+    /// When its password was last proven (Unix ms): sign-in, or a password
+    /// change made in this session. A password changed after that (on any
+    /// host) ends the session.
+    pub since_ms: i64,
     /// A message to show on the next page (kind, text).
     pub flash: Option<(String, String)>,
 }
 
-#[derive(Default)]
-struct Failures {
-    count: u32,
-    locked_until: Option<Instant>,
-}
-
-/// Sessions and the sign-in back-off (cheap to clone).
+/// Sessions (cheap to clone).
 #[derive(Clone, Default)]
 pub struct Sessions {
     map: Arc<Mutex<HashMap<String, Session>>>,
-    failures: Arc<Mutex<HashMap<String, Failures>>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Sessions {
@@ -80,6 +79,7 @@ impl Sessions {
                 actor,
                 csrf: random_token(),
                 expires: now + SESSION_TTL,
+                since_ms: now_ms(),
                 flash: None,
             },
         );
@@ -116,41 +116,19 @@ impl Sessions {
         self.map.lock().remove(id);
     }
 
-    /// Whether sign-ins for `email` are locked right now.
-    pub fn locked(&self, email: &str) -> bool {
-        let key = email.trim().to_lowercase();
-        let mut f = self.failures.lock();
-        match f.get(&key).and_then(|x| x.locked_until) {
-            Some(t) if t > Instant::now() => true,
-            Some(_) => {
-                f.remove(&key);
-                false
-            }
-            None => false,
+    /// After a password change in session `id`: every other session of
+    /// its account on this host ends, this one continues as freshly signed
+    /// in (other hosts end theirs on their next request, see
+    /// `Licensing::recheck`).
+    pub fn password_changed(&self, id: &str) {
+        let mut map = self.map.lock();
+        let Some(account) = map.get(id).map(|s| s.actor.account_id.clone()) else {
+            return;
+        };
+        map.retain(|sid, s| sid == id || s.actor.account_id != account);
+        if let Some(s) = map.get_mut(id) {
+            s.since_ms = now_ms();
         }
-    }
-
-    /// Records a failed sign-in; returns whether the e-mail is now locked.
-    pub fn failed(&self, email: &str) -> bool {
-        let key = email.trim().to_lowercase();
-        let mut f = self.failures.lock();
-        if f.len() > 100_000 {
-            let now = Instant::now();
-            f.retain(|_, x| x.locked_until.is_some_and(|t| t > now));
-        }
-        let e = f.entry(key).or_default();
-        e.count += 1;
-        if e.count >= MAX_FAILURES {
-            e.locked_until = Some(Instant::now() + LOCKOUT);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Clears the failures of an e-mail after a successful sign-in.
-    pub fn succeeded(&self, email: &str) {
-        self.failures.lock().remove(&email.trim().to_lowercase());
     }
 }
 
@@ -230,15 +208,18 @@ mod tests {
     }
 
     #[test]
-    fn five_failures_lock_the_email() {
+    fn a_password_change_ends_the_other_sessions_of_that_account() {
         let s = Sessions::default();
-        for i in 0..4 {
-            assert!(!s.failed("X@y.ch"), "locked after {}", i + 1);
-            assert!(!s.locked("x@y.ch"));
-        }
-        assert!(s.failed("x@y.ch"));
-        assert!(s.locked("x@Y.ch"));
-        assert!(!s.locked("other@y.ch"));
+        let (a, b) = (s.create(actor()), s.create(actor()));
+        let mut other = actor();
+        other.account_id = "acc_2".into();
+        let c = s.create(other);
+        let before = s.get(&a).unwrap().since_ms;
+        std::thread::sleep(Duration::from_millis(5));
+        s.password_changed(&a);
+        assert!(s.get(&a).unwrap().since_ms > before);
+        assert!(s.get(&b).is_none());
+        assert!(s.get(&c).is_some());
     }
 
     #[test]

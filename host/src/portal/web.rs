@@ -61,6 +61,30 @@ pub struct Ctx {
     pub session: Session,
     /// Path of the request (for language links).
     pub path: String,
+    /// Where the request came from (see [`source_of`]).
+    pub source: String,
+}
+
+/// The client a request came from, as the sign-in throttle counts it: the
+/// peer's IP address, an IPv6 peer by its /64 (one subscriber's network);
+/// `unknown` when the listener did not record it.
+pub fn source_of(parts: &Parts) -> String {
+    use std::net::IpAddr;
+    match parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+    {
+        Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(String::new, |v4| v4.to_string()),
+        Some(ip) => ip.to_string(),
+        None => "unknown".into(),
+    }
 }
 
 impl FromRequestParts<PortalState> for Ctx {
@@ -76,7 +100,12 @@ impl FromRequestParts<PortalState> for Ctx {
         // A session ends as soon as its account is disabled or deleted or
         // its customer blocked, on whichever host the change was made.
         let found = match found {
-            Some((sid, session)) => match state.app().licensing.recheck(&session.actor).await {
+            Some((sid, session)) => match state
+                .app()
+                .licensing
+                .recheck(&session.actor, session.since_ms)
+                .await
+            {
                 Ok(()) => Some((sid, session)),
                 Err(_) => {
                     state.sessions().remove(&sid);
@@ -99,6 +128,7 @@ impl FromRequestParts<PortalState> for Ctx {
             sid,
             session,
             path,
+            source: source_of(parts),
         })
     }
 }
@@ -283,6 +313,9 @@ impl Ctx {
                 self.message(StatusCode::FORBIDDEN, self.t("forbidden_title"), &e.message)
             }
             ErrorKind::Internal => self.internal(&e.message),
+            ErrorKind::Busy => {
+                self.message(StatusCode::SERVICE_UNAVAILABLE, self.t("error"), &e.message)
+            }
             ErrorKind::Invalid | ErrorKind::Conflict => self.message(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 self.t("error"),
