@@ -65,6 +65,14 @@ impl KeyResolver for Licensed {
         self.licensing.index().key(secret).cloned()
     }
 
+    fn seal_ticket(&self, secret: &str, expires_at_ms: u64) -> String {
+        self.licensing.seal_ticket(secret, expires_at_ms)
+    }
+
+    fn open_ticket(&self, ticket: &str) -> Option<(String, u64)> {
+        self.licensing.open_ticket(ticket)
+    }
+
     fn visible_since(&self, scope: &KeyScope) -> BoxFuture<'static, Result<u64, ApiError>> {
         let licensing = self.licensing.clone();
         let (key, number) = (scope.key_id.clone(), scope.number.clone());

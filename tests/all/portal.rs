@@ -1350,6 +1350,16 @@ async fn widget_shows_incoming_calls_and_dials_numbers_on_the_page() {
         false
     };
     assert!(live.await, "widget never connected:\n{}", b.html().await);
+    // It connected with a ticket (its only way now); a ticket not made by
+    // the service opens nothing.
+    let (s, e) = h
+        .call("GET", "/api/v1/events?ticket=lst_AAAAforged", None, None)
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (401, Some("invalid_ticket")),
+        "{e}"
+    );
 
     // An incoming call appears on the page with its caller.
     h.op("POST", "/api/v1/sim/calls", Some(json!({ "to": "044 123 45 67", "from": "079 555 12 34", "answer_after": 0.5, "hangup_after": 0.5 }))).await;

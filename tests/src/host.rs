@@ -359,6 +359,12 @@ impl Tenant {
             )
             .await;
         let admin = a["token"].as_str().unwrap().to_owned();
+        // The account reports the numbers to import (its settings list
+        // them); an import takes nothing else.
+        let mut telephony = telephony;
+        if telephony["settings"].get("numbers").is_none() {
+            telephony["settings"]["numbers"] = serde_json::json!(numbers);
+        }
         // A simulated account is made by the operator (it is served by the
         // host's own telephony); a customer connects its own PBX itself.
         let maker = if telephony["provider"] == "sim" {

@@ -44,7 +44,15 @@ pub trait KeyResolver: Send + Sync + 'static {
     /// the key was made, nor before its customer owned the number, so a
     /// replay never shows an earlier owner's calls.
     fn visible_since(&self, scope: &KeyScope) -> BoxFuture<'static, Result<u64, ApiError>>;
+    /// A ticket standing for `secret` until `expires_at_ms` (see
+    /// `POST /api/v1/events/ticket`).
+    fn seal_ticket(&self, secret: &str, expires_at_ms: u64) -> String;
+    /// The key a ticket stands for and its expiry, if a host made it.
+    fn open_ticket(&self, ticket: &str) -> Option<(String, u64)>;
 }
+
+/// How long an event-stream ticket opens streams.
+const TICKET_TTL: Duration = Duration::from_secs(60);
 
 /// Places click-to-calls after every policy check.
 pub trait Dialer: Send + Sync + 'static {
@@ -119,6 +127,7 @@ pub fn router(api: BusinessApi) -> Router {
         .route("/api/v1/calls", post(place_call))
         .route("/api/v1/calls/{id}", get(call_status))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/events/ticket", post(ticket))
         .route("/api/v1/apps/{installation}", any(webhook_root))
         .route("/api/v1/apps/{installation}/{*path}", any(webhook))
         .layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
@@ -138,9 +147,69 @@ pub fn router(api: BusinessApi) -> Router {
 
 #[derive(Deserialize, Default)]
 struct KeyQuery {
-    /// For EventSource, which cannot send headers.
+    /// The key itself (kept for older integrations; prefer `ticket`, which
+    /// keeps the key out of URLs and logs).
     key: Option<String>,
+    /// A short-lived ticket from `POST /api/v1/events/ticket`.
+    ticket: Option<String>,
     last_event_id: Option<i64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The key a query's `ticket` stands for, if it is still valid.
+fn redeem(api: &BusinessApi, ticket: &str) -> Result<String, ApiError> {
+    match api.keys.open_ticket(ticket) {
+        Some((secret, exp)) if exp > now_ms() => Ok(secret),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "ticket_expired",
+            format!(
+                "this event-stream ticket has expired (tickets open a stream within {} s); get a new one with POST /api/v1/events/ticket and your key in the Authorization header",
+                TICKET_TTL.as_secs()
+            ),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_ticket",
+            "this event-stream ticket was not issued by this service (or was altered); get one with POST /api/v1/events/ticket",
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct Ticket {
+    ticket: String,
+    expires_in_secs: u64,
+    url: String,
+}
+
+/// `POST /api/v1/events/ticket`: a ticket that opens the key's event
+/// stream for the next minute, for EventSource (which cannot send headers)
+/// without putting the key in a URL.
+async fn ticket(
+    State(api): State<BusinessApi>,
+    headers: HeaderMap,
+) -> Result<Json<Ticket>, ApiError> {
+    scope(&api, &headers, None)?;
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    let t = api
+        .keys
+        .seal_ticket(secret, now_ms() + TICKET_TTL.as_millis() as u64);
+    Ok(Json(Ticket {
+        url: format!("/api/v1/events?ticket={t}"),
+        ticket: t,
+        expires_in_secs: TICKET_TTL.as_secs(),
+    }))
 }
 
 fn scope(
@@ -285,13 +354,15 @@ async fn events(
     headers: HeaderMap,
     Query(q): Query<KeyQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let scope = scope(&api, &headers, q.key.as_deref())?;
+    let from_ticket = q.ticket.as_deref().map(|t| redeem(&api, t)).transpose()?;
+    let query_key = from_ticket.clone().or(q.key.clone());
+    let scope = scope(&api, &headers, query_key.as_deref())?;
     let secret = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned)
-        .or(q.key.clone())
+        .or(query_key)
         .unwrap_or_default();
     let last = headers
         .get("last-event-id")

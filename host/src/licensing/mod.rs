@@ -257,6 +257,36 @@ impl Licensing {
         self
     }
 
+    /// An opaque, tamper-proof ticket for `secret` (a LeanSync Key) that
+    /// stops working at `expires_at_ms`: sealed with the host's secret key,
+    /// so every host sharing that key opens it, and it never shows the key.
+    pub fn seal_ticket(&self, secret: &str, expires_at_ms: u64) -> String {
+        use base64::Engine;
+        let sealed = self.sealer.seal(&format!("{expires_at_ms}:{secret}"));
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .unwrap_or_default();
+        format!(
+            "lst_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        )
+    }
+
+    /// The key a [`Licensing::seal_ticket`] ticket stands for, and when it
+    /// expires; `None` for anything not made by a host of this service.
+    pub fn open_ticket(&self, ticket: &str) -> Option<(String, u64)> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(ticket.strip_prefix("lst_")?)
+            .ok()?;
+        let plain = self
+            .sealer
+            .open(&base64::engine::general_purpose::STANDARD.encode(raw))
+            .ok()?;
+        let (exp, secret) = plain.split_once(':')?;
+        Some((secret.to_owned(), exp.parse().ok()?))
+    }
+
     /// Whether simulated telephony accounts may be made (operators only;
     /// `telephony.sim_accounts = false` turns them off on a production host).
     pub fn with_sim_accounts(mut self, allowed: bool) -> Self {

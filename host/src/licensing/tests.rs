@@ -562,3 +562,17 @@ async fn two_hundred_concurrent_revokes_and_assigns_leave_every_index_as_the_dat
         assert_eq!(live.len(), 1, "{lic}: {live:?}");
     }
 }
+
+#[tokio::test]
+async fn an_event_ticket_opens_on_every_host_and_cannot_be_forged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(&dir).await;
+    let t = a.seal_ticket("lsk_secret", 1_234);
+    assert!(!t.contains("lsk_secret"));
+    assert_eq!(b.open_ticket(&t), Some(("lsk_secret".to_owned(), 1_234)));
+    let mut forged = t.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    assert_eq!(b.open_ticket(&String::from_utf8(forged).unwrap()), None);
+    assert_eq!(b.open_ticket("lst_nonsense"), None);
+}

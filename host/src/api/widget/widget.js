@@ -2,7 +2,12 @@
  *
  * Embed in a business app page:
  *   <script src="https://HOST/widget.js" data-key="LEANSYNC_KEY"></script>
- * or open/iframe https://HOST/widget?key=LEANSYNC_KEY.
+ * or open/iframe https://HOST/widget#key=LEANSYNC_KEY (the fragment never
+ * reaches a server or its logs; ?key= still works).
+ *
+ * The key travels only in Authorization headers: the live stream is opened
+ * with a one-minute ticket (POST /api/v1/events/ticket), renewed on every
+ * reconnect.
  *
  * Shows incoming calls of the key's number live (caller, resolved name, deep
  * link) and turns phone numbers on the page into click-to-call links.
@@ -11,7 +16,9 @@
   "use strict";
   var script = document.currentScript;
   var base = script ? new URL(script.src, location.href).origin : location.origin;
-  var key = (script && script.dataset.key) || new URLSearchParams(location.search).get("key");
+  var key = (script && script.dataset.key) ||
+    new URLSearchParams(location.hash.slice(1)).get("key") ||
+    new URLSearchParams(location.search).get("key");
   if (!key) {
     console.error("LeanSync widget: no key; add data-key=\"...\" to the script tag or ?key=... to the URL");
     return;
@@ -86,12 +93,38 @@
     li.dataset.state = ev.state;
   }
 
-  var source = new EventSource(base + "/api/v1/events?key=" + encodeURIComponent(key));
-  source.addEventListener("open", function () { status.textContent = "live"; });
-  source.addEventListener("error", function () { status.textContent = "reconnecting…"; });
-  source.addEventListener("call", function (m) {
-    try { show(JSON.parse(m.data)); } catch (e) { console.error("LeanSync widget: bad event", e); }
-  });
+  // The stream, opened with a short-lived ticket so the key stays out of
+  // URLs. The browser reconnects by itself while the ticket is fresh; once
+  // it is refused (expired), a new ticket resumes after the last event seen.
+  var lastId = null;
+  function connect() {
+    fetch(base + "/api/v1/events/ticket", {
+      method: "POST",
+      headers: { "Authorization": "Bearer " + key }
+    }).then(function (r) {
+      return r.json().then(function (body) {
+        if (!r.ok) { throw new Error((body.error && body.error.message) || r.statusText); }
+        return body;
+      });
+    }).then(function (t) {
+      var url = base + t.url + (lastId ? "&last_event_id=" + encodeURIComponent(lastId) : "");
+      var source = new EventSource(url);
+      source.addEventListener("open", function () { status.textContent = "live"; });
+      source.addEventListener("error", function () {
+        status.textContent = "reconnecting…";
+        if (source.readyState === EventSource.CLOSED) { setTimeout(connect, 1000); }
+      });
+      source.addEventListener("call", function (m) {
+        if (m.lastEventId) { lastId = m.lastEventId; }
+        try { show(JSON.parse(m.data)); } catch (e) { console.error("LeanSync widget: bad event", e); }
+      });
+    }).catch(function (e) {
+      status.textContent = "reconnecting…";
+      console.error("LeanSync widget: " + e.message);
+      setTimeout(connect, 5000);
+    });
+  }
+  connect();
 
   function call(number, link) {
     link.dataset.state = "dialling";
