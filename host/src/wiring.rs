@@ -94,7 +94,19 @@ impl Guard for Licensed {
         let licensing = self.licensing.clone();
         let (key_id, reason) = (key_id.to_owned(), reason.to_owned());
         tokio::spawn(async move {
-            if key_id.starts_with("installation:") {
+            // A plugin's calls draw on the same limits; tripping them stops
+            // that installation's dialling, as a key's would.
+            if let Some(iid) = key_id.strip_prefix("installation:") {
+                if let Err(e) = licensing
+                    .set_installation_dial_block(
+                        &Actor::system(),
+                        iid,
+                        Some(&format!("automatic: {reason}")),
+                    )
+                    .await
+                {
+                    tracing::error!(installation = %iid, error = %e, "could not block dialling");
+                }
                 return;
             }
             if let Err(e) = licensing
@@ -106,6 +118,16 @@ impl Guard for Licensed {
                 .await
             {
                 tracing::error!(key = %key_id, error = %e, "could not block key");
+            }
+        });
+    }
+
+    fn notify(&self, customer_id: &str, kind: &str, message: &str) {
+        let licensing = self.licensing.clone();
+        let (c, k, m) = (customer_id.to_owned(), kind.to_owned(), message.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = licensing.notify_customer(&c, &k, &m).await {
+                tracing::error!(customer = %c, error = %e, "could not store a notification");
             }
         });
     }
@@ -231,12 +253,23 @@ impl HostServices for HostBridge {
                 })
         });
         let dialer = self.dialer.get().cloned();
+        let licensing = self.licensed.licensing.clone();
+        let iid = installation.id.clone();
         Box::pin(async move {
             let scope = scope.ok_or_else(|| {
                 format!(
                     "{from} has no active license for this installation; assign one in the portal"
                 )
             })?;
+            match licensing.installation_dial_block(&iid).await {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    return Err(format!(
+                        "this installation may not place calls ({why}); an operator can lift the block: DELETE /api/v1/installations/{iid}/dial-block"
+                    ));
+                }
+                Err(e) => return Err(format!("could not check the dialling block: {}", e.message)),
+            }
             let dialer = dialer.ok_or("click-to-call is not available yet; retry shortly")?;
             dialer.place(scope, to).await.map_err(|e| e.message)
         })

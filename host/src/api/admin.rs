@@ -140,6 +140,8 @@ admin_routes! {
     post "/api/v1/licenses/{lid}/cancel" => cancel, "Cancel a license (billing stops today)";
     post "/api/v1/licenses/{lid}/keys" => rotate_key, "Generate a new LeanSync Key (old ones revoked); returned once";
     delete "/api/v1/keys/{kid}" => revoke_key, "Revoke a LeanSync Key at once";
+    post "/api/v1/installations/{iid}/dial-block" => block_installation_dialing, "Stop calls placed by an installation's plugin (operators; also automatic on the burst rule or daily budget)", body = r#"{"reason":"abuse"}"#;
+    delete "/api/v1/installations/{iid}/dial-block" => unblock_installation_dialing, "Let an installation's plugin place calls again (operators)";
     post "/api/v1/keys/{kid}/block" => block_key, "Block a key at once (operators)", body = r#"{"reason":"abuse"}"#;
     delete "/api/v1/keys/{kid}/block" => unblock_key, "Unblock a key (operators)";
     get "/api/v1/customers/{cid}/usage" => usage, "Usage report (JSON, or CSV with ?format=csv)";
@@ -490,6 +492,29 @@ async fn add_numbers(
     Body(b): Body<Numbers>,
 ) -> Res {
     ok(s.licensing.add_numbers(&a, &cid, &b.numbers).await?)
+}
+
+async fn block_installation_dialing(
+    State(s): State<AdminApi>,
+    Admin(a): Admin,
+    Path(iid): Path<String>,
+    Body(b): Body<Reason>,
+) -> Res {
+    s.licensing
+        .set_installation_dial_block(&a, &iid, Some(&b.reason))
+        .await?;
+    ok(json!({ "installation_id": iid, "dial_blocked_reason": b.reason }))
+}
+
+async fn unblock_installation_dialing(
+    State(s): State<AdminApi>,
+    Admin(a): Admin,
+    Path(iid): Path<String>,
+) -> Res {
+    s.licensing
+        .set_installation_dial_block(&a, &iid, None)
+        .await?;
+    ok(json!({ "installation_id": iid, "dial_blocked_reason": null }))
 }
 
 async fn move_number(

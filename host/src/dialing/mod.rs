@@ -25,8 +25,13 @@ pub trait Originator: Send + Sync + 'static {
 pub trait Guard: Send + Sync + 'static {
     /// What the customer may dial.
     fn permissions(&self, customer_id: &str) -> DialPermissions;
-    /// Blocks a key at once and records why in the audit log.
+    /// Blocks a key (or, for `installation:ID`, that installation's
+    /// dialling) at once, records why in the audit log and tells the
+    /// customer.
     fn block_key(&self, key_id: &str, reason: &str);
+    /// Tells a customer something (portal notifications and the notify
+    /// webhook).
+    fn notify(&self, customer_id: &str, kind: &str, message: &str);
 }
 
 /// The click-to-call service behind `POST /api/v1/calls`.
@@ -84,6 +89,26 @@ impl ClickToCall {
                 )
                 .with_retry_after(secs));
             }
+            Verdict::Exhausted { limit, first } => {
+                let text = format!(
+                    "the customer's daily budget of {limit} calls is used up; it resets at 00:00 UTC (an operator can raise dialing.per_customer_per_day)"
+                );
+                if first {
+                    tracing::warn!(customer = %scope.customer_id, "{text}");
+                    self.guard
+                        .notify(&scope.customer_id, "dialing.budget_exhausted", &text);
+                }
+                let midnight = 86_400
+                    - std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() % 86_400);
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "daily_budget_exhausted",
+                    text,
+                )
+                .with_retry_after(midnight));
+            }
             Verdict::Block(reason) => {
                 tracing::warn!(key = %scope.key_id, "{reason}: key blocked");
                 self.guard.block_key(&scope.key_id, &reason);
@@ -105,5 +130,92 @@ impl ClickToCall {
             };
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, r.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        blocked: Mutex<Vec<(String, String)>>,
+        told: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Guard for Recorder {
+        fn permissions(&self, _customer_id: &str) -> DialPermissions {
+            DialPermissions::default()
+        }
+        fn block_key(&self, key_id: &str, reason: &str) {
+            self.blocked.lock().push((key_id.into(), reason.into()));
+        }
+        fn notify(&self, customer_id: &str, kind: &str, _message: &str) {
+            self.told.lock().push((customer_id.into(), kind.into()));
+        }
+    }
+
+    struct Nowhere;
+
+    impl Originator for Nowhere {
+        fn originate(&self, _from: E164, _to: E164) -> BoxFuture<'static, Result<String, String>> {
+            Box::pin(async { Ok("call-1".to_owned()) })
+        }
+    }
+
+    fn scope(key: &str) -> KeyScope {
+        KeyScope {
+            key_id: key.into(),
+            license_id: "lic_1".into(),
+            customer_id: "cus_1".into(),
+            installation_id: "ins_1".into(),
+            number: E164::parse("+41 44 668 18 00").unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn plugin_placed_calls_draw_on_the_budgets_and_get_blocked_like_keys() {
+        let guard = Arc::new(Recorder::default());
+        let c2c = ClickToCall::new(
+            RateLimits {
+                per_key_burst: 100.0,
+                per_customer_burst: 100.0,
+                per_key_per_day: 2,
+                per_customer_per_day: 3,
+                ..Default::default()
+            },
+            guard.clone(),
+            Arc::new(Nowhere),
+        );
+        let plugin = scope("installation:ins_1");
+        for _ in 0..2 {
+            c2c.place(plugin.clone(), "044 555 66 77".into())
+                .await
+                .unwrap();
+        }
+        let e = c2c
+            .place(plugin.clone(), "044 555 66 77".into())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "key_blocked");
+        assert_eq!(guard.blocked.lock()[0].0, "installation:ins_1");
+        assert!(guard.blocked.lock()[0].1.contains("daily budget"));
+        // The customer's budget spans keys and plugins; its end is told once.
+        c2c.place(scope("key_a"), "044 555 66 77".into())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let e = c2c
+                .place(scope("key_b"), "044 555 66 77".into())
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, "daily_budget_exhausted");
+            assert!(e.retry_after.is_some_and(|s| s <= 86_400));
+        }
+        assert_eq!(
+            *guard.told.lock(),
+            [("cus_1".to_owned(), "dialing.budget_exhausted".to_owned())]
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! Token buckets per key and per customer, plus the burst rule that
-//! auto-blocks a key dialling abnormally fast.
+//! Token buckets per key and per customer, the burst rule that auto-blocks
+//! a key dialling abnormally fast, and daily call budgets (a key over its
+//! budget is blocked; a customer over its budget dials no more that day).
+//! Budgets count per host and reset at 00:00 UTC.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -22,6 +24,12 @@ pub struct RateLimits {
     pub block_after_attempts: usize,
     /// ... within this many seconds auto-block the key.
     pub block_window_secs: u64,
+    /// Calls one key (or one plugin installation) may place per UTC day;
+    /// the next attempt blocks it (0: no budget).
+    pub per_key_per_day: u32,
+    /// Calls one customer may place per UTC day; further attempts are
+    /// refused until the next day (0: no budget).
+    pub per_customer_per_day: u32,
 }
 
 impl Default for RateLimits {
@@ -33,6 +41,8 @@ impl Default for RateLimits {
             per_customer_burst: 30.0,
             block_after_attempts: 60,
             block_window_secs: 60,
+            per_key_per_day: 200,
+            per_customer_per_day: 2_000,
         }
     }
 }
@@ -49,8 +59,43 @@ pub enum Verdict {
         /// When a token is available.
         retry_after: Duration,
     },
-    /// The burst rule tripped: block the key for this reason.
+    /// The burst rule or the key's daily budget tripped: block the key for
+    /// this reason.
     Block(String),
+    /// The customer's daily budget is used up.
+    Exhausted {
+        /// The budget.
+        limit: u32,
+        /// Whether this is the first refusal today (tell the customer).
+        first: bool,
+    },
+}
+
+/// Calls counted on one UTC day.
+#[derive(Default, Clone, Copy)]
+struct Day {
+    day: u64,
+    calls: u32,
+    refused: bool,
+}
+
+impl Day {
+    fn on(&mut self, day: u64) -> &mut Self {
+        if self.day != day {
+            *self = Day {
+                day,
+                ..Day::default()
+            };
+        }
+        self
+    }
+}
+
+/// Today's number since the Unix epoch (UTC).
+fn today() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
 }
 
 struct Bucket {
@@ -84,6 +129,8 @@ struct State {
     attempts: HashMap<String, VecDeque<Instant>>,
     keys: HashMap<String, Bucket>,
     customers: HashMap<String, Bucket>,
+    key_days: HashMap<String, Day>,
+    customer_days: HashMap<String, Day>,
 }
 
 /// The entry of `id`, made with `new` when missing; the id is copied only
@@ -112,16 +159,23 @@ impl Limiter {
 
     /// Records an attempt by `key` of `customer` and decides.
     pub fn check(&self, key: &str, customer: &str) -> Verdict {
-        self.check_at(key, customer, Instant::now())
+        self.check_on(key, customer, Instant::now(), today())
     }
 
+    #[cfg(test)]
     fn check_at(&self, key: &str, customer: &str, now: Instant) -> Verdict {
+        self.check_on(key, customer, now, 20_000)
+    }
+
+    fn check_on(&self, key: &str, customer: &str, now: Instant, day: u64) -> Verdict {
         let l = &self.limits;
         let mut state = self.state.lock();
         let State {
             attempts,
             keys,
             customers,
+            key_days,
+            customer_days,
         } = &mut *state;
         let q = entry(attempts, key, VecDeque::new);
         q.push_back(now);
@@ -154,6 +208,25 @@ impl Limiter {
                 retry_after: w,
             };
         }
+        let kd = entry(key_days, key, Day::default).on(day);
+        if l.per_key_per_day > 0 && kd.calls >= l.per_key_per_day {
+            kd.calls = 0;
+            return Verdict::Block(format!(
+                "daily budget: {} calls by one key today (dialing.per_key_per_day)",
+                l.per_key_per_day
+            ));
+        }
+        let cd = entry(customer_days, customer, Day::default).on(day);
+        if l.per_customer_per_day > 0 && cd.calls >= l.per_customer_per_day {
+            let first = !cd.refused;
+            cd.refused = true;
+            return Verdict::Exhausted {
+                limit: l.per_customer_per_day,
+                first,
+            };
+        }
+        cd.calls += 1;
+        entry(key_days, key, Day::default).calls += 1;
         k.tokens -= 1.0;
         c.tokens -= 1.0;
         Verdict::Allow
@@ -205,6 +278,43 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn daily_budgets_block_the_key_and_stop_the_customer_until_tomorrow() {
+        let lim = Limiter::new(RateLimits {
+            per_key_burst: 100.0,
+            per_customer_burst: 100.0,
+            per_key_per_day: 3,
+            per_customer_per_day: 5,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert_eq!(lim.check_on("k1", "c", t0, 1), Verdict::Allow, "call {i}");
+        }
+        assert!(
+            matches!(lim.check_on("k1", "c", t0, 1), Verdict::Block(ref r) if r.contains("daily budget: 3")),
+        );
+        assert_eq!(lim.check_on("k2", "c", t0, 1), Verdict::Allow);
+        assert_eq!(lim.check_on("k2", "c", t0, 1), Verdict::Allow);
+        assert_eq!(
+            lim.check_on("k3", "c", t0, 1),
+            Verdict::Exhausted {
+                limit: 5,
+                first: true
+            }
+        );
+        assert_eq!(
+            lim.check_on("k3", "c", t0, 1),
+            Verdict::Exhausted {
+                limit: 5,
+                first: false
+            }
+        );
+        assert_eq!(lim.check_on("k3", "other", t0, 1), Verdict::Allow);
+        // A new day, a new budget.
+        assert_eq!(lim.check_on("k3", "c", t0, 2), Verdict::Allow);
     }
 
     #[test]

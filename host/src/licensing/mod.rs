@@ -1391,7 +1391,106 @@ impl Licensing {
         } else {
             "key.unblock"
         };
+        if let Some(why) = reason
+            && actor.account_id == Actor::system().account_id
+        {
+            let masked = before
+                .keys
+                .iter()
+                .find(|k| k.id == kid)
+                .map_or("", |k| k.masked.as_str())
+                .to_owned();
+            m.notify(
+                &before.customer_id,
+                "key.auto_blocked",
+                format!(
+                    "LeanSync Key {masked} ({kid}) of license {} was blocked ({why}); review its calls, then ask the operator to lift the block (DELETE /api/v1/keys/{kid}/block)",
+                    before.id
+                ),
+            )
+            .await?;
+        }
         self.commit_license(m, actor, action, kid, before).await
+    }
+
+    /// Stops (`Some(reason)`) or allows again (`None`) calls placed by
+    /// installation `iid`'s plugin (operators, or the system when the
+    /// installation trips the burst rule or its daily budget). Audited; the
+    /// customer is told of a block.
+    pub async fn set_installation_dial_block(
+        &self,
+        actor: &Actor,
+        iid: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        actor.require_operator()?;
+        let mut m = self.begin().await?;
+        let row =
+            sqlx::query("SELECT customer_id, dial_blocked_reason FROM installations WHERE id = $1")
+                .bind(iid)
+                .fetch_optional(m.conn())
+                .await?
+                .ok_or_else(|| Error::not_found("installation", iid))?;
+        let customer: String = row.try_get(0)?;
+        let was: Option<String> = row.try_get(1)?;
+        sqlx::query("UPDATE installations SET dial_blocked_reason = $1 WHERE id = $2")
+            .bind(reason.map(str::to_owned))
+            .bind(iid)
+            .execute(m.conn())
+            .await?;
+        if let Some(why) = reason {
+            m.notify(
+                &customer,
+                "installation.dial_blocked",
+                format!(
+                    "business application {iid} may no longer place calls ({why}); review its calls, then ask the operator to lift the block (DELETE /api/v1/installations/{iid}/dial-block)"
+                ),
+            )
+            .await?;
+        }
+        let rec = Record {
+            actor,
+            customer: Some(&customer),
+            action: if reason.is_some() {
+                "installation.dial_block"
+            } else {
+                "installation.dial_unblock"
+            },
+            target: iid,
+            before: Some(serde_json::json!({ "dial_blocked_reason": was })),
+            after: Some(serde_json::json!({ "dial_blocked_reason": reason })),
+            touches: mutation::Touches::Nothing,
+        };
+        self.commit(m, rec).await
+    }
+
+    /// Why installation `iid` may not place calls, if it may not.
+    pub async fn installation_dial_block(&self, iid: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query("SELECT dial_blocked_reason FROM installations WHERE id = $1")
+                .bind(iid)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .map(|r| r.try_get::<Option<String>, _>(0))
+                .transpose()?
+                .flatten(),
+        )
+    }
+
+    /// Tells customer `cid` something outside a change (stored, shown in
+    /// the portal, sent to the notify webhook).
+    pub async fn notify_customer(&self, cid: &str, kind: &str, message: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO notifications (at_ms, customer_id, kind, message) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(now_ms() as i64)
+        .bind(cid)
+        .bind(kind)
+        .bind(message)
+        .execute(&self.db.pool)
+        .await?;
+        self.send_notification(cid, kind, message);
+        Ok(())
     }
 
     /// Deletes a customer's licenses and keys (termination; operator only).

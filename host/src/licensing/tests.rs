@@ -576,3 +576,68 @@ async fn an_event_ticket_opens_on_every_host_and_cannot_be_forged() {
     assert_eq!(b.open_ticket(&String::from_utf8(forged).unwrap()), None);
     assert_eq!(b.open_ticket("lst_nonsense"), None);
 }
+
+#[tokio::test]
+async fn automatic_blocks_tell_the_customer_and_stop_a_plugins_dialling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = two_hosts(&dir).await;
+    let ops = operator();
+    let (cid, lic, _) = licensed(&a, "Toll AG", "+41 44 668 18 70").await;
+    let view = a.license(&ops, &lic).await.unwrap();
+    let kid = view.keys[0].id.clone();
+    let kinds = |l: Licensing, c: String| async move {
+        l.notifications(&operator(), &c)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.kind, n.message))
+            .collect::<Vec<_>>()
+    };
+    // An operator's block is the operator's business; an automatic one is
+    // told to the customer, with what to do.
+    a.set_key_block(&ops, &kid, Some("fraud report"))
+        .await
+        .unwrap();
+    assert!(kinds(a.clone(), cid.clone()).await.is_empty());
+    a.set_key_block(&ops, &kid, None).await.unwrap();
+    a.set_key_block(&Actor::system(), &kid, Some("automatic: burst rule"))
+        .await
+        .unwrap();
+    let told = kinds(a.clone(), cid.clone()).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].0, "key.auto_blocked");
+    assert!(
+        told[0].1.contains("burst rule") && told[0].1.contains(&kid),
+        "{told:?}"
+    );
+
+    let iid = view.installation_id.clone();
+    assert_eq!(a.installation_dial_block(&iid).await.unwrap(), None);
+    assert!(
+        a.set_installation_dial_block(&admin_of(&cid), &iid, Some("x"))
+            .await
+            .is_err(),
+        "customer admins cannot lift or set it"
+    );
+    a.set_installation_dial_block(&Actor::system(), &iid, Some("automatic: daily budget"))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.installation_dial_block(&iid).await.unwrap().as_deref(),
+        Some("automatic: daily budget")
+    );
+    let told = kinds(a.clone(), cid.clone()).await;
+    assert_eq!(told.last().unwrap().0, "installation.dial_blocked");
+    a.set_installation_dial_block(&ops, &iid, None)
+        .await
+        .unwrap();
+    assert_eq!(a.installation_dial_block(&iid).await.unwrap(), None);
+    let log = a.audit_log(&ops, Some(&cid)).await.unwrap();
+    for want in [
+        "installation.dial_block",
+        "installation.dial_unblock",
+        "key.block",
+    ] {
+        assert!(log.iter().any(|e| e.action == want), "{want} not audited");
+    }
+}

@@ -26,6 +26,20 @@ use crate::call::CallEvent;
 use crate::licensing::{Line, Lines};
 use crate::number::E164;
 
+/// What a customer sees of its PBX not answering: a refused connection and
+/// silence read the same, so a telephony account cannot be used to tell
+/// which ports of an address are open.
+fn unreachable_alike(e: String) -> String {
+    if e.contains("cannot open a TCP connection")
+        || e.contains("no answer to")
+        || e.contains("cannot send ")
+    {
+        "the PBX does not answer SIP (a refused connection and no answer are reported alike); check settings.server and that the PBX accepts this host".to_owned()
+    } else {
+        e
+    }
+}
+
 /// The SIP settings of telephony account `account` (`""`: one being
 /// created), its password being the account's secret; `Err` lists every
 /// problem, each naming its field and the fix.
@@ -352,7 +366,11 @@ impl TelephonyHub {
             }
         };
         match st.connections.get(id).map(|c| &c.serving) {
-            Some(Serving::Own(p)) => p.status(),
+            Some(Serving::Own(p)) => {
+                let mut s = p.status();
+                s.last_error = s.last_error.map(unreachable_alike);
+                s
+            }
             Some(Serving::Failed(why)) => ProviderStatus {
                 kind: "sip",
                 connected: false,
@@ -437,6 +455,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn refused_and_silent_pbxs_read_the_same() {
+        let refused = unreachable_alike(
+            "cannot open a TCP connection to the PBX at 192.0.2.1:5061: Connection refused (os error 111)".into(),
+        );
+        let silent = unreachable_alike("no answer to OPTIONS from 192.0.2.1:5061".into());
+        assert_eq!(refused, silent);
+        assert!(!refused.contains("refused (os"));
+        let creds = "the PBX at x refused the credentials".to_owned();
+        assert_eq!(unreachable_alike(creds.clone()), creds);
+    }
 
     #[tokio::test]
     async fn an_accounts_pbx_is_pinned_to_a_permitted_address_and_keeps_its_domain() {
