@@ -1429,3 +1429,92 @@ async fn widget_shows_incoming_calls_and_dials_numbers_on_the_page() {
     assert_eq!(state["events"][0]["callee"], "+41445556677", "{state}");
     b.close().await;
 }
+
+/// The widget's own guard, in a real browser: an event from a host that
+/// does not drop unsafe links (an older one, or a connector gone wrong)
+/// with a `javascript:` deep link shows the name as plain text, while an
+/// `https:` link is a link. The "host" here serves the real widget script
+/// and answers its ticket and event-stream requests in the API's shapes.
+#[tokio::test(flavor = "multi_thread")]
+async fn widget_never_renders_a_javascript_deep_link_as_a_link() {
+    use axum::routing::{get, post};
+    let script =
+        std::fs::read_to_string(repo_root().join("host/src/api/widget/widget.js")).unwrap();
+    let event = |call: &str, name: &str, link: &str| {
+        json!({ "call_id": call, "state": "ringing", "caller": "+41795551234",
+                "contact": { "name": name, "deep_link": link, "source": "test" } })
+    };
+    let stream = format!(
+        "retry: 200\nevent: call\nid: 1\ndata: {}\n\nevent: call\nid: 2\ndata: {}\n\n",
+        event("c-evil", "Eve Evil", "javascript:document.title='pwned'"),
+        event("c-good", "Anna Muster", "https://crm.example.com/people/7"),
+    );
+    let page = "<!doctype html><html><body><h1>CRM</h1><script src=\"/widget.js\" data-key=\"lsk_test\"></script></body></html>";
+    let app = axum::Router::new()
+        .route("/crm", get(move || async move { axum::response::Html(page) }))
+        .route(
+            "/widget.js",
+            get(move || {
+                let s = script.clone();
+                async move { ([("content-type", "text/javascript")], s) }
+            }),
+        )
+        .route(
+            "/api/v1/events/ticket",
+            post(|| async {
+                axum::Json(json!({ "ticket": "lst_x", "url": "/api/v1/events?ticket=lst_x", "expires_in_secs": 60 }))
+            }),
+        )
+        .route(
+            "/api/v1/events",
+            get(move || {
+                let s = stream.clone();
+                async move { ([("content-type", "text/event-stream")], s) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut b = Browser::start(&url).await;
+    b.goto("/crm").await;
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = b
+            .client
+            .find_all(Locator::Css("#leansync-widget [data-calls] li"))
+            .await
+            .unwrap_or_default();
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 2, "events not shown:\n{}", b.html().await);
+    let html = b.html().await;
+    assert!(html.contains("Eve Evil"), "{html}");
+    assert!(
+        !html.contains("javascript:"),
+        "the javascript: link was rendered:\n{html}"
+    );
+    let links = b
+        .client
+        .find_all(Locator::Css("#leansync-widget a"))
+        .await
+        .unwrap();
+    let mut hrefs = Vec::new();
+    for l in &links {
+        hrefs.push(l.attr("href").await.unwrap().unwrap_or_default());
+    }
+    assert_eq!(hrefs, ["https://crm.example.com/people/7"], "{html}");
+    b.shot("widget-unsafe-link-as-text").await;
+    // Clicking the evil name runs nothing.
+    let evil = b
+        .client
+        .find(Locator::XPath("//li[@data-call-id='c-evil']/div"))
+        .await
+        .unwrap();
+    evil.click().await.unwrap();
+    assert_ne!(b.client.title().await.unwrap(), "pwned");
+    b.close().await;
+}
