@@ -65,6 +65,14 @@ impl E164 {
         &self.0
     }
 
+    /// Whether the numbering plan data (libphonenumber's metadata, every
+    /// country) lists this number as premium-rate.
+    pub fn is_premium_rate(&self) -> bool {
+        PHONE_NUMBER_UTIL
+            .parse(&self.0, None)
+            .is_ok_and(|n| n.get_type() == rlibphonenumber::PhoneNumberType::PremiumRate)
+    }
+
     /// The national display form, e.g. `044 123 45 67`.
     pub fn national(&self) -> String {
         match PHONE_NUMBER_UTIL.parse(&self.0, None) {

@@ -1,7 +1,8 @@
 //! Which destinations click-to-call may dial. Emergency numbers never;
 //! short codes never; premium-rate numbers (Swiss and Liechtenstein 090x,
 //! the known premium ranges of neighbouring countries, satellite and
-//! international premium services) only when the customer allows
+//! international premium services, and every country's premium-rate ranges
+//! in libphonenumber's numbering plan data) only when the customer allows
 //! premium-rate destinations (and, outside CH/LI, international ones too);
 //! international destinations only when allowed for the customer.
 
@@ -87,7 +88,18 @@ pub fn check(input: &str, perms: &DialPermissions) -> Result<E164, Refusal> {
     let number = E164::parse(input).map_err(|e| Refusal::Invalid(e.to_string()))?;
     let n = number.as_str();
     let domestic = n.starts_with("+41") || n.starts_with("+423");
-    if let Some((_, what)) = PREMIUM.iter().find(|(p, _)| n.starts_with(p))
+    // The named ranges first (their message says what they are), then
+    // every country's premium ranges from the numbering plan data.
+    let premium = PREMIUM
+        .iter()
+        .find(|(p, _)| n.starts_with(p))
+        .map(|(_, what)| *what)
+        .or_else(|| {
+            number
+                .is_premium_rate()
+                .then_some("a premium-rate number (by the numbering plan)")
+        });
+    if let Some(what) = premium
         && !perms.premium_rate
     {
         return Err(Refusal::PremiumRate(input.trim().to_owned(), what));
@@ -130,6 +142,12 @@ mod tests {
             "+881 612 345 678",
             "+870 301 234 567",
             "+979 123 456 789",
+            // From the numbering plan data, not the named list: Spain 803,
+            // the Netherlands 0906, Belgium 0903, the US 900.
+            "+34 803 123 456",
+            "+31 906 123456",
+            "+32 903 12 345",
+            "+1 900 555 0100",
         ] {
             let got = check(n, &intl);
             assert!(matches!(got, Err(Refusal::PremiumRate(..))), "{n}: {got:?}");
