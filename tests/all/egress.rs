@@ -95,3 +95,105 @@ async fn a_sip_account_cannot_point_the_host_at_loopback_or_cloud_metadata() {
         );
     }
 }
+
+/// An operator lets one installation reach a non-public range (its app
+/// behind a VPN; here the receiver on loopback) on a host whose plugins
+/// reach public addresses only: that installation delivers, another
+/// customer's installation of the same connector stays refused, and a
+/// customer admin cannot widen its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_allows_a_range_for_one_installation_only() {
+    let h = Host::start_with(
+        "",
+        &[
+            ("LEANSYNC_PLUGINS_ALLOW_NETWORKS", ""),
+            ("LEANSYNC_DELIVERY_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let r = leansync_tests::receiver::Receiver::start().await;
+    let a = Tenant::create(&h, "Vpn AG", &["044 668 18 10"], &format!("{}/a", r.url())).await;
+    let b = Tenant::create(
+        &h,
+        "Other AG",
+        &["044 668 18 11"],
+        &format!("{}/b", r.url()),
+    )
+    .await;
+    let allow = format!("/api/v1/installations/{}/allow-networks", a.installation);
+    let (s, e) = h
+        .call(
+            "PUT",
+            &allow,
+            Some(&a.admin),
+            Some(json!({ "networks": ["127.0.0.0/8"] })),
+        )
+        .await;
+    assert_eq!(s, 403, "a customer admin widened its egress: {e}");
+    let (s, e) = h
+        .call(
+            "PUT",
+            &allow,
+            Some(&h.token),
+            Some(json!({ "networks": ["localhost"] })),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (422, Some("invalid_network")),
+        "{e}"
+    );
+    let set = h
+        .op("PUT", &allow, Some(json!({ "networks": ["127.0.0.1"] })))
+        .await;
+    assert_eq!(set["allow_networks"], json!(["127.0.0.1/32"]));
+
+    for t in [&a, &b] {
+        h.op(
+            "POST",
+            "/api/v1/sim/calls",
+            Some(json!({ "to": t.number, "from": "+41 79 555 12 13", "answer_after": 0.1, "hangup_after": 0.1 })),
+        )
+        .await;
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    while !r.received().iter().any(|x| x.uri.path() == "/a") {
+        assert!(
+            Instant::now() < until,
+            "the allowed installation delivered nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let path = format!("/api/v1/customers/{}/deliveries", b.customer);
+    let until = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let rows = h.op("GET", &path, None).await;
+        if let Some(e) = rows.as_array().and_then(|r| {
+            r.iter()
+                .find_map(|d| d["last_error"].as_str().map(str::to_owned))
+        }) {
+            break e;
+        }
+        assert!(Instant::now() < until, "no refusal recorded: {rows}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error.contains("loopback") && error.contains("allow-networks"),
+        "{error}"
+    );
+    assert!(
+        !r.received().iter().any(|x| x.uri.path() == "/b"),
+        "the other installation got through"
+    );
+    let log = h
+        .op(
+            "GET",
+            &format!("/api/v1/customers/{}/audit", a.customer),
+            None,
+        )
+        .await;
+    assert!(
+        log.to_string().contains("installation.allow_networks"),
+        "{log}"
+    );
+}

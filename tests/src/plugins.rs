@@ -123,6 +123,7 @@ pub fn installation(plugin: &str, config: serde_json::Value, grants: &[&str]) ->
             .iter()
             .map(|g| HostPattern::parse(g).unwrap())
             .collect(),
+        allow_networks: Vec::new(),
     })
 }
 

@@ -140,6 +140,7 @@ admin_routes! {
     post "/api/v1/licenses/{lid}/cancel" => cancel, "Cancel a license (billing stops today)";
     post "/api/v1/licenses/{lid}/keys" => rotate_key, "Generate a new LeanSync Key (old ones revoked); returned once";
     delete "/api/v1/keys/{kid}" => revoke_key, "Revoke a LeanSync Key at once";
+    put "/api/v1/installations/{iid}/allow-networks" => installation_networks, "Let one installation's plugin reach non-public ranges (operators; e.g. the customer's app behind a VPN); [] clears", body = r#"{"networks":["10.20.0.0/16"]}"#;
     post "/api/v1/installations/{iid}/dial-block" => block_installation_dialing, "Stop calls placed by an installation's plugin (operators; also automatic on the burst rule or daily budget)", body = r#"{"reason":"abuse"}"#;
     delete "/api/v1/installations/{iid}/dial-block" => unblock_installation_dialing, "Let an installation's plugin place calls again (operators)";
     post "/api/v1/keys/{kid}/block" => block_key, "Block a key at once (operators)", body = r#"{"reason":"abuse"}"#;
@@ -492,6 +493,24 @@ async fn add_numbers(
     Body(b): Body<Numbers>,
 ) -> Res {
     ok(s.licensing.add_numbers(&a, &cid, &b.numbers).await?)
+}
+
+#[derive(Deserialize)]
+struct Networks {
+    networks: Vec<String>,
+}
+
+async fn installation_networks(
+    State(s): State<AdminApi>,
+    Admin(a): Admin,
+    Path(iid): Path<String>,
+    Body(b): Body<Networks>,
+) -> Res {
+    let nets = s
+        .licensing
+        .set_installation_networks(&a, &iid, &b.networks)
+        .await?;
+    ok(json!({ "installation_id": iid, "allow_networks": nets }))
 }
 
 async fn block_installation_dialing(

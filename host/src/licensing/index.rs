@@ -113,6 +113,11 @@ fn installation_of(
             .iter()
             .filter_map(|h| HostPattern::parse(h).ok())
             .collect(),
+        allow_networks: r
+            .try_get::<Option<String>, _>(7)?
+            .and_then(|s| serde_json::from_str::<Vec<String>>(&s).ok())
+            .and_then(|l| crate::egress::networks("allow_networks", &l).ok())
+            .unwrap_or_default(),
     };
     Ok((Arc::new(inst), r.try_get::<i32, _>(6)? != 0))
 }
@@ -187,7 +192,7 @@ impl Index {
             idx.owners.insert(n, owner);
         }
         let mut installations: HashMap<String, (Arc<Installation>, bool)> = HashMap::new();
-        for r in rows(c, "SELECT id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal FROM installations", "customer_id", customer).await? {
+        for r in rows(c, "SELECT id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal, allow_networks FROM installations", "customer_id", customer).await? {
             installations.insert(r.try_get(0)?, installation_of(&r, sealer)?);
         }
         let mut keys: HashMap<String, Vec<(String, String)>> = HashMap::new();
@@ -343,7 +348,7 @@ impl Index {
         if blocked || !consented || keys.is_empty() {
             return Ok(None);
         }
-        let Some(r) = sqlx::query("SELECT id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal FROM installations WHERE id = $1")
+        let Some(r) = sqlx::query("SELECT id, customer_id, connector, config, secrets_sealed, granted_hosts, deliver_internal, allow_networks FROM installations WHERE id = $1")
             .bind(&iid)
             .fetch_optional(&mut *c)
             .await?

@@ -1464,6 +1464,49 @@ impl Licensing {
         self.commit(m, rec).await
     }
 
+    /// The non-public address ranges installation `iid`'s plugin may reach
+    /// beyond the host's `plugins.allow_networks` (operators only: a
+    /// customer can narrow what its connector reaches with granted hosts,
+    /// never widen it). Empty clears them. Audited; applies to the next call.
+    pub async fn set_installation_networks(
+        &self,
+        actor: &Actor,
+        iid: &str,
+        list: &[String],
+    ) -> Result<Vec<String>> {
+        actor.require_operator()?;
+        let nets = crate::egress::networks("networks", list)
+            .map_err(|e| Error::invalid("invalid_network", e))?;
+        let canonical: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        let mut m = self.begin().await?;
+        let row =
+            sqlx::query("SELECT customer_id, allow_networks FROM installations WHERE id = $1")
+                .bind(iid)
+                .fetch_optional(m.conn())
+                .await?
+                .ok_or_else(|| Error::not_found("installation", iid))?;
+        let customer: String = row.try_get(0)?;
+        let was: Option<String> = row.try_get(1)?;
+        sqlx::query("UPDATE installations SET allow_networks = $1 WHERE id = $2")
+            .bind((!canonical.is_empty()).then(|| serde_json::json!(canonical).to_string()))
+            .bind(iid)
+            .execute(m.conn())
+            .await?;
+        let rec = Record {
+            actor,
+            customer: Some(&customer),
+            action: "installation.allow_networks",
+            target: iid,
+            before: Some(
+                serde_json::json!({ "allow_networks": was.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()) }),
+            ),
+            after: Some(serde_json::json!({ "allow_networks": canonical })),
+            touches: mutation::Touches::Customer,
+        };
+        self.commit(m, rec).await?;
+        Ok(canonical)
+    }
+
     /// Why installation `iid` may not place calls, if it may not.
     pub async fn installation_dial_block(&self, iid: &str) -> Result<Option<String>> {
         Ok(

@@ -35,4 +35,5 @@ pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("accounts", "disabled_at_ms", "BIGINT"),
     ("accounts", "password_changed_at_ms", "BIGINT"),
     ("installations", "dial_blocked_reason", "TEXT"),
+    ("installations", "allow_networks", "TEXT"),
 ];

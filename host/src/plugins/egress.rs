@@ -30,7 +30,7 @@ pub struct Egress {
 #[derive(Default)]
 struct Inner {
     allowed: Vec<IpNet>,
-    own: RwLock<Vec<SocketAddr>>,
+    own: Arc<RwLock<Vec<SocketAddr>>>,
 }
 
 impl Egress {
@@ -41,9 +41,22 @@ impl Egress {
         Ok(Self {
             inner: Arc::new(Inner {
                 allowed,
-                own: RwLock::default(),
+                own: Arc::default(),
             }),
         })
+    }
+
+    /// These rules plus `extra` ranges an operator allowed for one
+    /// installation; the host's own listener stays refused.
+    pub fn widened(&self, extra: &[IpNet]) -> Egress {
+        let mut allowed = self.inner.allowed.clone();
+        allowed.extend(extra.iter().copied());
+        Egress {
+            inner: Arc::new(Inner {
+                allowed,
+                own: self.inner.own.clone(),
+            }),
+        }
     }
 
     /// Refuses the host's own listener `addr` even where its network is
@@ -56,7 +69,7 @@ impl Egress {
     pub fn refusal(&self, host: &str, ip: IpAddr) -> Option<String> {
         let kind = refused(ip, &self.inner.allowed)?;
         Some(format!(
-            "outbound HTTP to {host} denied: it is {ip}, a {kind} address (destination IP prohibited); plugins may reach only public addresses unless the operator allows the range (plugins.allow_networks)"
+            "outbound HTTP to {host} denied: it is {ip}, a {kind} address (destination IP prohibited); plugins may reach only public addresses unless the operator allows the range (plugins.allow_networks, or for one installation PUT /api/v1/installations/{{id}}/allow-networks)"
         ))
     }
 

@@ -254,6 +254,9 @@ struct Inner {
     egress: Egress,
     /// Their HTTP client, which keeps to `egress`.
     outbound: Outbound,
+    /// Clients for installations the operator allowed extra ranges, by
+    /// those ranges (installations with the same ranges share one pool).
+    widened: Mutex<std::collections::HashMap<Vec<ipnet::IpNet>, Outbound>>,
     services: RwLock<Arc<dyn HostServices>>,
     /// Loaded plugins by name; swapped whole so readers see one consistent set.
     plugins: RwLock<Arc<BTreeMap<String, Arc<LoadedPlugin>>>>,
@@ -297,6 +300,7 @@ impl PluginRuntime {
                 limits,
                 egress,
                 outbound,
+                widened: Mutex::default(),
                 services: RwLock::new(Arc::new(MemoryServices::default())),
                 plugins: RwLock::new(Arc::new(BTreeMap::new())),
                 problems: RwLock::new(BTreeMap::new()),
@@ -663,7 +667,8 @@ impl PluginRuntime {
         let warm = plugin.warm.lock().pop();
         let (mut store, instance) = match warm {
             Some(mut w) => {
-                w.store.data_mut().bind(scope);
+                let out = self.outbound_for(installation);
+                w.store.data_mut().bind(scope, out);
                 (w.store, Some(w.instance))
             }
             None => (self.new_store(&plugin, scope), None),
@@ -736,13 +741,31 @@ impl PluginRuntime {
         }
     }
 
+    /// The HTTP client for `installation`: the shared one, or one that also
+    /// reaches the ranges an operator allowed for it.
+    fn outbound_for(&self, installation: &Installation) -> Outbound {
+        if installation.allow_networks.is_empty() {
+            return self.inner.outbound.clone();
+        }
+        let mut key = installation.allow_networks.clone();
+        key.sort();
+        let mut w = self.inner.widened.lock();
+        if w.len() > 1_000 {
+            w.clear();
+        }
+        w.entry(key)
+            .or_insert_with_key(|k| Outbound::new(&self.inner.egress.widened(k)))
+            .clone()
+    }
+
     /// A fresh sandboxed store for one call of `plugin`.
     fn new_store(&self, plugin: &LoadedPlugin, scope: CallScope) -> Store<StoreState> {
+        let scope_installation = scope.installation.clone();
         let state = StoreState::new(
             scope,
             plugin.manifest.capabilities.outbound_hosts.clone(),
             (self.inner.limits.memory_limit_mib as usize) << 20,
-            self.inner.outbound.clone(),
+            self.outbound_for(&scope_installation),
         );
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -33,6 +33,9 @@ pub struct Installation {
     pub secrets: HashMap<String, String>,
     /// Outbound hosts the admin granted.
     pub granted_hosts: Vec<super::capabilities::HostPattern>,
+    /// Non-public address ranges the operator lets this installation reach
+    /// beyond `plugins.allow_networks` (the app in a customer's VPN).
+    pub allow_networks: Vec<ipnet::IpNet>,
 }
 
 /// Services a plugin reaches through the `host` import, provided by the rest
@@ -202,8 +205,9 @@ impl StoreState {
 
     /// Hands a state made ahead of time (for a warm instance) to the call it
     /// now serves: the installation, its grants and the host services.
-    pub fn bind(&mut self, scope: CallScope) {
+    pub fn bind(&mut self, scope: CallScope, outbound: super::outbound::Outbound) {
         self.hooks.policy.granted = scope.installation.granted_hosts.clone();
+        self.hooks.outbound = outbound;
         self.scope = scope;
     }
 }
