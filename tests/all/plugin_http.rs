@@ -120,6 +120,8 @@ async fn a_grant_of_every_host_still_cannot_reach_loopback_by_address_or_by_name
         format!("http://localhost:{port}/admin"),
         format!("http://[::ffff:127.0.0.1]:{port}/admin"),
         "http://169.254.169.254/latest/meta-data/".to_owned(),
+        format!("http://[::1]:{port}/admin"),
+        "http://10.0.0.1/admin".to_owned(),
     ] {
         let scratch = tempfile::tempdir().unwrap();
         let (rt, inst) = open_probe(scratch.path(), &url);
