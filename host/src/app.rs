@@ -108,6 +108,7 @@ impl App {
                 max_attempts: config.delivery.max_attempts,
                 base_backoff: Duration::from_millis(config.delivery.base_backoff_ms),
                 max_backoff: Duration::from_secs(config.delivery.max_backoff_secs),
+                lease: Duration::from_secs(config.delivery.lease_secs),
                 ..Settings::default()
             },
         )
@@ -299,6 +300,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let left = app.pipeline.drain(deadline).await;
+    // What is still pending goes to the other hosts at once (on one host:
+    // to the next start).
+    match app.pipeline.release().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            deliveries = n,
+            "handed pending deliveries to the other hosts"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not release delivery leases; other hosts take them over when they expire")
+        }
+    }
     // Unregister from the PBX, so it stops sending to a host that is gone.
     app.telephony.shutdown().await;
     if left > 0 {

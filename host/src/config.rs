@@ -56,6 +56,10 @@ pub struct DeliveryConfig {
     pub base_backoff_ms: u64,
     /// Longest retry delay in seconds (1 to 86400).
     pub max_backoff_secs: u64,
+    /// Seconds a delivery stays its host's without renewal (2 to 300):
+    /// after a host dies, the others take its pending deliveries over
+    /// within this.
+    pub lease_secs: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -64,6 +68,7 @@ impl Default for DeliveryConfig {
             max_attempts: 6,
             base_backoff_ms: 500,
             max_backoff_secs: 300,
+            lease_secs: 15,
         }
     }
 }
@@ -85,6 +90,9 @@ impl DeliveryConfig {
         }
         if !(1..=86_400).contains(&self.max_backoff_secs) {
             return Err(bad("max_backoff_secs", self.max_backoff_secs, 1, 86_400));
+        }
+        if !(2..=300).contains(&self.lease_secs) {
+            return Err(bad("lease_secs", self.lease_secs, 2, 300));
         }
         if self.base_backoff_ms > self.max_backoff_secs * 1000 {
             return Err(anyhow::anyhow!(
@@ -316,6 +324,9 @@ impl Config {
         }
         if let Some(v) = get("LEANSYNC_DELIVERY_MAX_BACKOFF_SECS") {
             self.delivery.max_backoff_secs = number("LEANSYNC_DELIVERY_MAX_BACKOFF_SECS", v)?;
+        }
+        if let Some(v) = get("LEANSYNC_DELIVERY_LEASE_SECS") {
+            self.delivery.lease_secs = number("LEANSYNC_DELIVERY_LEASE_SECS", v)?;
         }
         if let Some(v) = get("LEANSYNC_PLUGINS_CALL_TIMEOUT_MS") {
             self.plugins.call_timeout_ms = number("LEANSYNC_PLUGINS_CALL_TIMEOUT_MS", v)?;

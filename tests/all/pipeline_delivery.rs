@@ -256,6 +256,9 @@ async fn pending_deliveries_survive_a_restart(backend: Backend) {
             !receiver.received().is_empty()
         })
         .await;
+        // The host goes away: it renews no lease any more (a crashed one
+        // stops renewing too; its leases then run out).
+        b.pipeline.release().await.unwrap();
     }
     // Enough attempts for the rest of the script whether or not the first
     // attempt's outcome was recorded before the "crash".

@@ -78,3 +78,90 @@ async fn a_license_made_on_one_host_is_honoured_and_revoked_on_the_other() {
     drop((a, b));
     db.drop_db().await;
 }
+
+/// A host killed with SIGKILL while its deliveries are pending loses none:
+/// the other host takes them over once their leases run out and delivers
+/// each, with its idempotency key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_hosts_pending_deliveries_are_delivered_by_the_other() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let env = [
+        ("LEANSYNC_DELIVERY_LEASE_SECS", "2"),
+        // A's first failure waits 5-10 s: its deliveries stay pending.
+        ("LEANSYNC_DELIVERY_BASE_BACKOFF_MS", "10000"),
+    ];
+    let mut a = Host::start_with(&db.url, &env).await;
+    let b = Host::start_beside(&a).await;
+    let receiver = Receiver::start().await;
+    receiver.script(&[(503, &[])]);
+    let t = Tenant::create(&a, "Survive AG", &["044 668 18 20"], &receiver.url()).await;
+    a.op(
+        "POST",
+        "/api/v1/sim/calls",
+        Some(json!({ "to": t.number, "from": "+41 79 555 12 20", "answer_after": 0.1, "hangup_after": 0.1 })),
+    )
+    .await;
+    let first = eventually(Duration::from_secs(10), || {
+        (!receiver.received().is_empty()).then_some(())
+    })
+    .await;
+    assert!(first.is_some(), "host a never tried:\n{}", a.log());
+    // Ringing failed once and waits; answered and ended queue behind it.
+    let path = format!("/api/v1/customers/{}/deliveries", t.customer);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = a.op("GET", &path, None).await;
+        let rows = rows.as_array().unwrap();
+        if rows.len() == 3 {
+            assert!(rows.iter().all(|d| d["status"] == "pending"), "{rows:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the call's 3 deliveries were not stored: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed = Instant::now();
+    a.kill9();
+
+    let keys = || {
+        receiver
+            .received()
+            .iter()
+            .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    // The 503 and then one success per delivery.
+    let all = eventually(Duration::from_secs(20), || {
+        (keys().len() >= 3 && receiver.received().len() >= 4).then_some(())
+    })
+    .await;
+    assert!(
+        all.is_some(),
+        "host b delivered {} of 3 after {:?}:\n{}",
+        keys().len(),
+        killed.elapsed(),
+        b.log()
+    );
+    eprintln!(
+        "a killed host's 3 deliveries delivered by the other within {:?}",
+        killed.elapsed()
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let rows = b.op("GET", &path, None).await;
+        let rows = rows.as_array().unwrap();
+        if rows.len() == 3 && rows.iter().all(|d| d["status"] == "delivered") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "not all recorded delivered: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(b.log().contains("took over deliveries"), "{}", b.log());
+    drop(b);
+    db.drop_db().await;
+}

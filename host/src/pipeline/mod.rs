@@ -62,6 +62,10 @@ pub struct Settings {
     pub lanes: usize,
     /// How long a ringing event waits for contact lookup.
     pub lookup_timeout: Duration,
+    /// How long a delivery stays this host's without renewal (renewed
+    /// every third of it); a dead host's deliveries are taken over by the
+    /// others after at most this.
+    pub lease: Duration,
 }
 
 impl Default for Settings {
@@ -72,6 +76,7 @@ impl Default for Settings {
             max_backoff: Duration::from_secs(300),
             lanes: 4,
             lookup_timeout: Duration::from_millis(1500),
+            lease: outbox::DEFAULT_LEASE,
         }
     }
 }
@@ -107,6 +112,11 @@ struct Inner {
     completions: mpsc::UnboundedSender<Completion>,
     contacts: Mutex<HashMap<String, ContactFuture>>,
     in_flight: AtomicUsize,
+    /// Deliveries this host is working on (so a takeover never queues one
+    /// twice here).
+    working: Mutex<std::collections::HashSet<i64>>,
+    /// Whether this host still renews its leases (see [`Pipeline::release`]).
+    leasing: std::sync::atomic::AtomicBool,
     metrics: Metrics,
 }
 
@@ -145,34 +155,100 @@ impl Pipeline {
                 completions: done_tx,
                 contacts: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
+                working: Mutex::default(),
+                leasing: std::sync::atomic::AtomicBool::new(true),
                 metrics: Metrics::default(),
             }),
         };
+        p.inner.outbox.set_lease(p.inner.settings.lease);
         tokio::spawn(p.clone().ingest_loop(ingest_rx));
         tokio::spawn(record_loop(p.inner.outbox.clone(), done_rx, RECORD_WINDOW));
-        let pending = p.inner.outbox.pending().await?;
-        if !pending.is_empty() {
+        // Crash recovery. SQLite has one host: everything pending is a
+        // previous run's. On PostgreSQL only deliveries whose lease ran
+        // out are taken now (others are another live host's); the rest
+        // follow as their leases expire (see `keep_leases`).
+        let before = if p.inner.outbox.backend() == crate::store::Backend::Sqlite {
+            i64::MAX
+        } else {
+            crate::call::now_ms() as i64
+        };
+        let taken = p.take_over(before).await?;
+        if taken > 0 {
             tracing::info!(
-                count = pending.len(),
-                "re-queueing deliveries pending from the previous run"
+                count = taken,
+                "re-queued deliveries left pending by a previous run"
             );
         }
-        let mut events: HashMap<i64, Arc<StoredEvent>> = HashMap::new();
-        for row in pending {
-            let event = match events.get(&row.event_seq) {
-                Some(e) => e.clone(),
-                None => match p.inner.outbox.event(row.event_seq).await? {
-                    Some(e) => {
-                        let e = Arc::new(e);
-                        events.insert(row.event_seq, e.clone());
-                        e
-                    }
-                    None => continue,
-                },
-            };
-            p.enqueue(Job { row, event });
-        }
+        tokio::spawn(p.clone().keep_leases());
         Ok(p)
+    }
+
+    /// Stops renewing and taking over leases and hands this host's pending
+    /// deliveries to the other hosts at once (their next lease check picks
+    /// them up): the end of a host that stops, after [`Pipeline::drain`].
+    pub async fn release(&self) -> anyhow::Result<u64> {
+        self.inner.leasing.store(false, Ordering::SeqCst);
+        self.inner.outbox.release().await
+    }
+
+    /// Claims pending deliveries whose lease ran out before `before_ms`
+    /// and queues them; how many.
+    async fn take_over(&self, before_ms: i64) -> anyhow::Result<usize> {
+        let mut total = 0;
+        let mut events: HashMap<i64, Arc<StoredEvent>> = HashMap::new();
+        loop {
+            let rows = self.inner.outbox.claim_expired(before_ms, 1000).await?;
+            let n = rows.len();
+            for row in rows {
+                if self.inner.working.lock().contains(&row.id) {
+                    continue;
+                }
+                let event = match events.get(&row.event_seq) {
+                    Some(e) => e.clone(),
+                    None => match self.inner.outbox.event(row.event_seq).await? {
+                        Some(e) => {
+                            let e = Arc::new(e);
+                            events.insert(row.event_seq, e.clone());
+                            e
+                        }
+                        None => continue,
+                    },
+                };
+                total += 1;
+                self.enqueue(Job { row, event });
+            }
+            if n < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Renews this host's leases every third of the lease, and takes over
+    /// the deliveries of hosts that stopped renewing theirs.
+    async fn keep_leases(self) {
+        let lease = self.inner.settings.lease;
+        let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.inner.leasing.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = self.inner.outbox.renew().await {
+                tracing::warn!(error = %e, "could not renew delivery leases; retrying");
+                continue;
+            }
+            match self.take_over(crate::call::now_ms() as i64).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    count = n,
+                    "took over deliveries of a host that stopped renewing its leases"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take over expired deliveries; retrying")
+                }
+            }
+        }
     }
 
     /// Sender for telephony providers: events are stored, then dispatched.
@@ -434,6 +510,7 @@ impl Pipeline {
         job.row.call_id.hash(&mut h);
         let lane = (h.finish() % n as u64) as usize;
         self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.inner.working.lock().insert(job.row.id);
         let _ = senders[lane].send(job);
     }
 
@@ -512,6 +589,7 @@ impl Pipeline {
         attempts: u32,
         error: Option<String>,
     ) {
+        self.inner.working.lock().remove(&row.id);
         match status {
             DeliveryStatus::Delivered => self.inner.metrics.delivered(&row.installation_id),
             DeliveryStatus::Dead => self

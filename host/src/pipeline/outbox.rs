@@ -5,6 +5,7 @@
 //! `Any` driver; only the DDL differs by backend.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use sqlx::{AnyPool, Row};
 
@@ -152,7 +153,16 @@ fn placeholders(backend: Backend, rows: usize, cols: usize, literals: &[&str]) -
 pub struct Outbox {
     pool: AnyPool,
     db: Db,
+    /// This process among the hosts sharing the database: it owns the
+    /// deliveries it works on, under a lease it keeps renewing.
+    me: Arc<str>,
+    /// Lease length, ms.
+    lease: Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// How long a delivery stays its host's without a renewal: when a host
+/// dies, another takes its pending deliveries over after at most this.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Outbox {
     /// Connects to `url` (sqlite:… or postgres:…) and creates the tables.
@@ -165,8 +175,18 @@ impl Outbox {
         let outbox = Self {
             pool: db.pool.clone(),
             db,
+            me: uuid::Uuid::now_v7().simple().to_string().into(),
+            lease: Arc::new(std::sync::atomic::AtomicI64::new(
+                DEFAULT_LEASE.as_millis() as i64
+            )),
         };
         outbox.migrate().await?;
+        // Delivery leases (several hosts on one database).
+        outbox.db.add_column("deliveries", "owner", "TEXT").await?;
+        outbox
+            .db
+            .add_column("deliveries", "lease_until_ms", "BIGINT")
+            .await?;
         Ok(outbox)
     }
 
@@ -229,6 +249,9 @@ impl Outbox {
         batch: &[(CallEvent, Vec<NewDelivery>)],
     ) -> anyhow::Result<Vec<(i64, Option<Vec<DeliveryRow>>)>> {
         let now = now_ms() as i64;
+        // New deliveries are this host's, under a first lease.
+        let owner = format!("'{}'", self.me);
+        let lease = (now + self.lease_ms()).to_string();
         // Multi-row statements: a handful of round trips per batch instead
         // of one per row (what PostgreSQL throughput hinges on).
         let mut tx = self.db.begin_write().await?;
@@ -318,8 +341,13 @@ impl Outbox {
         let mut ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
         for chunk in chunks(&rows) {
             let sql = format!(
-                "INSERT INTO deliveries (event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, created_at_ms, updated_at_ms, status, attempts) VALUES {} RETURNING id, idempotency_key",
-                placeholders(self.db.backend, chunk.len(), 8, &["'pending'", "0"])
+                "INSERT INTO deliveries (event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, created_at_ms, updated_at_ms, status, attempts, owner, lease_until_ms) VALUES {} RETURNING id, idempotency_key",
+                placeholders(
+                    self.db.backend,
+                    chunk.len(),
+                    8,
+                    &["'pending'", "0", &owner, &lease]
+                )
             );
             let mut q = sqlx::query(&sql);
             for r in chunk {
@@ -408,9 +436,90 @@ impl Outbox {
         Ok(())
     }
 
-    /// Every delivery still pending, oldest first (crash recovery).
+    /// Every delivery still pending, oldest first.
     pub async fn pending(&self) -> anyhow::Result<Vec<DeliveryRow>> {
         self.deliveries_where("status = 'pending'", None).await
+    }
+
+    /// The database kind.
+    pub fn backend(&self) -> Backend {
+        self.db.backend
+    }
+
+    /// This host's id among the hosts sharing the database.
+    pub fn host(&self) -> &str {
+        &self.me
+    }
+
+    /// How long a delivery stays this host's without a renewal.
+    pub fn lease_ms(&self) -> i64 {
+        self.lease.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the lease (default [`DEFAULT_LEASE`]).
+    pub fn set_lease(&self, lease: std::time::Duration) {
+        self.lease.store(
+            lease.as_millis() as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Extends the lease of every pending delivery this host owns.
+    pub async fn renew(&self) -> anyhow::Result<u64> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET lease_until_ms = $1 WHERE owner = $2 AND status = 'pending'",
+        )
+        .bind(now_ms() as i64 + self.lease_ms())
+        .bind(self.me.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Ends the leases of this host's pending deliveries now.
+    pub async fn release(&self) -> anyhow::Result<u64> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET lease_until_ms = 0 WHERE owner = $1 AND status = 'pending'",
+        )
+        .bind(self.me.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Takes over, oldest first, up to `limit` pending deliveries whose
+    /// lease ran out before `before_ms` (their host died or lost the
+    /// database) or that have none: they become this host's. On
+    /// PostgreSQL hosts claiming at once skip each other's rows (`FOR
+    /// UPDATE SKIP LOCKED`), so each row goes to one host.
+    pub async fn claim_expired(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        let lock = if self.db.backend == Backend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE deliveries SET owner = $1, lease_until_ms = $2 WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND (lease_until_ms IS NULL OR lease_until_ms < $3) ORDER BY id LIMIT $4{lock}) RETURNING id, event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, last_error, created_at_ms"
+        );
+        let mut tx = self.db.begin_write().await?;
+        let rows = sqlx::query(&sql)
+            .bind(self.me.to_string())
+            .bind(now_ms() as i64 + self.lease_ms())
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut out: Vec<DeliveryRow> = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<anyhow::Result<_>>()?;
+        out.sort_by_key(|r| r.id);
+        Ok(out)
     }
 
     /// Dead letters, optionally of one customer.
@@ -461,8 +570,11 @@ impl Outbox {
 
     /// Puts a dead letter back to pending with a fresh attempt budget.
     pub async fn redrive(&self, id: i64) -> anyhow::Result<bool> {
-        let r = sqlx::query("UPDATE deliveries SET status = 'pending', attempts = 0, updated_at_ms = $1 WHERE id = $2 AND status = 'dead'")
-            .bind(now_ms() as i64)
+        let now = now_ms() as i64;
+        let r = sqlx::query("UPDATE deliveries SET status = 'pending', attempts = 0, updated_at_ms = $1, owner = $2, lease_until_ms = $3 WHERE id = $4 AND status = 'dead'")
+            .bind(now)
+            .bind(self.me.to_string())
+            .bind(now + self.lease_ms())
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -621,6 +733,44 @@ mod tests {
     use super::testing::*;
     use super::*;
     use crate::call::CallState;
+
+    #[tokio::test]
+    async fn a_live_lease_keeps_a_delivery_its_hosts_an_expired_one_moves_once() {
+        let (dir, a) = temp_outbox().await;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("o.db").display());
+        let b = Outbox::connect(&url).await.unwrap();
+        assert_ne!(a.host(), b.host());
+        a.set_lease(std::time::Duration::from_millis(300));
+        let ids = pending_deliveries(&a, 3).await;
+        let now = now_ms() as i64;
+        assert!(
+            b.claim_expired(now, 10).await.unwrap().is_empty(),
+            "taken while a renews"
+        );
+        a.renew().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let moved: Vec<i64> = b
+            .claim_expired(now_ms() as i64, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(
+            moved, ids,
+            "a stopped renewing: b takes every one, oldest first"
+        );
+        assert!(
+            a.claim_expired(now_ms() as i64, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "each moves once"
+        );
+        // Released leases move at once.
+        assert_eq!(b.release().await.unwrap(), 3);
+        assert_eq!(a.claim_expired(now_ms() as i64, 10).await.unwrap().len(), 3);
+    }
 
     #[test]
     fn parameters_are_anonymous_on_sqlite_and_numbered_on_postgres() {
