@@ -72,6 +72,22 @@ pub async fn open_licensing(
     Ok((db, licensing))
 }
 
+/// This host's lasting id among the hosts of one database, kept in
+/// `data_dir/host.id` (made on first start): a restarted host resumes the
+/// deliveries it owned at once. Hosts must not share a data directory.
+fn host_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("host.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = crate::licensing::id("host");
+            std::fs::write(&path, &id)
+                .with_context(|| format!("cannot write the host id to {}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
 impl App {
     /// Builds every part from the configuration and loads the plugins.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -99,7 +115,9 @@ impl App {
         };
         let bridge = Arc::new(HostBridge::new(licensed.clone()));
         plugins.set_services(bridge.clone());
-        let outbox = Outbox::open(db.clone()).await?;
+        let outbox = Outbox::open(db.clone())
+            .await?
+            .with_host(&host_id(&config.data_dir)?);
         let pipeline = Pipeline::start(
             outbox,
             plugins.clone(),

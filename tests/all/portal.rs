@@ -1468,8 +1468,18 @@ async fn widget_never_renders_a_javascript_deep_link_as_a_link() {
         .route(
             "/api/v1/events",
             get(move || {
+                // The events, then the stream stays open (as the host's
+                // does), so the widget does not reconnect and redraw.
                 let s = stream.clone();
-                async move { ([("content-type", "text/event-stream")], s) }
+                async move {
+                    use futures::StreamExt;
+                    let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(s)])
+                        .chain(futures::stream::pending());
+                    (
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(body),
+                    )
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

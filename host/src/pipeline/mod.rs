@@ -172,7 +172,7 @@ impl Pipeline {
         } else {
             crate::call::now_ms() as i64
         };
-        let taken = p.take_over(before).await?;
+        let taken = p.take_over(before, true).await?;
         if taken > 0 {
             tracing::info!(
                 count = taken,
@@ -193,12 +193,24 @@ impl Pipeline {
 
     /// Claims pending deliveries whose lease ran out before `before_ms`
     /// and queues them; how many.
-    async fn take_over(&self, before_ms: i64) -> anyhow::Result<usize> {
+    async fn take_over(&self, before_ms: i64, own: bool) -> anyhow::Result<usize> {
         let mut total = 0;
         let mut events: HashMap<i64, Arc<StoredEvent>> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
         loop {
-            let rows = self.inner.outbox.claim_expired(before_ms, 1000).await?;
+            let rows = if own {
+                // At start, in one pass (own rows stay claimable, so they
+                // cannot be paged by a limit), as recovery always did.
+                self.inner
+                    .outbox
+                    .claim_own_and_expired(before_ms, i64::MAX)
+                    .await?
+            } else {
+                self.inner.outbox.claim_expired(before_ms, 1000).await?
+            };
             let n = rows.len();
+            let rows: Vec<DeliveryRow> = rows.into_iter().filter(|r| seen.insert(r.id)).collect();
+            let fresh = rows.len();
             for row in rows {
                 if self.inner.working.lock().contains(&row.id) {
                     continue;
@@ -217,7 +229,7 @@ impl Pipeline {
                 total += 1;
                 self.enqueue(Job { row, event });
             }
-            if n < 1000 {
+            if own || n < 1000 || fresh == 0 {
                 return Ok(total);
             }
         }
@@ -238,7 +250,7 @@ impl Pipeline {
                 tracing::warn!(error = %e, "could not renew delivery leases; retrying");
                 continue;
             }
-            match self.take_over(crate::call::now_ms() as i64).await {
+            match self.take_over(crate::call::now_ms() as i64, false).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(
                     count = n,

@@ -451,6 +451,14 @@ impl Outbox {
         &self.me
     }
 
+    /// Gives this host a lasting id (kept in its data directory), so a
+    /// restarted host resumes its own deliveries at once, in order, instead
+    /// of waiting for the leases of its previous run to expire.
+    pub fn with_host(mut self, id: &str) -> Self {
+        self.me = id.into();
+        self
+    }
+
     /// How long a delivery stays this host's without a renewal.
     pub fn lease_ms(&self) -> i64 {
         self.lease.load(std::sync::atomic::Ordering::Relaxed)
@@ -497,13 +505,32 @@ impl Outbox {
         before_ms: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<DeliveryRow>> {
+        self.claim(before_ms, limit, false).await
+    }
+
+    /// Like [`Outbox::claim_expired`], also taking this host's own pending
+    /// deliveries whatever their lease (a restart: its previous run's).
+    pub async fn claim_own_and_expired(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
+        self.claim(before_ms, limit, true).await
+    }
+
+    async fn claim(
+        &self,
+        before_ms: i64,
+        limit: i64,
+        own: bool,
+    ) -> anyhow::Result<Vec<DeliveryRow>> {
         let lock = if self.db.backend == Backend::Postgres {
             " FOR UPDATE SKIP LOCKED"
         } else {
             ""
         };
         let sql = format!(
-            "UPDATE deliveries SET owner = $1, lease_until_ms = $2 WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND (lease_until_ms IS NULL OR lease_until_ms < $3) ORDER BY id LIMIT $4{lock}) RETURNING id, event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, last_error, created_at_ms"
+            "UPDATE deliveries SET owner = $1, lease_until_ms = $2 WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND (lease_until_ms IS NULL OR lease_until_ms < $3 OR (owner = $5 AND $6 = 1)) ORDER BY id LIMIT $4{lock}) RETURNING id, event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, last_error, created_at_ms"
         );
         let mut tx = self.db.begin_write().await?;
         let rows = sqlx::query(&sql)
@@ -511,6 +538,8 @@ impl Outbox {
             .bind(now_ms() as i64 + self.lease_ms())
             .bind(before_ms)
             .bind(limit)
+            .bind(self.me.to_string())
+            .bind(own as i32)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
