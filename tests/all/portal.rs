@@ -623,6 +623,21 @@ impl Web {
         self.login_with(email, password, &[]).await
     }
 
+    /// Signs in and returns the status and the page answered.
+    async fn login_page(&mut self, email: &str, password: &str) -> (u16, String) {
+        let (s, page) = self.get("/portal/login").await;
+        assert_eq!(s, 200);
+        let token = hidden_csrf(&page).unwrap();
+        let (s, body, _) = self
+            .post_raw(
+                "/portal/login",
+                &[("email", email), ("password", password), ("csrf", &token)],
+                &[],
+            )
+            .await;
+        (s, body)
+    }
+
     async fn login_with(
         &mut self,
         email: &str,
@@ -975,20 +990,7 @@ async fn five_failed_sign_ins_lock_the_email_for_a_while() {
         assert!(s == 401 || (i == 5 && s == 429), "attempt {i}: {s}");
     }
     // Even the right password is refused now, with a clear message.
-    let (s, page) = web.get("/portal/login").await;
-    assert_eq!(s, 200);
-    let token = hidden_csrf(&page).unwrap();
-    let (s, body, _) = web
-        .post_raw(
-            "/portal/login",
-            &[
-                ("email", OP_EMAIL),
-                ("password", OP_PASSWORD),
-                ("csrf", &token),
-            ],
-            &[],
-        )
-        .await;
+    let (s, body) = web.login_page(OP_EMAIL, OP_PASSWORD).await;
     assert_eq!(s, 429);
     assert!(body.contains("Wait 5 minutes"), "{body}");
     // Another e-mail is not affected.
@@ -1050,20 +1052,7 @@ async fn an_attacker_locks_out_only_their_own_source_not_the_owner() {
         );
     }
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    let (s, page) = sprayer.get("/portal/login").await;
-    assert_eq!(s, 200);
-    let token = hidden_csrf(&page).unwrap();
-    let (s, body, _) = sprayer
-        .post_raw(
-            "/portal/login",
-            &[
-                ("email", OP_EMAIL),
-                ("password", OP_PASSWORD),
-                ("csrf", &token),
-            ],
-            &[],
-        )
-        .await;
+    let (s, body) = sprayer.login_page(OP_EMAIL, OP_PASSWORD).await;
     assert_eq!(s, 429);
     assert!(
         body.contains("from your network. Wait 15 minutes"),

@@ -1425,14 +1425,8 @@ impl Licensing {
     ) -> Result<()> {
         actor.require_operator()?;
         let mut m = self.begin().await?;
-        let row =
-            sqlx::query("SELECT customer_id, dial_blocked_reason FROM installations WHERE id = $1")
-                .bind(iid)
-                .fetch_optional(m.conn())
-                .await?
-                .ok_or_else(|| Error::not_found("installation", iid))?;
-        let customer: String = row.try_get(0)?;
-        let was: Option<String> = row.try_get(1)?;
+        let (customer, was) =
+            Self::installation_setting(&mut m, iid, "dial_blocked_reason").await?;
         sqlx::query("UPDATE installations SET dial_blocked_reason = $1 WHERE id = $2")
             .bind(reason.map(str::to_owned))
             .bind(iid)
@@ -1479,14 +1473,7 @@ impl Licensing {
             .map_err(|e| Error::invalid("invalid_network", e))?;
         let canonical: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
         let mut m = self.begin().await?;
-        let row =
-            sqlx::query("SELECT customer_id, allow_networks FROM installations WHERE id = $1")
-                .bind(iid)
-                .fetch_optional(m.conn())
-                .await?
-                .ok_or_else(|| Error::not_found("installation", iid))?;
-        let customer: String = row.try_get(0)?;
-        let was: Option<String> = row.try_get(1)?;
+        let (customer, was) = Self::installation_setting(&mut m, iid, "allow_networks").await?;
         sqlx::query("UPDATE installations SET allow_networks = $1 WHERE id = $2")
             .bind((!canonical.is_empty()).then(|| serde_json::json!(canonical).to_string()))
             .bind(iid)
@@ -1505,6 +1492,23 @@ impl Licensing {
         };
         self.commit(m, rec).await?;
         Ok(canonical)
+    }
+
+    /// The customer of installation `iid` and its setting `column`, inside
+    /// mutation `m`.
+    async fn installation_setting(
+        m: &mut Mutation,
+        iid: &str,
+        column: &str,
+    ) -> Result<(String, Option<String>)> {
+        let row = sqlx::query(&format!(
+            "SELECT customer_id, {column} FROM installations WHERE id = $1"
+        ))
+        .bind(iid)
+        .fetch_optional(m.conn())
+        .await?
+        .ok_or_else(|| Error::not_found("installation", iid))?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     /// Why installation `iid` may not place calls, if it may not.
