@@ -215,6 +215,30 @@ fn check_telephony_settings(
     }
 }
 
+/// What the key check seals.
+const KEY_CHECK: &str = "leansync secret key check";
+
+/// Refuses to run with a secret key other than the one that sealed the
+/// database's secrets (several hosts each making their own `secret.key`):
+/// the first host to start stores a value sealed with its key, every host
+/// after it must open it.
+async fn check_secret_key(db: &Db, sealer: &Sealer) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO service_keys (name, sealed) VALUES ('check', $1) ON CONFLICT (name) DO NOTHING")
+        .bind(sealer.seal(KEY_CHECK))
+        .execute(&db.pool)
+        .await?;
+    let sealed: String = sqlx::query("SELECT sealed FROM service_keys WHERE name = 'check'")
+        .fetch_one(&db.pool)
+        .await?
+        .try_get(0)?;
+    match sealer.open(&sealed) {
+        Ok(v) if v == KEY_CHECK => Ok(()),
+        _ => anyhow::bail!(
+            "this host's secret key is not the one that sealed this database's secrets (another host of the service made the first one); copy the first host's key file to this host and point secret_key_file (LEANSYNC_SECRET_KEY_FILE) at it, then start again"
+        ),
+    }
+}
+
 /// Days an API token works unless `admin_token_ttl_days` says otherwise.
 pub const DEFAULT_TOKEN_TTL_DAYS: u32 = 90;
 
@@ -233,6 +257,7 @@ impl Licensing {
         for (table, column, decl) in schema::ADDED_COLUMNS {
             db.add_column(table, column, decl).await?;
         }
+        check_secret_key(&db, &sealer).await?;
         let (monitored, _) = watch::channel(BTreeSet::new());
         let l = Self {
             db,

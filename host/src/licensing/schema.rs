@@ -23,6 +23,9 @@ pub(super) fn ddl(db: &Db) -> Vec<String> {
         "CREATE TABLE IF NOT EXISTS prices (connector TEXT NOT NULL, valid_from TEXT NOT NULL, monthly_chf TEXT NOT NULL, PRIMARY KEY (connector, valid_from))".into(),
         // The change feed (see `mutation.rs`): one row per committed mutation.
         format!("CREATE TABLE IF NOT EXISTS changes (seq {serial}, at_ms BIGINT NOT NULL, customer_id TEXT, action TEXT NOT NULL, target TEXT NOT NULL, scope TEXT NOT NULL, license_id TEXT)"),
+        // A value sealed with the service's secret key, so a host started
+        // with another key refuses to run instead of reading empty secrets.
+        "CREATE TABLE IF NOT EXISTS service_keys (name TEXT PRIMARY KEY, sealed TEXT NOT NULL)".into(),
         format!("CREATE TABLE IF NOT EXISTS notifications (seq {serial}, at_ms BIGINT NOT NULL, customer_id TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL)"),
     ]
 }

@@ -641,3 +641,23 @@ async fn automatic_blocks_tell_the_customer_and_stop_a_plugins_dialling() {
         assert!(log.iter().any(|e| e.action == want), "{want} not audited");
     }
 }
+
+#[tokio::test]
+async fn a_host_with_another_secret_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, _b) = two_hosts(&dir).await;
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display());
+    let err = Licensing::open(
+        Db::connect(&url).await.unwrap(),
+        Sealer::from_key(&[9u8; 32]),
+        Arc::new(AnyConnector),
+    )
+    .await
+    .err()
+    .expect("started with another key")
+    .to_string();
+    assert!(
+        err.contains("secret_key_file") && err.contains("copy the first host's key"),
+        "{err}"
+    );
+}
