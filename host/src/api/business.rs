@@ -90,33 +90,33 @@ const WEBHOOK_BURST: f64 = 40.0;
 /// without running the plugin, and never slows another installation's.
 #[derive(Clone, Default)]
 pub struct WebhookLimits(
-    Arc<parking_lot::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>>,
+    Arc<parking_lot::Mutex<std::collections::HashMap<String, crate::dialing::rate::Bucket>>>,
 );
 
 impl WebhookLimits {
     /// Takes one request from `installation`'s bucket; `Err(wait)` when it
     /// is empty.
     fn take(&self, installation: &str) -> Result<(), std::time::Duration> {
+        use crate::dialing::rate::Bucket;
         let now = std::time::Instant::now();
+        let per_minute = WEBHOOK_RATE_PER_SEC * 60.0;
         let mut m = self.0.lock();
         if m.len() > 100_000 {
-            m.retain(|_, (_, at)| {
-                now.duration_since(*at).as_secs_f64() * WEBHOOK_RATE_PER_SEC < WEBHOOK_BURST
+            // Full buckets are the same as none.
+            m.retain(|_, b| {
+                b.refill(per_minute, WEBHOOK_BURST, now);
+                b.tokens < WEBHOOK_BURST
             });
         }
-        let (tokens, at) = m
+        let b = m
             .entry(installation.to_owned())
-            .or_insert((WEBHOOK_BURST, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * WEBHOOK_RATE_PER_SEC)
-            .min(WEBHOOK_BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(std::time::Duration::from_secs_f64(
-                (1.0 - *tokens) / WEBHOOK_RATE_PER_SEC,
-            ))
+            .or_insert_with(|| Bucket::full(WEBHOOK_BURST, now));
+        match b.refill(per_minute, WEBHOOK_BURST, now) {
+            Some(wait) => Err(wait),
+            None => {
+                b.tokens -= 1.0;
+                Ok(())
+            }
         }
     }
 }
@@ -155,10 +155,14 @@ struct KeyQuery {
     last_event_id: Option<i64>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+use crate::call::now_ms;
+
+/// The key in `Authorization: Bearer <key>`, if the request sends one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// The key a query's `ticket` stands for, if it is still valid.
@@ -196,12 +200,7 @@ async fn ticket(
     headers: HeaderMap,
 ) -> Result<Json<Ticket>, ApiError> {
     scope(&api, &headers, None)?;
-    let secret = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or_default();
+    let secret = bearer(&headers).map(str::trim).unwrap_or_default();
     let t = api
         .keys
         .seal_ticket(secret, now_ms() + TICKET_TTL.as_millis() as u64);
@@ -217,10 +216,7 @@ fn scope(
     headers: &HeaderMap,
     query_key: Option<&str>,
 ) -> Result<KeyScope, ApiError> {
-    let from_header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let from_header = bearer(headers);
     let Some(secret) = from_header.or(query_key) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -357,10 +353,7 @@ async fn events(
     let from_ticket = q.ticket.as_deref().map(|t| redeem(&api, t)).transpose()?;
     let query_key = from_ticket.clone().or(q.key.clone());
     let scope = scope(&api, &headers, query_key.as_deref())?;
-    let secret = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let secret = bearer(&headers)
         .map(str::to_owned)
         .or(query_key)
         .unwrap_or_default();

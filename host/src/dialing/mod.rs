@@ -98,10 +98,7 @@ impl ClickToCall {
                     self.guard
                         .notify(&scope.customer_id, "dialing.budget_exhausted", &text);
                 }
-                let midnight = 86_400
-                    - std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() % 86_400);
+                let midnight = 86_400 - crate::call::now_ms() / 1000 % 86_400;
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "daily_budget_exhausted",

@@ -93,19 +93,18 @@ impl Day {
 
 /// Today's number since the Unix epoch (UTC).
 fn today() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400)
+    crate::call::now_ms() / 86_400_000
 }
 
-struct Bucket {
-    tokens: f64,
+/// A token bucket (also the webhook routes' budget, `api::business`).
+pub(crate) struct Bucket {
+    pub(crate) tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
     /// A bucket holding its whole burst.
-    fn full(burst: f64, now: Instant) -> Self {
+    pub(crate) fn full(burst: f64, now: Instant) -> Self {
         Self {
             tokens: burst,
             at: now,
@@ -114,7 +113,7 @@ impl Bucket {
 
     /// Refills the bucket to `now`; returns how long until one token is
     /// available, `None` if one is.
-    fn refill(&mut self, per_minute: f64, burst: f64, now: Instant) -> Option<Duration> {
+    pub(crate) fn refill(&mut self, per_minute: f64, burst: f64, now: Instant) -> Option<Duration> {
         let rate = per_minute / 60.0;
         self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
         self.at = now;

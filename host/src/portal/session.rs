@@ -61,9 +61,7 @@ pub struct Sessions {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::call::now_ms() as i64
 }
 
 impl Sessions {
