@@ -34,17 +34,25 @@ const PACED: usize = 20_000;
 struct Stamps(Mutex<HashMap<String, Instant>>);
 
 impl HostServices for Stamps {
-    fn kv_get(&self, _: &str, _: &str) -> Option<Vec<u8>> {
-        None
+    fn kv_get(&self, _: &str, _: &str) -> BoxFuture<'static, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(None))
     }
-    fn kv_set(&self, _: &str, key: &str, _: Vec<u8>, _: Option<u32>) -> Result<(), String> {
+    fn kv_set(
+        &self,
+        _: &str,
+        key: &str,
+        _: Vec<u8>,
+        _: Option<u32>,
+    ) -> BoxFuture<'static, Result<(), String>> {
         self.0
             .lock()
             .entry(key.to_owned())
             .or_insert_with(Instant::now);
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
-    fn kv_delete(&self, _: &str, _: &str) {}
+    fn kv_delete(&self, _: &str, _: &str) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
     fn place_call(
         &self,
         _: &Installation,

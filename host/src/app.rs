@@ -113,7 +113,11 @@ impl App {
             licensing: licensing.clone(),
             plugins: plugins.clone(),
         };
-        let bridge = Arc::new(HostBridge::new(licensed.clone()));
+        // Connector state lives in the database: shared by every host,
+        // kept across restarts.
+        let kv = crate::plugins::kv::DbKv::open(db.clone()).await?;
+        kv.spawn_sweeper();
+        let bridge = Arc::new(HostBridge::new(licensed.clone(), kv));
         plugins.set_services(bridge.clone());
         let outbox = Outbox::open(db.clone())
             .await?

@@ -13,7 +13,8 @@ use crate::dialing::{DialPermissions, Guard, Originator};
 use crate::licensing::{Actor, ConnectorCatalog, Licensing};
 use crate::number::E164;
 use crate::pipeline::{Routing, Target};
-use crate::plugins::sandbox::{HostServices, MemoryServices};
+use crate::plugins::kv::DbKv;
+use crate::plugins::sandbox::HostServices;
 use crate::plugins::{Installation, PluginRuntime};
 use crate::telephony::{Originate, Provider};
 
@@ -184,7 +185,7 @@ impl Originator for Telephony {
 /// What plugins call back into: key-value state, click-to-call through the
 /// same policy as the API, push-to-screen on the live stream.
 pub struct HostBridge {
-    kv: MemoryServices,
+    kv: DbKv,
     licensed: Licensed,
     dialer: OnceLock<Arc<dyn Dialer>>,
     screens: tokio::sync::broadcast::Sender<(String, CallEvent)>,
@@ -192,9 +193,9 @@ pub struct HostBridge {
 
 impl HostBridge {
     /// New bridge; [`HostBridge::set_dialer`] completes it.
-    pub fn new(licensed: Licensed) -> Self {
+    pub fn new(licensed: Licensed, kv: DbKv) -> Self {
         Self {
-            kv: MemoryServices::default(),
+            kv,
             licensed,
             dialer: OnceLock::new(),
             screens: tokio::sync::broadcast::channel(256).0,
@@ -213,8 +214,8 @@ impl HostBridge {
 }
 
 impl HostServices for HostBridge {
-    fn kv_get(&self, installation: &str, key: &str) -> Option<Vec<u8>> {
-        self.kv.kv_get(installation, key)
+    fn kv_get(&self, installation: &str, key: &str) -> BoxFuture<'static, Option<Vec<u8>>> {
+        self.kv.get_boxed(installation, key)
     }
 
     fn kv_set(
@@ -223,12 +224,12 @@ impl HostServices for HostBridge {
         key: &str,
         value: Vec<u8>,
         ttl_secs: Option<u32>,
-    ) -> Result<(), String> {
-        self.kv.kv_set(installation, key, value, ttl_secs)
+    ) -> BoxFuture<'static, Result<(), String>> {
+        self.kv.set_boxed(installation, key, value, ttl_secs)
     }
 
-    fn kv_delete(&self, installation: &str, key: &str) {
-        self.kv.kv_delete(installation, key)
+    fn kv_delete(&self, installation: &str, key: &str) -> BoxFuture<'static, ()> {
+        self.kv.delete_boxed(installation, key)
     }
 
     fn place_call(

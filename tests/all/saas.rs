@@ -15,6 +15,7 @@ use std::time::Duration;
 use leansync_host::call::{CallEvent, CallState, Direction};
 use leansync_host::number::E164;
 use leansync_host::plugins::{Delivery, Installation, InvokeError, PluginRuntime};
+use leansync_tests::db::{Backend, TestDb};
 use leansync_tests::plugins::*;
 use leansync_tests::saas::bexio::Bexio;
 use leansync_tests::saas::hubspot::HubSpot;
@@ -52,6 +53,15 @@ impl Bench {
             inst,
             _scratch: scratch,
         }
+    }
+
+    /// Another host's runtime with the same connector folder (its own
+    /// compile cache), for the same installation.
+    fn another_host(&self) -> PluginRuntime {
+        let rt = runtime(&self._scratch.path().join("other"), limits());
+        let report = rt.reload_dir(&self._scratch.path().join("plugins"));
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        rt
     }
 
     async fn lookup(
@@ -466,6 +476,47 @@ per_vendor!(
         the_config_is_checked_field_by_field,
     ]
 );
+
+/// The connectors' state (lookup cache, "already journaled" markers) lives
+/// in the database: a host that did not make it honours it, so a delivery
+/// another host finishes after a crash writes nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_on_one_database_share_the_lookup_cache_and_the_journal_markers() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = Bench::start::<HubSpot>(json!({})).await;
+    a.rt.set_services(DatabaseState::open(&db.url).await);
+    let b = a.another_host();
+    b.set_services(DatabaseState::open(&db.url).await);
+    HubSpot::seed(&a.fake, "Anna", "Muster", "Muster AG", "079 123 45 67");
+
+    assert!(a.lookup("+41791234567").await.unwrap().is_some());
+    let searches = a.fake.requests_to(HubSpot::SEARCH_PATH);
+    assert!(searches > 0);
+    let on_b = b.lookup_contact(&a.inst, "+41791234567").await.unwrap();
+    assert_eq!(on_b.map(|c| c.name).as_deref(), Some("Anna Muster"));
+    assert_eq!(
+        a.fake.requests_to(HubSpot::SEARCH_PATH),
+        searches,
+        "host b asked the app again instead of using the cache host a filled"
+    );
+
+    let event = call_from("+41791234567", Some(42));
+    a.deliver(&event, "k-crash").await.unwrap();
+    let delivery = Delivery {
+        idempotency_key: "k-crash".into(),
+        attempt: 2,
+    };
+    b.on_call_event(&a.inst, &event, None, &delivery)
+        .await
+        .unwrap();
+    assert_eq!(
+        HubSpot::journal(&a.fake).len(),
+        1,
+        "the redelivery through host b journaled the call twice"
+    );
+    drop((a, b));
+    db.drop_db().await;
+}
 
 // ---- what each vendor's record looks like ---------------------------------
 

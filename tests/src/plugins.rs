@@ -152,7 +152,11 @@ pub struct RecordingServices {
 }
 
 impl leansync_host::plugins::HostServices for RecordingServices {
-    fn kv_get(&self, installation: &str, key: &str) -> Option<Vec<u8>> {
+    fn kv_get(
+        &self,
+        installation: &str,
+        key: &str,
+    ) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> {
         self.inner.kv_get(installation, key)
     }
     fn kv_set(
@@ -161,14 +165,14 @@ impl leansync_host::plugins::HostServices for RecordingServices {
         key: &str,
         value: Vec<u8>,
         ttl: Option<u32>,
-    ) -> Result<(), String> {
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
         self.kv_sets
             .lock()
             .unwrap()
             .push((installation.into(), key.into(), value.clone()));
         self.inner.kv_set(installation, key, value, ttl)
     }
-    fn kv_delete(&self, installation: &str, key: &str) {
+    fn kv_delete(&self, installation: &str, key: &str) -> futures::future::BoxFuture<'static, ()> {
         self.inner.kv_delete(installation, key)
     }
     fn place_call(
@@ -182,4 +186,47 @@ impl leansync_host::plugins::HostServices for RecordingServices {
     fn push_to_screen(&self, i: &Installation, e: CallEvent) {
         self.inner.push_to_screen(i, e)
     }
+}
+
+/// Host services with the host's own key-value store on a database (what
+/// `leansync serve` wires), for runtimes that stand for hosts sharing one.
+pub struct DatabaseState(pub leansync_host::plugins::DbKv);
+
+impl DatabaseState {
+    /// The store on the database at `url`.
+    pub async fn open(url: &str) -> Arc<Self> {
+        let db = leansync_host::store::Db::connect(url).await.unwrap();
+        Arc::new(Self(leansync_host::plugins::DbKv::open(db).await.unwrap()))
+    }
+}
+
+impl leansync_host::plugins::HostServices for DatabaseState {
+    fn kv_get(
+        &self,
+        installation: &str,
+        key: &str,
+    ) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> {
+        self.0.get_boxed(installation, key)
+    }
+    fn kv_set(
+        &self,
+        installation: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<u32>,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        self.0.set_boxed(installation, key, value, ttl)
+    }
+    fn kv_delete(&self, installation: &str, key: &str) -> futures::future::BoxFuture<'static, ()> {
+        self.0.delete_boxed(installation, key)
+    }
+    fn place_call(
+        &self,
+        _: &Installation,
+        _: String,
+        _: String,
+    ) -> futures::future::BoxFuture<'static, Result<String, String>> {
+        Box::pin(async { Err("no telephony in this test".to_string()) })
+    }
+    fn push_to_screen(&self, _: &Installation, _: CallEvent) {}
 }

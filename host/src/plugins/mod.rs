@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod egress;
 pub mod engine;
+pub mod kv;
 pub mod manifest;
 mod outbound;
 pub mod runtime;
@@ -13,6 +14,7 @@ pub mod sandbox;
 pub mod watcher;
 
 pub use egress::Egress;
+pub use kv::DbKv;
 pub use runtime::{
     ConfigIssue, Delivery, HttpRequest, HttpResponse, InvokeError, PluginInfo, PluginRuntime,
     ReloadReport, Status,

@@ -42,7 +42,7 @@ pub struct Installation {
 /// of the host (store, telephony, live stream). Scoped per installation.
 pub trait HostServices: Send + Sync + 'static {
     /// Reads a key-value entry of an installation.
-    fn kv_get(&self, installation: &str, key: &str) -> Option<Vec<u8>>;
+    fn kv_get(&self, installation: &str, key: &str) -> BoxFuture<'static, Option<Vec<u8>>>;
     /// Writes a key-value entry; `Err` explains a refused write.
     fn kv_set(
         &self,
@@ -50,9 +50,9 @@ pub trait HostServices: Send + Sync + 'static {
         key: &str,
         value: Vec<u8>,
         ttl_secs: Option<u32>,
-    ) -> Result<(), String>;
+    ) -> BoxFuture<'static, Result<(), String>>;
     /// Deletes a key-value entry.
-    fn kv_delete(&self, installation: &str, key: &str);
+    fn kv_delete(&self, installation: &str, key: &str) -> BoxFuture<'static, ()>;
     /// Places a click-to-call on behalf of an installation.
     fn place_call(
         &self,
@@ -64,7 +64,9 @@ pub trait HostServices: Send + Sync + 'static {
     fn push_to_screen(&self, installation: &Installation, event: CallEvent);
 }
 
-/// In-memory key-value store with TTLs; used when nothing better is wired.
+/// In-memory key-value store with TTLs, for one process that keeps nothing
+/// (tests, running one export alone); the host keeps its state in the
+/// database ([`super::kv::DbKv`]).
 #[derive(Default)]
 pub struct MemoryServices {
     kv: parking_lot::Mutex<HashMap<KvKey, KvEntry>>,
@@ -77,11 +79,14 @@ type KvEntry = (Vec<u8>, Option<Instant>);
 
 /// Largest value a plugin may store under one key.
 pub const KV_MAX_VALUE: usize = 64 * 1024;
+/// Longest key a plugin may use.
+pub const KV_MAX_KEY: usize = 512;
 /// Most keys one installation may hold.
 pub const KV_MAX_KEYS: usize = 10_000;
 
-impl HostServices for MemoryServices {
-    fn kv_get(&self, installation: &str, key: &str) -> Option<Vec<u8>> {
+impl MemoryServices {
+    /// Reads an entry.
+    pub fn get(&self, installation: &str, key: &str) -> Option<Vec<u8>> {
         let mut kv = self.kv.lock();
         let k = (installation.to_owned(), key.to_owned());
         match kv.get(&k) {
@@ -94,19 +99,15 @@ impl HostServices for MemoryServices {
         }
     }
 
-    fn kv_set(
+    /// Writes an entry, within [`KV_MAX_VALUE`] and [`KV_MAX_KEYS`].
+    pub fn set(
         &self,
         installation: &str,
         key: &str,
         value: Vec<u8>,
         ttl_secs: Option<u32>,
     ) -> Result<(), String> {
-        if value.len() > KV_MAX_VALUE {
-            return Err(format!(
-                "value for key '{key}' is {} bytes; the limit is {KV_MAX_VALUE} bytes",
-                value.len()
-            ));
-        }
+        check_kv_write(key, &value)?;
         let mut kv = self.kv.lock();
         let k = (installation.to_owned(), key.to_owned());
         let mut count = kv.keys().filter(|(i, _)| i == installation).count();
@@ -118,19 +119,67 @@ impl HostServices for MemoryServices {
             count = kv.keys().filter(|(i, _)| i == installation).count();
         }
         if count >= KV_MAX_KEYS && !kv.contains_key(&k) {
-            return Err(format!(
-                "installation already holds {KV_MAX_KEYS} keys; delete some or set a ttl"
-            ));
+            return Err(kv_quota_full());
         }
         let exp = ttl_secs.map(|s| Instant::now() + std::time::Duration::from_secs(s.into()));
         kv.insert(k, (value, exp));
         Ok(())
     }
 
-    fn kv_delete(&self, installation: &str, key: &str) {
+    /// Deletes an entry.
+    pub fn delete(&self, installation: &str, key: &str) {
         self.kv
             .lock()
             .remove(&(installation.to_owned(), key.to_owned()));
+    }
+}
+
+/// Refuses a key or value over the limits, saying which and by how much.
+pub fn check_kv_write(key: &str, value: &[u8]) -> Result<(), String> {
+    if key.len() > KV_MAX_KEY {
+        return Err(format!(
+            "key '{}…' is {} bytes; the limit is {KV_MAX_KEY} bytes: hash long keys",
+            key.chars().take(40).collect::<String>(),
+            key.len()
+        ));
+    }
+    if value.len() > KV_MAX_VALUE {
+        return Err(format!(
+            "value for key '{key}' is {} bytes; the limit is {KV_MAX_VALUE} bytes",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The message for an installation whose key quota is full.
+pub fn kv_quota_full() -> String {
+    format!("installation already holds {KV_MAX_KEYS} keys; delete some or set a ttl")
+}
+
+impl HostServices for MemoryServices {
+    fn kv_get(&self, installation: &str, key: &str) -> BoxFuture<'static, Option<Vec<u8>>> {
+        Box::pin(std::future::ready(self.get(installation, key)))
+    }
+
+    fn kv_set(
+        &self,
+        installation: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_secs: Option<u32>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(std::future::ready(self.set(
+            installation,
+            key,
+            value,
+            ttl_secs,
+        )))
+    }
+
+    fn kv_delete(&self, installation: &str, key: &str) -> BoxFuture<'static, ()> {
+        self.delete(installation, key);
+        Box::pin(std::future::ready(()))
     }
 
     fn place_call(
@@ -317,22 +366,21 @@ mod tests {
     fn expired_entries_do_not_count_against_the_key_quota() {
         let kv = MemoryServices::default();
         for i in 0..KV_MAX_KEYS {
-            kv.kv_set("inst", &format!("k{i}"), vec![1], Some(0))
-                .unwrap();
+            kv.set("inst", &format!("k{i}"), vec![1], Some(0)).unwrap();
         }
-        assert_eq!(kv.kv_get("inst", "k0"), None, "a zero TTL expires at once");
-        kv.kv_set("inst", "fresh", vec![2], Some(60)).unwrap();
-        assert_eq!(kv.kv_get("inst", "fresh"), Some(vec![2]));
+        assert_eq!(kv.get("inst", "k0"), None, "a zero TTL expires at once");
+        kv.set("inst", "fresh", vec![2], Some(60)).unwrap();
+        assert_eq!(kv.get("inst", "fresh"), Some(vec![2]));
     }
 
     #[test]
     fn live_entries_still_fill_the_quota() {
         let kv = MemoryServices::default();
         for i in 0..KV_MAX_KEYS {
-            kv.kv_set("inst", &format!("k{i}"), vec![1], None).unwrap();
+            kv.set("inst", &format!("k{i}"), vec![1], None).unwrap();
         }
-        let err = kv.kv_set("inst", "one-more", vec![1], None).unwrap_err();
+        let err = kv.set("inst", "one-more", vec![1], None).unwrap_err();
         assert!(err.contains("delete some or set a ttl"), "{err}");
-        kv.kv_set("other", "k", vec![1], None).unwrap();
+        kv.set("other", "k", vec![1], None).unwrap();
     }
 }

@@ -58,6 +58,7 @@ impl leansync::connector::host::Host for StoreState {
         self.scope
             .services
             .kv_get(&self.scope.installation.id, &key)
+            .await
     }
 
     async fn kv_set(
@@ -75,13 +76,15 @@ impl leansync::connector::host::Host for StoreState {
         self.scope
             .services
             .kv_set(&self.scope.installation.id, &key, value, ttl_secs)
+            .await
     }
 
     async fn kv_delete(&mut self, key: String) {
         if self.scope.key_value {
             self.scope
                 .services
-                .kv_delete(&self.scope.installation.id, &key);
+                .kv_delete(&self.scope.installation.id, &key)
+                .await;
         }
     }
 
