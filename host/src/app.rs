@@ -45,6 +45,9 @@ pub struct AppInner {
     pub dialer: Arc<ClickToCall>,
     /// Licensing adapters.
     pub licensed: Licensed,
+    /// State every host of the database agrees on (portal sessions,
+    /// sign-in and click-to-call limits); in memory on SQLite.
+    pub shared: crate::store::shared::Shared,
 }
 
 impl Deref for App {
@@ -187,8 +190,9 @@ impl App {
                 }
             });
         }
-        let dialer = Arc::new(ClickToCall::new(
-            config.dialing.clone(),
+        let shared = crate::store::shared::Shared::open(&db).await?;
+        let dialer = Arc::new(ClickToCall::with_limiter(
+            crate::dialing::Limiter::with_state(config.dialing.clone(), shared.clone()),
             Arc::new(licensed.clone()),
             Arc::new(Telephony(telephony.clone())),
         ));
@@ -204,6 +208,7 @@ impl App {
             sim,
             dialer,
             licensed,
+            shared,
         })))
     }
 

@@ -1517,3 +1517,50 @@ async fn widget_never_renders_a_javascript_deep_link_as_a_link() {
     assert_ne!(b.client.title().await.unwrap(), "pwned");
     b.close().await;
 }
+
+// ---- several hosts -------------------------------------------------------
+
+/// Behind a load balancer a user's requests reach any host: a session made
+/// on one works on the other and ends on both, and a sign-in lock-out made
+/// through one holds on the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_on_one_database_share_sessions_and_the_sign_in_lock() {
+    use leansync_tests::db::{Backend, TestDb};
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = Host::start(&db.url).await;
+    let b = Host::start_beside(&a).await;
+    operator_password(&a).await;
+
+    let mut on_a = Web::new(&a.url);
+    assert_eq!(on_a.login(OP_EMAIL, OP_PASSWORD).await.0, 303);
+    let mut on_b = Web::new(&b.url);
+    on_b.cookies = on_a.cookies.clone();
+    let (s, body) = on_b.get("/portal/customers").await;
+    assert_eq!(
+        s, 200,
+        "a session made on host a is unknown on host b:\n{body}"
+    );
+    let (s, _) = on_b.post("/portal/logout", &[]).await;
+    assert_eq!(s, 303);
+    assert_eq!(
+        on_a.get("/portal/customers").await.0,
+        303,
+        "signed out through host b, the session still works on host a"
+    );
+
+    let mut attacker = Web::from_source(&a.url, "127.0.0.9");
+    for i in 1..=5 {
+        let (s, _) = attacker.login(OP_EMAIL, "wrong-password-x").await;
+        assert!(s == 401 || (i == 5 && s == 429), "attempt {i}: {s}");
+    }
+    let mut attacker_on_b = Web::from_source(&b.url, "127.0.0.9");
+    let (s, body) = attacker_on_b.login_page(OP_EMAIL, OP_PASSWORD).await;
+    assert_eq!(
+        s, 429,
+        "host b let a source locked through host a try again:\n{body}"
+    );
+    // The owner elsewhere is not affected, on either host.
+    assert_eq!(Web::new(&b.url).login(OP_EMAIL, OP_PASSWORD).await.0, 303);
+    drop((a, b));
+    db.drop_db().await;
+}

@@ -1,6 +1,7 @@
 //! Several `leansync serve` processes on one PostgreSQL database act as one
-//! service: a license made through one host is honoured by the other, and
-//! a revocation through one host takes effect on the other within a second.
+//! service: a license made through one host is honoured by the other, a
+//! live listener on one sees the calls the other handles, and a revocation
+//! through one host takes effect on the other within a second.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,33 @@ async fn a_license_made_on_one_host_is_honoured_and_revoked_on_the_other() {
     .await;
     assert!(got.is_some(), "no delivery from host b:\n{}", b.log());
 
+    // A live listener on b sees a call that host a handles, once, with
+    // every state in order.
+    let mut live = b.sse(&t.key).await;
+    a.op(
+        "POST",
+        "/api/v1/sim/calls",
+        Some(json!({ "to": t.number, "from": "+41 79 555 34 34", "answer_after": 0.1, "hangup_after": 0.2 })),
+    )
+    .await;
+    let mut states = Vec::new();
+    while let Some(e) = live.next(Duration::from_secs(5)).await {
+        if e["caller"] != "+41795553434" {
+            continue; // the end of b's own call above
+        }
+        states.push(e["state"].as_str().unwrap_or_default().to_owned());
+        if states.last().is_some_and(|s| s == "ended") {
+            break;
+        }
+    }
+    assert_eq!(
+        states,
+        ["ringing", "answered", "ended"],
+        "host b's live stream for a call on host a:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+
     // Revoked through a: b refuses the key within a second of the answer.
     a.ok(
         &t.admin,
@@ -75,6 +103,10 @@ async fn a_license_made_on_one_host_is_honoured_and_revoked_on_the_other() {
         b.log()
     );
     eprintln!("key revoked on a refused by b after {took:?}");
+    assert!(
+        live.closed_within(Duration::from_secs(2)).await.is_some(),
+        "host b kept streaming to a key revoked through host a"
+    );
     drop((a, b));
     db.drop_db().await;
 }
@@ -163,5 +195,71 @@ async fn a_killed_hosts_pending_deliveries_are_delivered_by_the_other() {
     }
     assert!(b.log().contains("took over deliveries"), "{}", b.log());
     drop(b);
+    db.drop_db().await;
+}
+
+/// Two hosts' click-to-call limiters on one PostgreSQL database draw on one
+/// bucket per key, and concurrent updates of one value lose no count.
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_on_one_database_share_rate_limits_without_losing_counts() {
+    use leansync_host::dialing::{Limiter, RateLimits, Verdict};
+    use leansync_host::store::{Db, shared::Shared};
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let open = || async {
+        Shared::open(&Db::connect(&db.url).await.unwrap())
+            .await
+            .unwrap()
+    };
+    let (sa, sb) = (open().await, open().await);
+    assert!(sa.is_shared());
+
+    let bump = |s: Shared| async move {
+        for _ in 0..50 {
+            s.update(
+                &["count", "other"],
+                Duration::from_secs(60),
+                |v: &mut [u64]| {
+                    v[0] += 1;
+                    v[1] += 2;
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let (x, y) = tokio::join!(
+        tokio::spawn(bump(sa.clone())),
+        tokio::spawn(bump(sb.clone()))
+    );
+    x.unwrap();
+    y.unwrap();
+    let got: Vec<u64> = sa.read(&["count", "other"]).await.unwrap();
+    assert_eq!(
+        got,
+        [100, 200],
+        "concurrent updates from two hosts lost counts"
+    );
+
+    let limits = RateLimits {
+        per_key_per_minute: 1.0,
+        per_key_burst: 5.0,
+        ..Default::default()
+    };
+    let (la, lb) = (
+        Limiter::with_state(limits.clone(), sa),
+        Limiter::with_state(limits, sb),
+    );
+    let mut allowed = 0;
+    for i in 0..10 {
+        let l = if i % 2 == 0 { &la } else { &lb };
+        if l.check("key_1", "cus_1").await.unwrap() == Verdict::Allow {
+            allowed += 1;
+        }
+    }
+    assert_eq!(
+        allowed, 5,
+        "a key's burst of 5 was granted {allowed} times across two hosts"
+    );
     db.drop_db().await;
 }

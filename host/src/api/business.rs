@@ -98,7 +98,7 @@ impl WebhookLimits {
     /// is empty.
     fn take(&self, installation: &str) -> Result<(), std::time::Duration> {
         use crate::dialing::rate::Bucket;
-        let now = std::time::Instant::now();
+        let now = crate::call::now_ms() as i64;
         let per_minute = WEBHOOK_RATE_PER_SEC * 60.0;
         let mut m = self.0.lock();
         if m.len() > 100_000 {
@@ -378,20 +378,26 @@ async fn events(
     replay.retain(visible);
     let stream = async_stream(move |tx| async move {
         let mut high = last.unwrap_or(0);
+        // Several hosts store events: sequence numbers are unique but
+        // may arrive out of order, and an event may arrive twice (replay
+        // and live, or this host's and another host's announcement).
+        let mut sent = Recent::default();
         for e in &replay {
             high = high.max(e.seq);
+            sent.insert(e.seq);
             if tx.send(sse_event(e)).await.is_err() {
                 return;
             }
         }
+        let floor = last.unwrap_or(0);
         // Re-check the key often so a revoked key stops within a second.
         let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 msg = live.recv() => match msg {
-                    Ok(e) if e.event.monitored == scope.number && e.seq > high => {
+                    Ok(e) if e.event.monitored == scope.number && e.seq > floor && visible(&e) && sent.insert(e.seq) => {
                         if api.keys.resolve(&secret).is_none() { return; }
-                        high = e.seq;
+                        high = high.max(e.seq);
                         if tx.send(sse_event(&e)).await.is_err() { return; }
                     }
                     Ok(_) => {}
@@ -399,6 +405,7 @@ async fn events(
                         // Catch up from the store rather than lose events.
                         if let Ok(missed) = api.pipeline.outbox().events_after(scope.number.as_str(), high, 1000).await {
                             for e in missed.into_iter().filter(visible) {
+                                if !sent.insert(e.seq) { continue; }
                                 high = high.max(e.seq);
                                 if tx.send(sse_event(&e)).await.is_err() { return; }
                             }
@@ -413,6 +420,30 @@ async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The sequence numbers a stream sent lately (the last 4,096), so an event
+/// that arrives twice is sent once.
+#[derive(Default)]
+struct Recent {
+    set: std::collections::HashSet<i64>,
+    order: std::collections::VecDeque<i64>,
+}
+
+impl Recent {
+    /// Whether `seq` is new (and remembers it).
+    fn insert(&mut self, seq: i64) -> bool {
+        if !self.set.insert(seq) {
+            return false;
+        }
+        self.order.push_back(seq);
+        if self.order.len() > 4096
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
 }
 
 /// A stream fed by a task through a channel.

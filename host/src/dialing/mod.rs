@@ -36,17 +36,30 @@ pub trait Guard: Send + Sync + 'static {
 
 /// The click-to-call service behind `POST /api/v1/calls`.
 pub struct ClickToCall {
-    limiter: Limiter,
-    guard: Arc<dyn Guard>,
+    checks: Arc<Checks>,
     originator: Arc<dyn Originator>,
 }
 
+/// The limiter and the guard, shared with the calls in flight.
+struct Checks {
+    limiter: Limiter,
+    guard: Arc<dyn Guard>,
+}
+
 impl ClickToCall {
-    /// New service.
+    /// New service with its rate state in memory (one host).
     pub fn new(limits: RateLimits, guard: Arc<dyn Guard>, originator: Arc<dyn Originator>) -> Self {
+        Self::with_limiter(Limiter::new(limits), guard, originator)
+    }
+
+    /// New service with `limiter` (whose state may be shared by hosts).
+    pub fn with_limiter(
+        limiter: Limiter,
+        guard: Arc<dyn Guard>,
+        originator: Arc<dyn Originator>,
+    ) -> Self {
         Self {
-            limiter: Limiter::new(limits),
-            guard,
+            checks: Arc::new(Checks { limiter, guard }),
             originator,
         }
     }
@@ -54,10 +67,10 @@ impl ClickToCall {
 
 impl Dialer for ClickToCall {
     fn place(&self, scope: KeyScope, to: String) -> BoxFuture<'static, Result<String, ApiError>> {
-        let checked = self.check(&scope, &to);
+        let checks = self.checks.clone();
         let originator = self.originator.clone();
         Box::pin(async move {
-            let dest = checked?;
+            let dest = checks.check(&scope, &to).await?;
             originator
                 .originate(scope.number.clone(), dest)
                 .await
@@ -72,10 +85,23 @@ impl Dialer for ClickToCall {
     }
 }
 
-impl ClickToCall {
-    fn check(&self, scope: &KeyScope, to: &str) -> Result<E164, ApiError> {
+impl Checks {
+    async fn check(&self, scope: &KeyScope, to: &str) -> Result<E164, ApiError> {
         // Every attempt counts towards the burst rule, refused ones included.
-        match self.limiter.check(&scope.key_id, &scope.customer_id) {
+        let verdict = self
+            .limiter
+            .check(&scope.key_id, &scope.customer_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "click-to-call rate state unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "rate_state_unavailable",
+                    "the call was not placed: its rate limits cannot be checked right now; retry in a few seconds",
+                )
+                .with_retry_after(2)
+            })?;
+        match verdict {
             Verdict::Allow => {}
             Verdict::Limited {
                 scope: which,

@@ -1,12 +1,13 @@
 //! Token buckets per key and per customer, the burst rule that auto-blocks
 //! a key dialling abnormally fast, and daily call budgets (a key over its
 //! budget is blocked; a customer over its budget dials no more that day).
-//! Budgets count per host and reset at 00:00 UTC.
+//! Budgets reset at 00:00 UTC. On PostgreSQL every host counts into the
+//! same state.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use crate::store::shared::Shared;
 
 /// Rate-limit settings (operator-configurable).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -72,7 +73,7 @@ pub enum Verdict {
 }
 
 /// Calls counted on one UTC day.
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Day {
     day: u64,
     calls: u32,
@@ -96,157 +97,180 @@ fn today() -> u64 {
     crate::call::now_ms() / 86_400_000
 }
 
-/// A token bucket (also the webhook routes' budget, `api::business`).
+/// A token bucket (also the webhook routes' budget, `api::business`), on
+/// the wall clock so hosts can share it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Bucket {
     pub(crate) tokens: f64,
-    at: Instant,
+    at_ms: i64,
 }
 
 impl Bucket {
     /// A bucket holding its whole burst.
-    pub(crate) fn full(burst: f64, now: Instant) -> Self {
+    pub(crate) fn full(burst: f64, now_ms: i64) -> Self {
         Self {
             tokens: burst,
-            at: now,
+            at_ms: now_ms,
         }
     }
 
-    /// Refills the bucket to `now`; returns how long until one token is
+    /// Refills the bucket to `now_ms`; returns how long until one token is
     /// available, `None` if one is.
-    pub(crate) fn refill(&mut self, per_minute: f64, burst: f64, now: Instant) -> Option<Duration> {
+    pub(crate) fn refill(&mut self, per_minute: f64, burst: f64, now_ms: i64) -> Option<Duration> {
         let rate = per_minute / 60.0;
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
-        self.at = now;
+        let elapsed = (now_ms - self.at_ms).max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at_ms = self.at_ms.max(now_ms);
         (self.tokens < 1.0)
             .then(|| Duration::from_secs_f64(((1.0 - self.tokens) / rate).max(0.001)))
     }
 }
 
-/// Everything the limiter keeps, under one lock.
-#[derive(Default)]
-struct State {
-    attempts: HashMap<String, VecDeque<Instant>>,
-    keys: HashMap<String, Bucket>,
-    customers: HashMap<String, Bucket>,
-    key_days: HashMap<String, Day>,
-    customer_days: HashMap<String, Day>,
+/// What the limiter keeps per key and per customer (a customer has no
+/// attempts: the burst rule is per key).
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Dial {
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    attempts: VecDeque<i64>,
+    bucket: Option<Bucket>,
+    day: Day,
 }
 
-/// The entry of `id`, made with `new` when missing; the id is copied only
-/// then.
-fn entry<'a, T>(map: &'a mut HashMap<String, T>, id: &str, new: impl FnOnce() -> T) -> &'a mut T {
-    if !map.contains_key(id) {
-        map.insert(id.to_owned(), new());
-    }
-    map.get_mut(id).expect("inserted above")
-}
+/// How long a key's or customer's state outlives its last attempt: the
+/// daily budget spans a day.
+const STATE_TTL: Duration = Duration::from_secs(26 * 3600);
 
-/// Limits state for all keys and customers.
+/// Limits state for all keys and customers: in memory on one host, shared
+/// by every host of a PostgreSQL database ([`Shared`]), so a key or
+/// customer has one bucket, one burst count and one budget however many
+/// hosts its calls reach.
 pub struct Limiter {
     limits: RateLimits,
-    state: Mutex<State>,
+    state: Shared,
 }
 
 impl Limiter {
-    /// New limiter.
+    /// New limiter with its state in memory.
     pub fn new(limits: RateLimits) -> Self {
-        Self {
-            limits,
-            state: Mutex::new(State::default()),
-        }
+        Self::with_state(limits, Shared::memory())
+    }
+
+    /// New limiter on `state`.
+    pub fn with_state(limits: RateLimits, state: Shared) -> Self {
+        Self { limits, state }
     }
 
     /// Records an attempt by `key` of `customer` and decides.
-    pub fn check(&self, key: &str, customer: &str) -> Verdict {
-        self.check_on(key, customer, Instant::now(), today())
+    pub async fn check(&self, key: &str, customer: &str) -> anyhow::Result<Verdict> {
+        self.check_on(key, customer, crate::call::now_ms() as i64, today())
+            .await
     }
 
-    #[cfg(test)]
-    fn check_at(&self, key: &str, customer: &str, now: Instant) -> Verdict {
-        self.check_on(key, customer, now, 20_000)
-    }
-
-    fn check_on(&self, key: &str, customer: &str, now: Instant, day: u64) -> Verdict {
+    async fn check_on(
+        &self,
+        key: &str,
+        customer: &str,
+        now: i64,
+        day: u64,
+    ) -> anyhow::Result<Verdict> {
+        let ids = [
+            format!("dial:key:{key}"),
+            format!("dial:customer:{customer}"),
+        ];
         let l = &self.limits;
-        let mut state = self.state.lock();
-        let State {
-            attempts,
-            keys,
-            customers,
-            key_days,
-            customer_days,
-        } = &mut *state;
-        let q = entry(attempts, key, VecDeque::new);
-        q.push_back(now);
-        let window = Duration::from_secs(l.block_window_secs);
-        while q.front().is_some_and(|t| now.duration_since(*t) > window) {
-            q.pop_front();
-        }
-        if l.block_after_attempts > 0 && q.len() >= l.block_after_attempts {
-            q.clear();
-            return Verdict::Block(format!(
-                "burst rule: {} click-to-call attempts within {} s",
-                l.block_after_attempts, l.block_window_secs
-            ));
-        }
-        let k = entry(keys, key, || Bucket::full(l.per_key_burst, now));
-        let key_wait = k.refill(l.per_key_per_minute, l.per_key_burst, now);
-        let c = entry(customers, customer, || {
-            Bucket::full(l.per_customer_burst, now)
-        });
-        let cust_wait = c.refill(l.per_customer_per_minute, l.per_customer_burst, now);
-        if let Some(w) = key_wait {
-            return Verdict::Limited {
-                scope: "key",
-                retry_after: w,
-            };
-        }
-        if let Some(w) = cust_wait {
-            return Verdict::Limited {
-                scope: "customer",
-                retry_after: w,
-            };
-        }
-        let kd = entry(key_days, key, Day::default).on(day);
-        if l.per_key_per_day > 0 && kd.calls >= l.per_key_per_day {
-            kd.calls = 0;
-            return Verdict::Block(format!(
-                "daily budget: {} calls by one key today (dialing.per_key_per_day)",
-                l.per_key_per_day
-            ));
-        }
-        let cd = entry(customer_days, customer, Day::default).on(day);
-        if l.per_customer_per_day > 0 && cd.calls >= l.per_customer_per_day {
-            let first = !cd.refused;
-            cd.refused = true;
-            return Verdict::Exhausted {
-                limit: l.per_customer_per_day,
-                first,
-            };
-        }
-        cd.calls += 1;
-        entry(key_days, key, Day::default).calls += 1;
-        k.tokens -= 1.0;
-        c.tokens -= 1.0;
-        Verdict::Allow
+        self.state
+            .update(&[&ids[0], &ids[1]], STATE_TTL, |v: &mut [Dial]| {
+                let (k, c) = v.split_at_mut(1);
+                decide(l, &mut k[0], &mut c[0], now, day)
+            })
+            .await
     }
+}
+
+/// The decision on one attempt by key state `k` of customer state `c`.
+fn decide(l: &RateLimits, k: &mut Dial, c: &mut Dial, now: i64, day: u64) -> Verdict {
+    let q = &mut k.attempts;
+    q.push_back(now);
+    let window = l.block_window_secs as i64 * 1000;
+    while q.front().is_some_and(|t| now - *t > window) {
+        q.pop_front();
+    }
+    if l.block_after_attempts > 0 && q.len() >= l.block_after_attempts {
+        q.clear();
+        return Verdict::Block(format!(
+            "burst rule: {} click-to-call attempts within {} s",
+            l.block_after_attempts, l.block_window_secs
+        ));
+    }
+    let kb = k
+        .bucket
+        .get_or_insert_with(|| Bucket::full(l.per_key_burst, now));
+    let key_wait = kb.refill(l.per_key_per_minute, l.per_key_burst, now);
+    let cb = c
+        .bucket
+        .get_or_insert_with(|| Bucket::full(l.per_customer_burst, now));
+    let cust_wait = cb.refill(l.per_customer_per_minute, l.per_customer_burst, now);
+    if let Some(w) = key_wait {
+        return Verdict::Limited {
+            scope: "key",
+            retry_after: w,
+        };
+    }
+    if let Some(w) = cust_wait {
+        return Verdict::Limited {
+            scope: "customer",
+            retry_after: w,
+        };
+    }
+    let kd = k.day.on(day);
+    if l.per_key_per_day > 0 && kd.calls >= l.per_key_per_day {
+        kd.calls = 0;
+        return Verdict::Block(format!(
+            "daily budget: {} calls by one key today (dialing.per_key_per_day)",
+            l.per_key_per_day
+        ));
+    }
+    let cd = c.day.on(day);
+    if l.per_customer_per_day > 0 && cd.calls >= l.per_customer_per_day {
+        let first = !cd.refused;
+        cd.refused = true;
+        return Verdict::Exhausted {
+            limit: l.per_customer_per_day,
+            first,
+        };
+    }
+    cd.calls += 1;
+    k.day.calls += 1;
+    if let Some(b) = &mut k.bucket {
+        b.tokens -= 1.0;
+    }
+    if let Some(b) = &mut c.bucket {
+        b.tokens -= 1.0;
+    }
+    Verdict::Allow
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn key_bucket_limits_then_refills() {
+    #[tokio::test]
+    async fn key_bucket_limits_then_refills() {
         let lim = Limiter::new(RateLimits {
             per_key_per_minute: 60.0,
             per_key_burst: 2.0,
             ..Default::default()
         });
-        let t0 = Instant::now();
-        assert_eq!(lim.check_at("k", "c", t0), Verdict::Allow);
-        assert_eq!(lim.check_at("k", "c", t0), Verdict::Allow);
-        match lim.check_at("k", "c", t0) {
+        let t0 = 1_700_000_000_000;
+        assert_eq!(
+            lim.check_on("k", "c", t0, 20_000).await.unwrap(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            lim.check_on("k", "c", t0, 20_000).await.unwrap(),
+            Verdict::Allow
+        );
+        match lim.check_on("k", "c", t0, 20_000).await.unwrap() {
             Verdict::Limited {
                 scope: "key",
                 retry_after,
@@ -254,24 +278,33 @@ mod tests {
             v => panic!("{v:?}"),
         }
         assert_eq!(
-            lim.check_at("k", "c", t0 + Duration::from_secs(1)),
+            lim.check_on("k", "c", t0 + 1000, 20_000).await.unwrap(),
             Verdict::Allow
         );
         // Another key of the same customer is unaffected.
-        assert_eq!(lim.check_at("k2", "c", t0), Verdict::Allow);
+        assert_eq!(
+            lim.check_on("k2", "c", t0, 20_000).await.unwrap(),
+            Verdict::Allow
+        );
     }
 
-    #[test]
-    fn customer_bucket_spans_keys() {
+    #[tokio::test]
+    async fn customer_bucket_spans_keys() {
         let lim = Limiter::new(RateLimits {
             per_customer_burst: 2.0,
             ..Default::default()
         });
-        let t0 = Instant::now();
-        assert_eq!(lim.check_at("a", "c", t0), Verdict::Allow);
-        assert_eq!(lim.check_at("b", "c", t0), Verdict::Allow);
+        let t0 = 1_700_000_000_000;
+        assert_eq!(
+            lim.check_on("a", "c", t0, 20_000).await.unwrap(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            lim.check_on("b", "c", t0, 20_000).await.unwrap(),
+            Verdict::Allow
+        );
         assert!(matches!(
-            lim.check_at("d", "c", t0),
+            lim.check_on("d", "c", t0, 20_000).await.unwrap(),
             Verdict::Limited {
                 scope: "customer",
                 ..
@@ -279,8 +312,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn daily_budgets_block_the_key_and_stop_the_customer_until_tomorrow() {
+    #[tokio::test]
+    async fn daily_budgets_block_the_key_and_stop_the_customer_until_tomorrow() {
         let lim = Limiter::new(RateLimits {
             per_key_burst: 100.0,
             per_customer_burst: 100.0,
@@ -288,43 +321,62 @@ mod tests {
             per_customer_per_day: 5,
             ..Default::default()
         });
-        let t0 = Instant::now();
+        let t0 = 1_700_000_000_000;
         for i in 0..3 {
-            assert_eq!(lim.check_on("k1", "c", t0, 1), Verdict::Allow, "call {i}");
+            assert_eq!(
+                lim.check_on("k1", "c", t0, 1).await.unwrap(),
+                Verdict::Allow,
+                "call {i}"
+            );
         }
         assert!(
-            matches!(lim.check_on("k1", "c", t0, 1), Verdict::Block(ref r) if r.contains("daily budget: 3")),
+            matches!(lim.check_on("k1", "c", t0, 1).await.unwrap(), Verdict::Block(ref r) if r.contains("daily budget: 3")),
         );
-        assert_eq!(lim.check_on("k2", "c", t0, 1), Verdict::Allow);
-        assert_eq!(lim.check_on("k2", "c", t0, 1), Verdict::Allow);
         assert_eq!(
-            lim.check_on("k3", "c", t0, 1),
+            lim.check_on("k2", "c", t0, 1).await.unwrap(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            lim.check_on("k2", "c", t0, 1).await.unwrap(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            lim.check_on("k3", "c", t0, 1).await.unwrap(),
             Verdict::Exhausted {
                 limit: 5,
                 first: true
             }
         );
         assert_eq!(
-            lim.check_on("k3", "c", t0, 1),
+            lim.check_on("k3", "c", t0, 1).await.unwrap(),
             Verdict::Exhausted {
                 limit: 5,
                 first: false
             }
         );
-        assert_eq!(lim.check_on("k3", "other", t0, 1), Verdict::Allow);
+        assert_eq!(
+            lim.check_on("k3", "other", t0, 1).await.unwrap(),
+            Verdict::Allow
+        );
         // A new day, a new budget.
-        assert_eq!(lim.check_on("k3", "c", t0, 2), Verdict::Allow);
+        assert_eq!(
+            lim.check_on("k3", "c", t0, 2).await.unwrap(),
+            Verdict::Allow
+        );
     }
 
-    #[test]
-    fn burst_rule_blocks() {
+    #[tokio::test]
+    async fn burst_rule_blocks() {
         let lim = Limiter::new(RateLimits {
             block_after_attempts: 5,
             block_window_secs: 10,
             ..Default::default()
         });
-        let t0 = Instant::now();
-        let verdicts: Vec<Verdict> = (0..5).map(|_| lim.check_at("k", "c", t0)).collect();
+        let t0 = 1_700_000_000_000;
+        let mut verdicts = Vec::new();
+        for _ in 0..5 {
+            verdicts.push(lim.check_on("k", "c", t0, 20_000).await.unwrap());
+        }
         assert!(matches!(verdicts[4], Verdict::Block(_)), "{verdicts:?}");
     }
 }

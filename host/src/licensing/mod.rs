@@ -109,7 +109,7 @@ impl From<sqlx::Error> for Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Who performs an action (for authorisation and the audit log).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Actor {
     /// Account id.
     pub account_id: String,

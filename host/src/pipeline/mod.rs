@@ -2,6 +2,7 @@
 //! per-installation dispatch to connector plugins, with retries, dead
 //! letters, contact lookup and the live stream for SSE listeners.
 
+mod fanout;
 pub mod metrics;
 pub mod outbox;
 pub mod routing;
@@ -108,6 +109,8 @@ struct Inner {
     settings: Settings,
     ingest: mpsc::Sender<(CallEvent, Option<Ack>)>,
     live: broadcast::Sender<Arc<StoredEvent>>,
+    /// Tells the other hosts which events reached this host's live stream.
+    announcer: fanout::Announcer,
     lanes: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Job>>>>,
     completions: mpsc::UnboundedSender<Completion>,
     contacts: Mutex<HashMap<String, ContactFuture>>,
@@ -143,6 +146,8 @@ impl Pipeline {
         let (ingest_tx, ingest_rx) = mpsc::channel(10_000);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (live, _) = broadcast::channel(4096);
+        let announcer = fanout::Announcer::start(&outbox);
+        fanout::follow(outbox.clone(), live.clone());
         let p = Pipeline {
             inner: Arc::new(Inner {
                 outbox,
@@ -151,6 +156,7 @@ impl Pipeline {
                 settings,
                 ingest: ingest_tx,
                 live,
+                announcer,
                 lanes: Mutex::new(HashMap::new()),
                 completions: done_tx,
                 contacts: Mutex::new(HashMap::new()),
@@ -457,6 +463,7 @@ impl Pipeline {
                 contact,
             });
             let _ = this.inner.live.send(stored.clone());
+            this.inner.announcer.announce(seq);
             for row in rows {
                 this.enqueue(Job {
                     row,

@@ -451,6 +451,11 @@ impl Outbox {
         &self.me
     }
 
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Gives this host a lasting id (kept in its data directory), so a
     /// restarted host resumes its own deliveries at once, in order, instead
     /// of waiting for the leases of its previous run to expire.
@@ -617,6 +622,27 @@ impl Outbox {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(event_from_row).transpose()
+    }
+
+    /// The stored events with these sequence numbers, oldest first.
+    pub async fn events_by_seq(&self, seqs: &[i64]) -> anyhow::Result<Vec<StoredEvent>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let rows = sqlx::query(&format!(
+                "SELECT seq, payload, contact FROM call_events WHERE seq IN ({list}) ORDER BY seq"
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(event_from_row(r)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Events on `number` after sequence `after`, oldest first (SSE resume).

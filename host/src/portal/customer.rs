@@ -271,7 +271,7 @@ async fn create_telephony(Path(cid): Path<String>, p: Posted) -> Page {
         .await
     {
         Ok(_) => {
-            ctx.flash("telephony_created");
+            ctx.flash("telephony_created").await;
             Ok(see_other(&format!("/portal/c/{cid}/telephony")))
         }
         Err(e) => {
@@ -346,7 +346,7 @@ async fn consent(Path((cid, tid)): Path<(String, String)>, p: Posted) -> Page {
         .await
     {
         Ok(_) => {
-            ctx.flash("consent_granted");
+            ctx.flash("consent_granted").await;
             Ok(see_other(&format!(
                 "/portal/c/{cid}/telephony/{tid}/import"
             )))
@@ -373,7 +373,7 @@ async fn revoke_consent(Path((cid, tid)): Path<(String, String)>, p: Posted) -> 
         .revoke_consent(ctx.actor(), &tid)
         .await
         .or_page(&ctx)?;
-    ctx.flash("consent_revoked");
+    ctx.flash("consent_revoked").await;
     Ok(see_other(&format!("/portal/c/{cid}/telephony")))
 }
 
@@ -442,7 +442,7 @@ async fn import(Path((cid, tid)): Path<(String, String)>, p: Posted) -> Page {
         .collect();
     match lic(&ctx).import_numbers(ctx.actor(), &tid, &chosen).await {
         Ok(_) => {
-            ctx.flash("numbers_imported");
+            ctx.flash("numbers_imported").await;
             Ok(see_other(&format!("/portal/c/{cid}/numbers")))
         }
         Err(e) if e.kind != crate::licensing::ErrorKind::NotFound => {
@@ -608,7 +608,7 @@ async fn app_new(Path((cid, connector)): Path<(String, String)>, p: Posted) -> P
         };
         match lic(&ctx).create_installation(ctx.actor(), &cid, req).await {
             Ok(_) => {
-                ctx.flash("installation_created");
+                ctx.flash("installation_created").await;
                 return Ok(see_other(&format!("/portal/c/{cid}/apps")));
             }
             Err(e) if e.kind == crate::licensing::ErrorKind::NotFound => {
@@ -703,7 +703,7 @@ async fn order(Path(cid): Path<String>, p: Posted) -> Page {
     };
     match lic(&ctx).order_licenses(ctx.actor(), iid, count).await {
         Ok(_) => {
-            ctx.flash("licenses_ordered");
+            ctx.flash("licenses_ordered").await;
             Ok(see_other(&format!("/portal/c/{cid}/licenses")))
         }
         Err(e) if e.kind == crate::licensing::ErrorKind::Invalid => {
@@ -789,7 +789,7 @@ async fn assign(Path((cid, lid)): Path<(String, String)>, p: Posted) -> Page {
         .await
     {
         Ok(_) => {
-            ctx.flash("license_assigned");
+            ctx.flash("license_assigned").await;
             Ok(see_other(&format!("/portal/c/{cid}/licenses")))
         }
         Err(e)
@@ -817,7 +817,7 @@ async fn cancel(Path((cid, lid)): Path<(String, String)>, p: Posted) -> Page {
     own_license(&ctx, &cid, &lid).await?;
     match lic(&ctx).cancel(ctx.actor(), &lid).await {
         Ok(_) => {
-            ctx.flash("license_cancelled");
+            ctx.flash("license_cancelled").await;
             Ok(see_other(&format!("/portal/c/{cid}/licenses")))
         }
         Err(e) if e.kind == crate::licensing::ErrorKind::Conflict => {
@@ -899,7 +899,7 @@ async fn revoke_key(Path((cid, kid)): Path<(String, String)>, p: Posted) -> Page
         .revoke_key(ctx.actor(), &kid)
         .await
         .or_page(&ctx)?;
-    ctx.flash("key_revoked");
+    ctx.flash("key_revoked").await;
     let back = if form.get("from") == "licenses" {
         "licenses"
     } else {

@@ -8,7 +8,8 @@
 //! service with the session's [`Actor`](crate::licensing::Actor), exactly as
 //! the admin REST API does, so authorisation is the service's: another
 //! customer's data is "not found", operator-only actions are refused.
-//! Sessions live in memory; every form carries a per-session CSRF token.
+//! Sessions live in the hosts' shared state (see `store::shared`); every
+//! form carries a per-session CSRF token.
 //! Templates are embedded in the binary (minijinja), strings come from
 //! [`i18n`] (English and German).
 
@@ -109,9 +110,9 @@ impl PortalState {
     /// Portal state over a running host.
     pub fn new(app: App) -> Self {
         PortalState(Arc::new(Inner {
+            sessions: Sessions::new(app.shared.clone()),
+            throttle: Throttle::new(app.shared.clone()),
             app,
-            sessions: Sessions::default(),
-            throttle: Throttle::default(),
             env: environment(),
         }))
     }
@@ -313,10 +314,11 @@ async fn login_page(
     req: Request,
 ) -> Response {
     let (parts, _) = req.into_parts();
-    if session::cookie(&parts.headers, SESSION_COOKIE)
-        .and_then(|sid| s.sessions().get(&sid))
-        .is_some()
-    {
+    let signed_in = match session::cookie(&parts.headers, SESSION_COOKIE) {
+        Some(sid) => s.sessions().get(&sid).await.is_some(),
+        None => false,
+    };
+    if signed_in {
         return see_other(&safe_next(q.next.as_deref()));
     }
     login_render(
@@ -365,7 +367,7 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
             Some(key),
         )
     };
-    match s.throttle().check(&source, &email) {
+    match s.throttle().check(&source, &email).await {
         Verdict::Check(delay) => {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -376,7 +378,7 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
     let actor = match s.app().licensing.login(&email, form.get("password")).await {
         Ok(Some(actor)) => actor,
         Ok(None) => {
-            let locked = s.throttle().failed(&source, &email);
+            let locked = s.throttle().failed(&source, &email).await;
             tracing::info!(%email, %source, ?locked, "portal: sign-in failed");
             if let Some(v) = locked {
                 return refuse(v);
@@ -404,9 +406,25 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
             return resp;
         }
     };
-    s.throttle().succeeded(&source, &email);
+    s.throttle().succeeded(&source, &email).await;
     tracing::info!(account = %actor.name, "portal: signed in");
-    let sid = sessions.create(actor);
+    let sid = match sessions.create(actor).await {
+        Ok(sid) => sid,
+        Err(e) => {
+            tracing::error!(error = %e, "portal: cannot store the session");
+            let mut resp = login_render(
+                &s,
+                &parts,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &email,
+                &next,
+                Some("login_busy"),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
+    };
     let secure = session::is_tls(&parts.headers, &parts.uri);
     let mut resp = see_other(&next);
     for c in [
@@ -426,7 +444,7 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
 }
 
 async fn logout(p: Posted) -> Response {
-    p.ctx.state.sessions().remove(&p.ctx.sid);
+    p.ctx.state.sessions().remove(&p.ctx.sid).await;
     let mut resp = see_other("/portal/login");
     if let Ok(v) = HeaderValue::from_str(&session::set_cookie(SESSION_COOKIE, "", Some(0), false)) {
         resp.headers_mut().append(header::SET_COOKIE, v);
@@ -458,13 +476,13 @@ async fn password(p: Posted) -> Page {
     if errors.is_empty() {
         let name = ctx.actor().name.clone();
         let throttle = ctx.state.throttle();
-        match throttle.check(&ctx.source, &name) {
+        match throttle.check(&ctx.source, &name).await {
             Verdict::Check(delay) => {
                 tokio::time::sleep(delay).await;
                 match ctx.state.app().licensing.login(&name, current).await {
-                    Ok(Some(_)) => throttle.succeeded(&ctx.source, &name),
+                    Ok(Some(_)) => throttle.succeeded(&ctx.source, &name).await,
                     Ok(None) => {
-                        let key = match throttle.failed(&ctx.source, &name) {
+                        let key = match throttle.failed(&ctx.source, &name).await {
                             Some(Verdict::SourceLocked) => "login_locked_source",
                             Some(_) => "login_locked",
                             None => "current_password_wrong",
@@ -493,8 +511,8 @@ async fn password(p: Posted) -> Page {
             .await
         {
             Ok(()) => {
-                ctx.state.sessions().password_changed(&ctx.sid);
-                ctx.flash("password_saved");
+                ctx.state.sessions().password_changed(&ctx.sid).await;
+                ctx.flash("password_saved").await;
                 return Ok(see_other("/portal/password"));
             }
             Err(e) => errors = web::errors_of(&e),

@@ -58,7 +58,7 @@ async fn create_customer(p: Posted) -> Page {
         .await
     {
         Ok(c) => {
-            ctx.flash("customer_created");
+            ctx.flash("customer_created").await;
             Ok(see_other(&format!("/portal/c/{}/", c.id)))
         }
         Err(e) => {
@@ -85,7 +85,7 @@ async fn block(Path(cid): Path<String>, p: Posted) -> Page {
         .await
     {
         Ok(_) => {
-            ctx.flash("customer_blocked");
+            ctx.flash("customer_blocked").await;
             Ok(see_other(&back))
         }
         Err(e) if e.code == "reason_required" => {
@@ -111,7 +111,7 @@ async fn unblock(Path(cid): Path<String>, p: Posted) -> Page {
         .set_customer_block(ctx.actor(), &cid, None)
         .await
         .or_page(&ctx)?;
-    ctx.flash("customer_unblocked");
+    ctx.flash("customer_unblocked").await;
     Ok(see_other(&safe_back(form.get("back"), &cid)))
 }
 
@@ -161,7 +161,7 @@ async fn set_price(p: Posted) -> Page {
     };
     match ctx.state.app().licensing.set_price(ctx.actor(), &v).await {
         Ok(_) => {
-            ctx.flash("price_saved");
+            ctx.flash("price_saved").await;
             Ok(see_other("/portal/prices"))
         }
         Err(e) => prices_page(&ctx, StatusCode::UNPROCESSABLE_ENTITY, errors_of(&e), &v).await,
@@ -310,9 +310,9 @@ pub(super) async fn redrive_one(ctx: &Ctx, id: i64, customer: Option<&str>) -> R
         _ => return Err(ctx.not_found().into()),
     }
     if pipeline.redrive(id).await.or_page(ctx)? {
-        ctx.flash("redriven");
+        ctx.flash("redriven").await;
     } else {
-        ctx.flash("not_dead");
+        ctx.flash("not_dead").await;
     }
     Ok(())
 }

@@ -1,19 +1,17 @@
-//! Portal sessions (in memory), CSRF tokens and cookie helpers (the
-//! sign-in back-off is in [`super::throttle`]).
+//! Portal sessions (shared by the hosts of one database), CSRF tokens and
+//! cookie helpers (the sign-in back-off is in [`super::throttle`]).
 //!
 //! A session id is 256 random bits from the OS; the cookie carrying it is
 //! `HttpOnly`, `SameSite=Lax` and `Secure` when the request came over TLS.
 //! Every session has its own CSRF token that each form sends back in a
 //! hidden field. Sessions expire 12 hours after sign-in.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
-use parking_lot::Mutex;
 
 use crate::licensing::Actor;
+use crate::store::shared::Shared;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "ls_session";
@@ -38,14 +36,14 @@ pub fn same_token(a: &str, b: &str) -> bool {
 }
 
 /// One signed-in session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     /// Who is signed in.
     pub actor: Actor,
     /// The CSRF token every form of this session must send.
     pub csrf: String,
-    /// When it ends.
-    pub expires: Instant,
+    /// When it ends (Unix ms).
+    pub expires_ms: i64,
     /// When its password was last proven (Unix ms): sign-in, or a password
     /// change made in this session. A password changed after that (on any
     /// host) ends the session.
@@ -54,78 +52,117 @@ pub struct Session {
     pub flash: Option<(String, String)>,
 }
 
-/// Sessions (cheap to clone).
-#[derive(Clone, Default)]
+/// Sessions (cheap to clone), in the hosts' shared state: on PostgreSQL a
+/// session made on one host works on every other, behind any load
+/// balancer. Stored under a hash of the id, so whoever reads the database
+/// cannot take over a session.
+#[derive(Clone)]
 pub struct Sessions {
-    map: Arc<Mutex<HashMap<String, Session>>>,
+    state: Shared,
 }
 
 fn now_ms() -> i64 {
     crate::call::now_ms() as i64
 }
 
+fn key(id: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "session:{}",
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    )
+}
+
 impl Sessions {
+    /// Sessions in `state`.
+    pub fn new(state: Shared) -> Self {
+        Self { state }
+    }
+
+    /// Changes the live session `id` (nothing when there is none); it
+    /// keeps its end.
+    async fn change<R>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> anyhow::Result<Option<R>> {
+        let now = now_ms();
+        self.state
+            .modify(&[&key(id)], |v: &mut [Session]| {
+                let s = &mut v[0];
+                if s.expires_ms <= now {
+                    *s = Session::default();
+                    return (None, 0);
+                }
+                (Some(f(s)), s.expires_ms)
+            })
+            .await
+    }
+
     /// Starts a session for `actor`; returns its id.
-    pub fn create(&self, actor: Actor) -> String {
+    pub async fn create(&self, actor: Actor) -> anyhow::Result<String> {
         let id = random_token();
-        let now = Instant::now();
-        let mut map = self.map.lock();
-        map.retain(|_, s| s.expires > now);
-        map.insert(
-            id.clone(),
-            Session {
-                actor,
-                csrf: random_token(),
-                expires: now + SESSION_TTL,
-                since_ms: now_ms(),
-                flash: None,
-            },
-        );
-        id
+        let now = now_ms();
+        let session = Session {
+            actor,
+            csrf: random_token(),
+            expires_ms: now + SESSION_TTL.as_millis() as i64,
+            since_ms: now,
+            flash: None,
+        };
+        self.state
+            .update(&[&key(&id)], SESSION_TTL, |v: &mut [Session]| {
+                v[0] = session
+            })
+            .await?;
+        Ok(id)
     }
 
     /// The live session with that id.
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let mut map = self.map.lock();
-        match map.get(id) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(id);
+    pub async fn get(&self, id: &str) -> Option<Session> {
+        match self.state.read::<Session>(&[&key(id)]).await {
+            Ok(mut v) => v.pop().filter(|s| s.expires_ms > now_ms()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read portal sessions");
                 None
             }
-            None => None,
         }
     }
 
     /// Takes the pending flash message of a session.
-    pub fn take_flash(&self, id: &str) -> Option<(String, String)> {
-        self.map.lock().get_mut(id).and_then(|s| s.flash.take())
+    pub async fn take_flash(&self, id: &str) -> Option<(String, String)> {
+        match self.get(id).await {
+            Some(s) if s.flash.is_some() => self
+                .change(id, |s| s.flash.take())
+                .await
+                .ok()
+                .flatten()
+                .flatten(),
+            _ => None,
+        }
     }
 
     /// Sets the flash message shown on the next page.
-    pub fn flash(&self, id: &str, kind: &str, text: &str) {
-        if let Some(s) = self.map.lock().get_mut(id) {
-            s.flash = Some((kind.to_owned(), text.to_owned()));
+    pub async fn flash(&self, id: &str, kind: &str, text: &str) {
+        let flash = Some((kind.to_owned(), text.to_owned()));
+        if let Err(e) = self.change(id, |s| s.flash = flash).await {
+            tracing::warn!(error = %e, "cannot keep the portal message for the next page");
         }
     }
 
     /// Ends a session.
-    pub fn remove(&self, id: &str) {
-        self.map.lock().remove(id);
+    pub async fn remove(&self, id: &str) {
+        if let Err(e) = self.state.remove(&key(id)).await {
+            tracing::warn!(error = %e, "cannot end a portal session");
+        }
     }
 
-    /// After a password change in session `id`: every other session of
-    /// its account on this host ends, this one continues as freshly signed
-    /// in (other hosts end theirs on their next request, see
-    /// `Licensing::recheck`).
-    pub fn password_changed(&self, id: &str) {
-        let mut map = self.map.lock();
-        let Some(account) = map.get(id).map(|s| s.actor.account_id.clone()) else {
-            return;
-        };
-        map.retain(|sid, s| sid == id || s.actor.account_id != account);
-        if let Some(s) = map.get_mut(id) {
-            s.since_ms = now_ms();
+    /// After a password change in session `id`: it continues as freshly
+    /// signed in; every other session of the account ends on its next
+    /// request, on every host (see `Licensing::recheck`).
+    pub async fn password_changed(&self, id: &str) {
+        if let Err(e) = self.change(id, |s| s.since_ms = now_ms()).await {
+            tracing::warn!(error = %e, "cannot renew the portal session after a password change");
         }
     }
 }
@@ -192,32 +229,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sessions_have_random_ids_and_tokens() {
-        let s = Sessions::default();
-        let a = s.create(actor());
-        let b = s.create(actor());
+    #[tokio::test]
+    async fn sessions_have_random_ids_and_tokens() {
+        let s = Sessions::new(Shared::memory());
+        let a = s.create(actor()).await.unwrap();
+        let b = s.create(actor()).await.unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
-        let sa = s.get(&a).unwrap();
-        assert_ne!(sa.csrf, s.get(&b).unwrap().csrf);
-        s.remove(&a);
-        assert!(s.get(&a).is_none());
-    }
-
-    #[test]
-    fn a_password_change_ends_the_other_sessions_of_that_account() {
-        let s = Sessions::default();
-        let (a, b) = (s.create(actor()), s.create(actor()));
-        let mut other = actor();
-        other.account_id = "acc_2".into();
-        let c = s.create(other);
-        let before = s.get(&a).unwrap().since_ms;
-        std::thread::sleep(Duration::from_millis(5));
-        s.password_changed(&a);
-        assert!(s.get(&a).unwrap().since_ms > before);
-        assert!(s.get(&b).is_none());
-        assert!(s.get(&c).is_some());
+        let sa = s.get(&a).await.unwrap();
+        assert_ne!(sa.csrf, s.get(&b).await.unwrap().csrf);
+        s.flash(&a, "ok", "saved").await;
+        assert_eq!(s.take_flash(&a).await, Some(("ok".into(), "saved".into())));
+        assert_eq!(s.take_flash(&a).await, None, "a message is shown once");
+        assert_eq!(
+            s.get(&a).await.unwrap().expires_ms,
+            sa.expires_ms,
+            "a message does not extend the session"
+        );
+        s.remove(&a).await;
+        assert!(s.get(&a).await.is_none());
+        s.flash(&a, "ok", "late").await;
+        assert!(
+            s.get(&a).await.is_none(),
+            "a message does not revive an ended session"
+        );
     }
 
     #[test]

@@ -11,15 +11,12 @@
 //!   many sources guessing one account are slowed and the owner still gets
 //!   in.
 //!
-//! A source is the client's IP address as the listener saw it. The state is
-//! in memory per host; behind a load balancer each host throttles what it
-//! sees.
+//! A source is the client's IP address as the listener saw it. On
+//! PostgreSQL the counters are shared by every host ([`Shared`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use crate::store::shared::Shared;
 
 /// Failed sign-ins of one source for one e-mail before that pair is locked.
 pub const PAIR_FAILURES: u32 = 5;
@@ -37,8 +34,6 @@ pub const DELAY_STEP: Duration = Duration::from_millis(250);
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
 /// The window the counters cover.
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Entries kept per map before expired ones are dropped.
-const MAX_ENTRIES: usize = 100_000;
 
 /// What to do with a sign-in attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,127 +46,143 @@ pub enum Verdict {
     SourceLocked,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Failures of one counter within its window (times in Unix ms, so every
+/// host reads them alike).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Window {
     count: u32,
-    since: Instant,
-    locked_until: Option<Instant>,
+    since_ms: i64,
+    locked_until_ms: Option<i64>,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
 }
 
 impl Window {
-    fn new(now: Instant) -> Self {
-        Window {
-            count: 0,
-            since: now,
-            locked_until: None,
-        }
+    fn locked(&self, now: i64) -> bool {
+        self.locked_until_ms.is_some_and(|t| t > now)
     }
 
-    fn locked(&self, now: Instant) -> bool {
-        self.locked_until.is_some_and(|t| t > now)
-    }
-
-    fn live(&self, now: Instant) -> bool {
-        self.locked(now) || now.duration_since(self.since) < WINDOW
+    fn live(&self, now: i64) -> bool {
+        self.locked(now) || now - self.since_ms < ms(WINDOW)
     }
 
     /// Counts a failure; locks for `lock` once `max` is reached.
-    fn fail(&mut self, now: Instant, max: u32, lock: Duration) -> bool {
-        if now.duration_since(self.since) >= WINDOW && !self.locked(now) {
-            *self = Window::new(now);
+    fn fail(&mut self, now: i64, max: u32, lock: Duration) -> bool {
+        if (self.count == 0 || now - self.since_ms >= ms(WINDOW)) && !self.locked(now) {
+            *self = Window {
+                count: 0,
+                since_ms: now,
+                locked_until_ms: None,
+            };
         }
         self.count += 1;
         if max > 0 && self.count >= max {
-            self.locked_until = Some(now + lock);
+            self.locked_until_ms = Some(now + ms(lock));
         }
         self.locked(now)
     }
 }
 
-#[derive(Default)]
-struct State {
-    pairs: HashMap<(String, String), Window>,
-    sources: HashMap<String, Window>,
-    emails: HashMap<String, Window>,
-}
+/// The sign-in throttle (cheap to clone): in memory on one host, shared by
+/// every host of a PostgreSQL database, so a locked source or pair is
+/// locked behind any load balancer.
+#[derive(Clone)]
+pub struct Throttle(Shared);
 
-fn prune<K: Eq + std::hash::Hash>(m: &mut HashMap<K, Window>, now: Instant) {
-    if m.len() > MAX_ENTRIES {
-        m.retain(|_, w| w.live(now));
+impl Default for Throttle {
+    fn default() -> Self {
+        Self(Shared::memory())
     }
 }
-
-/// The sign-in throttle of one host (cheap to clone).
-#[derive(Clone, Default)]
-pub struct Throttle(Arc<Mutex<State>>);
 
 fn norm(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// The keys of the three counters: (source, e-mail), source, e-mail.
+fn keys(source: &str, email: &str) -> [String; 3] {
+    let email = norm(email);
+    [
+        format!("signin:pair:{source} {email}"),
+        format!("signin:source:{source}"),
+        format!("signin:email:{email}"),
+    ]
+}
+
+/// How long counters are kept after a failure: the window, or the longest
+/// lock.
+const KEEP: Duration = if SOURCE_LOCK.as_secs() > WINDOW.as_secs() {
+    SOURCE_LOCK
+} else {
+    WINDOW
+};
+
 impl Throttle {
-    /// Decides on an attempt from `source` for `email`.
-    pub fn check(&self, source: &str, email: &str) -> Verdict {
-        let now = Instant::now();
-        let s = self.0.lock();
-        if s.sources.get(source).is_some_and(|w| w.locked(now)) {
+    /// A throttle on `state`.
+    pub fn new(state: Shared) -> Self {
+        Self(state)
+    }
+
+    fn now() -> i64 {
+        crate::call::now_ms() as i64
+    }
+
+    /// Decides on an attempt from `source` for `email`. Fails closed (a
+    /// short refusal) when the shared counters cannot be read.
+    pub async fn check(&self, source: &str, email: &str) -> Verdict {
+        let now = Self::now();
+        let k = keys(source, email);
+        let w: Vec<Window> = match self.0.read(&[&k[0], &k[1], &k[2]]).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the sign-in counters; refusing for now");
+                return Verdict::PairLocked;
+            }
+        };
+        if w[1].locked(now) {
             return Verdict::SourceLocked;
         }
-        let email = norm(email);
-        if s.pairs
-            .get(&(source.to_owned(), email.clone()))
-            .is_some_and(|w| w.locked(now))
-        {
+        if w[0].locked(now) {
             return Verdict::PairLocked;
         }
-        let failures = s
-            .emails
-            .get(&email)
-            .filter(|w| w.live(now))
-            .map_or(0, |w| w.count);
+        let failures = if w[2].live(now) { w[2].count } else { 0 };
         let extra = failures.saturating_sub(FREE_FAILURES);
         Verdict::Check((DELAY_STEP * extra).min(MAX_DELAY))
     }
 
     /// Records a failed attempt; the verdict the next attempt of this pair
     /// gets if it is now locked.
-    pub fn failed(&self, source: &str, email: &str) -> Option<Verdict> {
-        let now = Instant::now();
-        let mut s = self.0.lock();
-        let email = norm(email);
-        prune(&mut s.pairs, now);
-        prune(&mut s.sources, now);
-        prune(&mut s.emails, now);
-        s.emails
-            .entry(email.clone())
-            .or_insert_with(|| Window::new(now))
-            .fail(now, 0, Duration::ZERO);
-        let source_locked = s
-            .sources
-            .entry(source.to_owned())
-            .or_insert_with(|| Window::new(now))
-            .fail(now, SOURCE_FAILURES, SOURCE_LOCK);
-        let pair_locked = s
-            .pairs
-            .entry((source.to_owned(), email))
-            .or_insert_with(|| Window::new(now))
-            .fail(now, PAIR_FAILURES, PAIR_LOCK);
-        if source_locked {
-            Some(Verdict::SourceLocked)
-        } else if pair_locked {
-            Some(Verdict::PairLocked)
-        } else {
-            None
+    pub async fn failed(&self, source: &str, email: &str) -> Option<Verdict> {
+        let now = Self::now();
+        let k = keys(source, email);
+        let r = self
+            .0
+            .update(&[&k[0], &k[1], &k[2]], KEEP, |w: &mut [Window]| {
+                w[2].fail(now, 0, Duration::ZERO);
+                let source_locked = w[1].fail(now, SOURCE_FAILURES, SOURCE_LOCK);
+                let pair_locked = w[0].fail(now, PAIR_FAILURES, PAIR_LOCK);
+                (source_locked, pair_locked)
+            })
+            .await;
+        match r {
+            Ok((true, _)) => Some(Verdict::SourceLocked),
+            Ok((_, true)) => Some(Verdict::PairLocked),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count a failed sign-in");
+                None
+            }
         }
     }
 
     /// A successful sign-in clears that pair (the source's and the e-mail's
     /// counts stay: a success does not excuse failures on other accounts).
-    pub fn succeeded(&self, source: &str, email: &str) {
-        self.0
-            .lock()
-            .pairs
-            .remove(&(source.to_owned(), norm(email)));
+    pub async fn succeeded(&self, source: &str, email: &str) {
+        if let Err(e) = self.0.remove(&keys(source, email)[0]).await {
+            tracing::warn!(error = %e, "cannot clear the sign-in counter");
+        }
     }
 }
 
@@ -179,63 +190,72 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_locked_pair_leaves_the_owner_elsewhere_alone() {
+    #[tokio::test]
+    async fn a_locked_pair_leaves_the_owner_elsewhere_alone() {
         let t = Throttle::default();
         for i in 1..PAIR_FAILURES {
-            assert_eq!(t.failed("10.0.0.9", "Op@x.ch"), None, "attempt {i}");
+            assert_eq!(t.failed("10.0.0.9", "Op@x.ch").await, None, "attempt {i}");
         }
-        assert_eq!(t.failed("10.0.0.9", "op@x.ch"), Some(Verdict::PairLocked));
-        assert_eq!(t.check("10.0.0.9", "OP@x.ch"), Verdict::PairLocked);
+        assert_eq!(
+            t.failed("10.0.0.9", "op@x.ch").await,
+            Some(Verdict::PairLocked)
+        );
+        assert_eq!(t.check("10.0.0.9", "OP@x.ch").await, Verdict::PairLocked);
         // The owner at another address is checked, at most a short delay.
-        match t.check("192.0.2.7", "op@x.ch") {
+        match t.check("192.0.2.7", "op@x.ch").await {
             Verdict::Check(d) => assert!(d <= MAX_DELAY),
             v => panic!("owner refused: {v:?}"),
         }
         // The attacker may still try other e-mails until the source limit.
         assert_eq!(
-            t.check("10.0.0.9", "other@x.ch"),
+            t.check("10.0.0.9", "other@x.ch").await,
             Verdict::Check(Duration::ZERO)
         );
     }
 
-    #[test]
-    fn spraying_locks_the_source_for_every_email() {
+    #[tokio::test]
+    async fn spraying_locks_the_source_for_every_email() {
         let t = Throttle::default();
         let mut last = None;
         for i in 0..SOURCE_FAILURES {
-            last = t.failed("10.0.0.9", &format!("user{i}@x.ch"));
+            last = t.failed("10.0.0.9", &format!("user{i}@x.ch")).await;
         }
         assert_eq!(last, Some(Verdict::SourceLocked));
-        assert_eq!(t.check("10.0.0.9", "fresh@x.ch"), Verdict::SourceLocked);
         assert_eq!(
-            t.check("10.0.0.8", "fresh@x.ch"),
+            t.check("10.0.0.9", "fresh@x.ch").await,
+            Verdict::SourceLocked
+        );
+        assert_eq!(
+            t.check("10.0.0.8", "fresh@x.ch").await,
             Verdict::Check(Duration::ZERO)
         );
     }
 
-    #[test]
-    fn many_sources_on_one_email_only_slow_it_down() {
+    #[tokio::test]
+    async fn many_sources_on_one_email_only_slow_it_down() {
         let t = Throttle::default();
         for i in 0..40 {
-            t.failed(&format!("10.0.1.{i}"), "boss@x.ch");
+            t.failed(&format!("10.0.1.{i}"), "boss@x.ch").await;
         }
-        assert_eq!(t.check("192.0.2.7", "boss@x.ch"), Verdict::Check(MAX_DELAY));
         assert_eq!(
-            t.check("192.0.2.7", "other@x.ch"),
+            t.check("192.0.2.7", "boss@x.ch").await,
+            Verdict::Check(MAX_DELAY)
+        );
+        assert_eq!(
+            t.check("192.0.2.7", "other@x.ch").await,
             Verdict::Check(Duration::ZERO)
         );
-        t.failed("10.0.2.1", "carol@x.ch");
-        t.failed("10.0.2.1", "carol@x.ch");
+        t.failed("10.0.2.1", "carol@x.ch").await;
+        t.failed("10.0.2.1", "carol@x.ch").await;
         assert_eq!(
-            t.check("10.0.2.2", "carol@x.ch"),
+            t.check("10.0.2.2", "carol@x.ch").await,
             Verdict::Check(Duration::ZERO)
         );
         for _ in 0..4 {
-            t.failed("10.0.2.3", "carol@x.ch");
+            t.failed("10.0.2.3", "carol@x.ch").await;
         }
         assert_eq!(
-            t.check("10.0.2.2", "carol@x.ch"),
+            t.check("10.0.2.2", "carol@x.ch").await,
             Verdict::Check(DELAY_STEP)
         );
     }

@@ -63,6 +63,8 @@ pub struct Ctx {
     pub path: String,
     /// Where the request came from (see [`source_of`]).
     pub source: String,
+    /// The message to show on this page.
+    flash: Option<(String, String)>,
 }
 
 /// The client a request came from, as the sign-in throttle counts it: the
@@ -95,8 +97,10 @@ impl FromRequestParts<PortalState> for Ctx {
         state: &PortalState,
     ) -> Result<Self, Self::Rejection> {
         let path = parts.uri.path().to_owned();
-        let found = session::cookie(&parts.headers, SESSION_COOKIE)
-            .and_then(|sid| state.sessions().get(&sid).map(|s| (sid, s)));
+        let found = match session::cookie(&parts.headers, SESSION_COOKIE) {
+            Some(sid) => state.sessions().get(&sid).await.map(|s| (sid, s)),
+            None => None,
+        };
         // A session ends as soon as its account is disabled or deleted or
         // its customer blocked, on whichever host the change was made.
         let found = match found {
@@ -108,7 +112,7 @@ impl FromRequestParts<PortalState> for Ctx {
             {
                 Ok(()) => Some((sid, session)),
                 Err(_) => {
-                    state.sessions().remove(&sid);
+                    state.sessions().remove(&sid).await;
                     None
                 }
             },
@@ -122,6 +126,12 @@ impl FromRequestParts<PortalState> for Ctx {
             };
             return Err(Redirect::to(&format!("/portal/login{next}")).into_response());
         };
+        // A page shows the message the previous request left, once.
+        let flash = if session.flash.is_some() && parts.method == axum::http::Method::GET {
+            state.sessions().take_flash(&sid).await
+        } else {
+            None
+        };
         Ok(Ctx {
             state: state.clone(),
             lang: lang_of(parts),
@@ -129,6 +139,7 @@ impl FromRequestParts<PortalState> for Ctx {
             session,
             path,
             source: source_of(parts),
+            flash,
         })
     }
 }
@@ -214,15 +225,16 @@ impl Ctx {
     }
 
     /// Sets the message shown on the next page.
-    pub fn flash(&self, key: &str) {
+    pub async fn flash(&self, key: &str) {
         self.state
             .sessions()
-            .flash(&self.sid, "ok", i18n::text(self.lang, key));
+            .flash(&self.sid, "ok", i18n::text(self.lang, key))
+            .await;
     }
 
     /// Renders `template` with the common values and `page`.
     pub fn render(&self, status: StatusCode, template: &str, page: impl Serialize) -> Response {
-        let flash = self.state.sessions().take_flash(&self.sid);
+        let flash = self.flash.clone();
         let a = self.actor();
         let base = context! {
             t => i18n::table(self.lang),

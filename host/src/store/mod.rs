@@ -2,6 +2,8 @@
 //! sqlx's `Any` driver. Each module owns its tables and creates them with
 //! portable DDL; only the auto-increment column type differs by backend.
 
+pub mod shared;
+
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
