@@ -139,6 +139,7 @@ impl App {
         )
         .await?;
 
+        bridge.set_pipeline(pipeline.clone());
         let (host_provider, sim): (Arc<dyn Provider>, Option<Arc<SimProvider>>) =
             match config.telephony.provider.as_str() {
                 "sim" => {

@@ -188,7 +188,7 @@ pub struct HostBridge {
     kv: DbKv,
     licensed: Licensed,
     dialer: OnceLock<Arc<dyn Dialer>>,
-    screens: tokio::sync::broadcast::Sender<(String, CallEvent)>,
+    pipeline: OnceLock<crate::pipeline::Pipeline>,
 }
 
 impl HostBridge {
@@ -198,7 +198,7 @@ impl HostBridge {
             kv,
             licensed,
             dialer: OnceLock::new(),
-            screens: tokio::sync::broadcast::channel(256).0,
+            pipeline: OnceLock::new(),
         }
     }
 
@@ -207,9 +207,9 @@ impl HostBridge {
         let _ = self.dialer.set(dialer);
     }
 
-    /// Events plugins pushed to screens, with their installation id.
-    pub fn screens(&self) -> tokio::sync::broadcast::Receiver<(String, CallEvent)> {
-        self.screens.subscribe()
+    /// The pipeline whose live listeners see plugins' screen pushes.
+    pub fn set_pipeline(&self, pipeline: crate::pipeline::Pipeline) {
+        let _ = self.pipeline.set(pipeline);
     }
 }
 
@@ -277,6 +277,8 @@ impl HostServices for HostBridge {
     }
 
     fn push_to_screen(&self, installation: &Installation, event: CallEvent) {
-        let _ = self.screens.send((installation.id.clone(), event));
+        if let Some(p) = self.pipeline.get() {
+            p.push_to_screen(&installation.id, event);
+        }
     }
 }

@@ -263,3 +263,70 @@ async fn hosts_on_one_database_share_rate_limits_without_losing_counts() {
     );
     db.drop_db().await;
 }
+
+/// A plugin's push-to-screen reaches the listeners of its installation on
+/// every host, on the call's number only; another customer's listener sees
+/// nothing of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugins_push_to_screen_reaches_its_listeners_on_every_host() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let plugins = tempfile::tempdir().unwrap();
+    leansync_tests::plugins::install("healthy", plugins.path());
+    leansync_tests::plugins::install("webhook", plugins.path());
+    let dir = plugins.path().display().to_string();
+    let a = Host::start_with(&db.url, &[("LEANSYNC_PLUGINS_DIR", &dir)]).await;
+    let b = Host::start_beside(&a).await;
+    let t = Tenant::create_for(
+        &a,
+        "Screen AG",
+        &["044 668 18 20"],
+        json!({ "connector": "healthy", "config": {} }),
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    let other = Tenant::create(&a, "Other AG", &["044 668 18 30"], &receiver.url()).await;
+    for key in [&t.key, &other.key] {
+        assert!(
+            until_status(&b, key, 404, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "host b never accepted a key made on host a"
+        );
+    }
+    let mut on_b = b.sse(&t.key).await;
+    let mut other_on_b = b.sse(&other.key).await;
+    a.op(
+        "POST",
+        "/api/v1/sim/calls",
+        Some(json!({ "to": t.number, "from": "+41 79 555 56 56", "answer_after": 0.5, "hangup_after": 0.2 })),
+    )
+    .await;
+    let mut pushed = Vec::new();
+    let mut stored = 0;
+    while let Some(e) = on_b.next(Duration::from_secs(5)).await {
+        if e["pushed"] == true {
+            assert!(e["seq"].is_null(), "{e}");
+            assert_eq!(e["caller"], "+41795555656", "{e}");
+            pushed.push(e);
+        } else {
+            stored += 1;
+        }
+        if stored >= 3 && !pushed.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        pushed.len(),
+        1,
+        "the plugin on host a pushed the ringing call once; host b's listener saw {pushed:?}:\n{}",
+        a.log()
+    );
+    assert_eq!(pushed[0]["state"], "ringing");
+    assert_eq!(
+        other_on_b.next(Duration::from_millis(500)).await,
+        None,
+        "another customer's listener saw this customer's call"
+    );
+    drop((a, b));
+    db.drop_db().await;
+}

@@ -345,6 +345,19 @@ fn sse_event(e: &StoredEvent) -> Event {
         .data(event_json(e).to_string())
 }
 
+/// A plugin's push-to-screen as an SSE `call` event: no id (it is not
+/// stored, so a reconnect does not resume from it), `pushed: true`.
+fn screen_event(p: &crate::pipeline::Screen) -> Event {
+    let mut data = event_json(&StoredEvent {
+        seq: 0,
+        event: p.event.clone(),
+        contact: None,
+    });
+    data["seq"] = serde_json::Value::Null;
+    data["pushed"] = true.into();
+    Event::default().event("call").data(data.to_string())
+}
+
 async fn events(
     State(api): State<BusinessApi>,
     headers: HeaderMap,
@@ -364,6 +377,7 @@ async fn events(
         .or(q.last_event_id);
     // Subscribe before replaying so nothing falls between the two.
     let mut live = api.pipeline.subscribe();
+    let mut screens = api.pipeline.screens();
     let since = api.keys.visible_since(&scope).await?;
     let visible = move |e: &StoredEvent| e.event.started_at_ms >= since;
     let mut replay = match last {
@@ -411,6 +425,16 @@ async fn events(
                             }
                         }
                     }
+                    Err(_) => return,
+                },
+                pushed = screens.recv() => match pushed {
+                    // A plugin's push-to-screen: for the listeners of its
+                    // installation on that number only.
+                    Ok(p) if p.installation_id == scope.installation_id && p.event.monitored == scope.number => {
+                        if api.keys.resolve(&secret).is_none() { return; }
+                        if tx.send(screen_event(&p)).await.is_err() { return; }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,
                 },
                 _ = check.tick() => {

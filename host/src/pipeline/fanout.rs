@@ -20,13 +20,40 @@ use super::outbox::Outbox;
 
 /// The PostgreSQL channel that carries announced event sequence numbers.
 pub const EVENTS_CHANNEL: &str = "leansync_events";
+/// The PostgreSQL channel that carries plugins' push-to-screen events
+/// (not stored: the payload is the event).
+pub const SCREENS_CHANNEL: &str = "leansync_screens";
+
+/// A call a plugin showed on its installation's screens.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Screen {
+    /// The installation whose listeners see it.
+    pub installation_id: String,
+    /// The call as the plugin described it.
+    pub event: crate::call::CallEvent,
+}
+
+/// A screen push as sent to the other hosts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScreenNote {
+    host: String,
+    #[serde(flatten)]
+    screen: Screen,
+}
 
 /// `NOTIFY` payloads must stay under 8,000 bytes.
 const MAX_PAYLOAD: usize = 7_000;
 
-/// Announces event sequence numbers this host published, in batches.
+/// Announces event sequence numbers this host published, in batches, and
+/// screen pushes one by one.
 #[derive(Clone)]
-pub struct Announcer(Option<mpsc::UnboundedSender<i64>>);
+pub struct Announcer(Option<mpsc::UnboundedSender<Note>>);
+
+/// What the announcer sends.
+enum Note {
+    Seq(i64),
+    Screen(Screen),
+}
 
 impl Announcer {
     /// Nothing to announce to (SQLite: one host).
@@ -48,7 +75,14 @@ impl Announcer {
     /// Queues `seq` for the next announcement.
     pub fn announce(&self, seq: i64) {
         if let Some(tx) = &self.0 {
-            let _ = tx.send(seq);
+            let _ = tx.send(Note::Seq(seq));
+        }
+    }
+
+    /// Sends a screen push to the other hosts.
+    pub fn announce_screen(&self, screen: Screen) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(Note::Screen(screen));
         }
     }
 }
@@ -85,26 +119,51 @@ fn parse(payload: &str) -> Option<(&str, Vec<i64>)> {
     Some((host, seqs))
 }
 
-async fn announce(outbox: Outbox, mut rx: mpsc::UnboundedReceiver<i64>) {
-    let mut seqs = Vec::with_capacity(1024);
-    while rx.recv_many(&mut seqs, 1024).await > 0 {
-        for p in payloads(outbox.host(), &seqs) {
-            if let Err(e) = sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
-                .bind(EVENTS_CHANNEL)
-                .bind(p)
-                .fetch_optional(&outbox.db().pool)
-                .await
-            {
-                tracing::warn!(error = %e, "cannot announce live events to the other hosts");
+async fn announce(outbox: Outbox, mut rx: mpsc::UnboundedReceiver<Note>) {
+    let mut notes = Vec::with_capacity(1024);
+    let notify = async |channel: &str, payload: String| {
+        if let Err(e) = sqlx::query("SELECT 1 FROM pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .fetch_optional(&outbox.db().pool)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot announce live events to the other hosts");
+        }
+    };
+    while rx.recv_many(&mut notes, 1024).await > 0 {
+        let mut seqs = Vec::with_capacity(notes.len());
+        for note in notes.drain(..) {
+            match note {
+                Note::Seq(seq) => seqs.push(seq),
+                Note::Screen(screen) => {
+                    let note = ScreenNote {
+                        host: outbox.host().to_owned(),
+                        screen,
+                    };
+                    match serde_json::to_string(&note) {
+                        Ok(p) if p.len() <= MAX_PAYLOAD => notify(SCREENS_CHANNEL, p).await,
+                        _ => tracing::warn!(
+                            installation = %note.screen.installation_id,
+                            "a push-to-screen event is too large for the other hosts; shown on this host only"
+                        ),
+                    }
+                }
             }
         }
-        seqs.clear();
+        for p in payloads(outbox.host(), &seqs) {
+            notify(EVENTS_CHANNEL, p).await;
+        }
     }
 }
 
-/// Publishes other hosts' announced events on `live` while this host has
-/// listeners (PostgreSQL only).
-pub fn follow(outbox: Outbox, live: broadcast::Sender<Arc<StoredEvent>>) {
+/// Publishes other hosts' announced events on `live` and their screen
+/// pushes on `screens` while this host has listeners (PostgreSQL only).
+pub fn follow(
+    outbox: Outbox,
+    live: broadcast::Sender<Arc<StoredEvent>>,
+    screens: broadcast::Sender<Arc<Screen>>,
+) {
     if outbox.backend() != crate::store::Backend::Postgres {
         return;
     }
@@ -118,7 +177,7 @@ pub fn follow(outbox: Outbox, live: broadcast::Sender<Arc<StoredEvent>>) {
                     continue;
                 }
             };
-            if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
+            if let Err(e) = listener.listen_all([EVENTS_CHANNEL, SCREENS_CHANNEL]).await {
                 tracing::warn!(error = %e, "cannot listen for other hosts' live events; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
@@ -131,6 +190,18 @@ pub fn follow(outbox: Outbox, live: broadcast::Sender<Arc<StoredEvent>>) {
                         break;
                     }
                 };
+                if n.channel() == SCREENS_CHANNEL {
+                    match serde_json::from_str::<ScreenNote>(n.payload()) {
+                        Ok(note) if note.host != outbox.host() => {
+                            let _ = screens.send(Arc::new(note.screen));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable push-to-screen from another host")
+                        }
+                    }
+                    continue;
+                }
                 let Some((host, seqs)) = parse(n.payload()) else {
                     continue;
                 };

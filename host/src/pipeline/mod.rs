@@ -3,6 +3,7 @@
 //! letters, contact lookup and the live stream for SSE listeners.
 
 mod fanout;
+pub use fanout::Screen;
 pub mod metrics;
 pub mod outbox;
 pub mod routing;
@@ -109,6 +110,8 @@ struct Inner {
     settings: Settings,
     ingest: mpsc::Sender<(CallEvent, Option<Ack>)>,
     live: broadcast::Sender<Arc<StoredEvent>>,
+    /// Calls plugins pushed to their installations' screens.
+    screens: broadcast::Sender<Arc<Screen>>,
     /// Tells the other hosts which events reached this host's live stream.
     announcer: fanout::Announcer,
     lanes: Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Job>>>>,
@@ -146,8 +149,9 @@ impl Pipeline {
         let (ingest_tx, ingest_rx) = mpsc::channel(10_000);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (live, _) = broadcast::channel(4096);
+        let (screens, _) = broadcast::channel(1024);
         let announcer = fanout::Announcer::start(&outbox);
-        fanout::follow(outbox.clone(), live.clone());
+        fanout::follow(outbox.clone(), live.clone(), screens.clone());
         let p = Pipeline {
             inner: Arc::new(Inner {
                 outbox,
@@ -156,6 +160,7 @@ impl Pipeline {
                 settings,
                 ingest: ingest_tx,
                 live,
+                screens,
                 announcer,
                 lanes: Mutex::new(HashMap::new()),
                 completions: done_tx,
@@ -299,6 +304,22 @@ impl Pipeline {
     /// Live events (after storage) for SSE listeners.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.inner.live.subscribe()
+    }
+
+    /// Shows `event` to the live listeners of `installation_id` on every
+    /// host (a plugin's push-to-screen); not stored, not delivered.
+    pub fn push_to_screen(&self, installation_id: &str, event: CallEvent) {
+        let screen = Screen {
+            installation_id: installation_id.to_owned(),
+            event,
+        };
+        let _ = self.inner.screens.send(Arc::new(screen.clone()));
+        self.inner.announcer.announce_screen(screen);
+    }
+
+    /// Screen pushes for SSE listeners.
+    pub fn screens(&self) -> broadcast::Receiver<Arc<Screen>> {
+        self.inner.screens.subscribe()
     }
 
     /// The outbox, for queries.

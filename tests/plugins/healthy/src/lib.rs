@@ -1,5 +1,6 @@
 //! Records each delivered event in key-value state (so tests can count
-//! deliveries) and echoes webhook requests as JSON, with the installation's
+//! deliveries), shows each ringing call on the installation's screens
+//! (push-to-screen), and echoes webhook requests as JSON, with the installation's
 //! config and how many requests this instance has served (always 1: the host
 //! never reuses an instance, so no state crosses calls or installations).
 
@@ -13,6 +14,9 @@ struct Healthy;
 
 impl Connector for Healthy {
     fn on_call_event(event: CallEvent, delivery: Delivery) -> Result<(), ConnectorError> {
+        if event.state == CallState::Ringing {
+            push_to_screen(&event);
+        }
         let key = format!("seen:{}", event.event_id);
         kv::set(&key, delivery.idempotency_key.as_bytes(), Some(3600)).map_err(permanent)
     }
