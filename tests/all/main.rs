@@ -13,6 +13,7 @@ mod plugin_reload;
 mod portal;
 mod saas;
 mod scale_out;
+mod schema;
 mod sip;
 mod tryton;
 mod webhook;

@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `leansync` binary built by `cargo build --workspace`.
+/// The `leansync` binary built by `cargo build --workspace`, or the one
+/// `LEANSYNC_TEST_BIN` names (an older release, to make upgrade fixtures).
 pub fn leansync_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LEANSYNC_TEST_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("leansync");
     assert!(
@@ -93,6 +97,19 @@ impl Host {
         ));
         let mut h = Host::unstarted(&first.db_url, env);
         h.token = first.token.clone();
+        h.spawn().await;
+        h
+    }
+
+    /// A host started on `db_url` with `env` and nothing else done first
+    /// (no operator bootstrapped): what an operator's process manager
+    /// starts. Its `token` is empty.
+    pub async fn serve_only(db_url: &str, env: &[(&str, &str)]) -> Host {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut h = Host::unstarted(db_url, env);
         h.spawn().await;
         h
     }

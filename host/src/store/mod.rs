@@ -42,6 +42,20 @@ pub struct Db {
     _alive: Arc<()>,
 }
 
+/// The schema version this host makes and reads, recorded in table
+/// `schema_versions` (component `host`):
+/// - 1: every table up to release 0.x of 2026-12-06 (before versions were
+///   recorded; a database without the table is version 1);
+/// - 2: adds `plugin_kv` (connector state) and `shared_state`.
+///
+/// A host refuses a database whose version is newer than its own, so an
+/// old release never runs on tables it does not know.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The advisory lock under which hosts change the schema, one at a time
+/// ("LSSC").
+const SCHEMA_LOCK: i64 = 0x4c53_5343;
+
 /// How often the SQLite WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -138,13 +152,88 @@ impl Db {
         if backend == Backend::Sqlite {
             spawn_checkpointer(pool.clone(), Arc::downgrade(&alive));
         }
-        Ok(Self {
+        let db = Self {
             pool,
             backend,
             url: Arc::from(url),
             write_turn,
             _alive: alive,
+        };
+        db.claim_schema_version().await?;
+        Ok(db)
+    }
+
+    /// Runs `f` on one connection holding the schema lock (PostgreSQL: a
+    /// session advisory lock, so hosts starting at once change the schema
+    /// one after the other; SQLite: one host, no lock).
+    async fn with_schema_lock<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut AnyConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_lock($1)")
+                .bind(SCHEMA_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+                .context("cannot take the schema lock")?;
+        }
+        let r = f(&mut *conn).await;
+        if self.backend == Backend::Postgres
+            && sqlx::query("SELECT 1 FROM pg_advisory_unlock($1)")
+                .bind(SCHEMA_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+                .is_err()
+        {
+            // A connection that may still hold the lock never goes back
+            // to the pool: closing it releases the lock.
+            drop(conn.detach());
+        }
+        r
+    }
+
+    /// Checks the database's schema version against [`SCHEMA_VERSION`]
+    /// and records this host's when it is newer.
+    async fn claim_schema_version(&self) -> anyhow::Result<()> {
+        let url = self.url.clone();
+        self.with_schema_lock(async move |c| {
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS schema_versions (
+                    component TEXT PRIMARY KEY,
+                    version BIGINT NOT NULL,
+                    updated_at_ms BIGINT NOT NULL
+                )",
+            )
+            .execute(&mut *c)
+            .await
+            .context("cannot create table schema_versions")?;
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_versions WHERE component = 'host'")
+                    .fetch_optional(&mut *c)
+                    .await?;
+            match found {
+                Some(v) if v > SCHEMA_VERSION => anyhow::bail!(
+                    "the database {url} has schema version {v}, made by a newer LeanSync release; this host knows version {SCHEMA_VERSION}: run the newer release on this host too (hosts of one database must run a release at least as new as the schema)"
+                ),
+                Some(v) if v == SCHEMA_VERSION => {}
+                _ => {
+                    sqlx::query(
+                        "INSERT INTO schema_versions (component, version, updated_at_ms) VALUES ('host', $1, $2)
+                         ON CONFLICT (component) DO UPDATE SET version = excluded.version, updated_at_ms = excluded.updated_at_ms",
+                    )
+                    .bind(SCHEMA_VERSION)
+                    .bind(crate::call::now_ms() as i64)
+                    .execute(&mut *c)
+                    .await?;
+                    if let Some(v) = found {
+                        tracing::info!(from = v, to = SCHEMA_VERSION, "database schema upgraded");
+                    }
+                }
+            }
+            Ok(())
         })
+        .await
     }
 
     /// The URL the database was opened with.
@@ -173,14 +262,19 @@ impl Db {
     }
 
     /// Runs DDL statements in order, naming the one that failed.
+    /// On PostgreSQL under the schema lock, so hosts starting at once on
+    /// one database never race on `CREATE … IF NOT EXISTS`.
     pub async fn ensure(&self, what: &str, ddl: &[String]) -> anyhow::Result<()> {
-        for stmt in ddl {
-            sqlx::query(stmt)
-                .execute(&self.pool)
-                .await
-                .with_context(|| format!("cannot create {what} tables: {stmt}"))?;
-        }
-        Ok(())
+        self.with_schema_lock(async |c| {
+            for stmt in ddl {
+                sqlx::query(stmt)
+                    .execute(&mut *c)
+                    .await
+                    .with_context(|| format!("cannot create {what} tables: {stmt}"))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Adds `column` (SQL declaration `decl`) to `table` of a database made
@@ -192,14 +286,18 @@ impl Db {
             return Ok(());
         }
         let add = format!("ALTER TABLE {table} ADD COLUMN {column} {decl}");
-        if let Err(e) = sqlx::query(&add).execute(&self.pool).await
-            && sqlx::query(&probe).execute(&self.pool).await.is_err()
-        {
-            return Err(anyhow::Error::new(e).context(format!(
-                "cannot add column {column} to table {table}: {add}"
-            )));
-        }
-        Ok(())
+        self.with_schema_lock(async |c| {
+            if sqlx::query(&probe).execute(&mut *c).await.is_ok() {
+                return Ok(()); // another host added it while we waited
+            }
+            sqlx::query(&add).execute(&mut *c).await.map_err(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "cannot add column {column} to table {table}: {add}"
+                ))
+            })?;
+            Ok(())
+        })
+        .await
     }
 }
 
