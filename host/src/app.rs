@@ -48,6 +48,8 @@ pub struct AppInner {
     /// State every host of the database agrees on (portal sessions,
     /// sign-in and click-to-call limits); in memory on SQLite.
     pub shared: crate::store::shared::Shared,
+    /// Which host runs each SIP connection.
+    pub ownership: crate::telephony::ownership::Ownership,
 }
 
 impl Deref for App {
@@ -91,6 +93,50 @@ fn host_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
+/// Claims and renews this host's SIP connections every third of the lease
+/// and applies who owns what (see `telephony::ownership`).
+async fn keep_telephony_leases(
+    ownership: crate::telephony::ownership::Ownership,
+    telephony: Arc<TelephonyHub>,
+    lines: tokio::sync::watch::Receiver<Arc<crate::licensing::Lines>>,
+    host_is_sip: bool,
+) {
+    let mut tick = tokio::time::interval(ownership.lease() / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut connections: Vec<String> = lines
+            .borrow()
+            .accounts
+            .iter()
+            .filter(|(_, l)| l.provider == "sip")
+            .map(|(id, _)| id.clone())
+            .collect();
+        if host_is_sip {
+            connections.push(crate::telephony::ownership::HOST_CONNECTION.to_owned());
+        }
+        let statuses = telephony.owned_statuses();
+        match ownership.claim(&connections, &statuses).await {
+            Ok(owners) => {
+                let before = telephony.owners().1;
+                let now: std::collections::BTreeMap<String, String> = owners
+                    .iter()
+                    .map(|(c, o)| (c.clone(), o.host.clone()))
+                    .collect();
+                for (c, o) in &now {
+                    if o == ownership.me() && before.get(c) != Some(o) {
+                        tracing::info!(connection = %c, "this host owns the SIP connection now");
+                    }
+                }
+                telephony.set_owners(ownership.me(), owners).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the SIP connection leases; retrying")
+            }
+        }
+    }
+}
+
 impl App {
     /// Builds every part from the configuration and loads the plugins.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -122,9 +168,8 @@ impl App {
         kv.spawn_sweeper();
         let bridge = Arc::new(HostBridge::new(licensed.clone(), kv));
         plugins.set_services(bridge.clone());
-        let outbox = Outbox::open(db.clone())
-            .await?
-            .with_host(&host_id(&config.data_dir)?);
+        let me = host_id(&config.data_dir)?;
+        let outbox = Outbox::open(db.clone()).await?.with_host(&me);
         let pipeline = Pipeline::start(
             outbox,
             plugins.clone(),
@@ -168,6 +213,9 @@ impl App {
             Arc::new(TelephonyHub::new(host_provider, pipeline.events()).allowing(allowed));
         // Connections follow the telephony accounts, monitoring follows the
         // licenses, both at run time.
+        if db.backend == crate::store::Backend::Postgres {
+            telephony.share_ownership(&me);
+        }
         let mut lines = licensing.telephony_lines();
         telephony.set_lines(lines.borrow_and_update().clone()).await;
         {
@@ -178,6 +226,22 @@ impl App {
                     telephony.set_lines(current).await;
                 }
             });
+        }
+        // Several hosts on PostgreSQL: each SIP connection runs in full on
+        // one of them at a time.
+        let ownership = crate::telephony::ownership::Ownership::open(
+            &db,
+            &me,
+            Duration::from_secs(config.telephony.lease_secs),
+        )
+        .await?;
+        if ownership.is_shared() {
+            tokio::spawn(keep_telephony_leases(
+                ownership.clone(),
+                telephony.clone(),
+                licensing.telephony_lines(),
+                config.telephony.provider == "sip",
+            ));
         }
         let mut monitored = licensing.monitored_numbers();
         telephony.set_monitored(monitored.borrow_and_update().clone());
@@ -210,6 +274,7 @@ impl App {
             dialer,
             licensed,
             shared,
+            ownership,
         })))
     }
 
@@ -250,9 +315,12 @@ impl App {
             axum::routing::get(move || {
                 let t = telephony.clone();
                 async move {
+                    let (host_id, owners) = t.owners();
                     axum::Json(crate::telephony::hub::HostStatus {
                         host: t.status(),
                         accounts: t.account_statuses(),
+                        host_id,
+                        owners,
                     })
                 }
             }),
@@ -340,7 +408,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "could not release delivery leases; other hosts take them over when they expire")
         }
     }
-    // Unregister from the PBX, so it stops sending to a host that is gone.
+    // Hand the SIP connections to the other hosts, then unregister from
+    // the PBX, so it stops sending to a host that is gone.
+    if let Err(e) = app.ownership.release().await {
+        tracing::warn!(error = %e, "could not release the SIP connection leases; other hosts take them over when they expire");
+    }
     app.telephony.shutdown().await;
     if left > 0 {
         tracing::warn!(

@@ -145,6 +145,10 @@ pub struct TelephonyConfig {
     /// customers (demos, tests). Customer admins never can; a production
     /// host turns them off.
     pub sim_accounts: bool,
+    /// Seconds a host keeps a SIP connection without renewing its lease
+    /// (2 to 60; several hosts on PostgreSQL): after a host dies, another
+    /// registers and subscribes its connections within about this.
+    pub lease_secs: u64,
 }
 
 impl Default for Config {
@@ -188,6 +192,7 @@ impl Default for TelephonyConfig {
             sip: Default::default(),
             allow_networks: Vec::new(),
             sim_accounts: true,
+            lease_secs: 6,
         }
     }
 }
@@ -328,6 +333,9 @@ impl Config {
         if let Some(v) = get("LEANSYNC_DELIVERY_LEASE_SECS") {
             self.delivery.lease_secs = number("LEANSYNC_DELIVERY_LEASE_SECS", v)?;
         }
+        if let Some(v) = get("LEANSYNC_TELEPHONY_LEASE_SECS") {
+            self.telephony.lease_secs = number("LEANSYNC_TELEPHONY_LEASE_SECS", v)?;
+        }
         if let Some(v) = get("LEANSYNC_PLUGINS_CALL_TIMEOUT_MS") {
             self.plugins.call_timeout_ms = number("LEANSYNC_PLUGINS_CALL_TIMEOUT_MS", v)?;
         }
@@ -337,6 +345,12 @@ impl Config {
                 .unwrap_or(u32::MAX);
         }
         self.delivery.check()?;
+        if !(2..=60).contains(&self.telephony.lease_secs) {
+            anyhow::bail!(
+                "telephony.lease_secs = {} is out of range: use 2 to 60 (env LEANSYNC_TELEPHONY_LEASE_SECS)",
+                self.telephony.lease_secs
+            );
+        }
         Ok(())
     }
 

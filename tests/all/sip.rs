@@ -1278,3 +1278,99 @@ async fn each_customer_watches_through_its_own_sip_account_and_sees_only_its_own
     .await;
     connection_until(&h, &good, "unsubscribed", |c| c["monitored"] == 0).await;
 }
+
+/// Two hosts on one PostgreSQL database and a customer's SIP account:
+/// exactly one host owns the connection (registers, subscribes); when it is
+/// killed, the other takes the connection over within the lease and a call
+/// that begins after the takeover reaches the app, each state once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_hosts_sip_connection_is_taken_over_by_another_host() {
+    use leansync_tests::db::{Backend, TestDb};
+    use std::time::Instant;
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let pbx = Pbx::start("41441234567:pw fail:failpw-123");
+    let phone = free_port();
+    register(&pbx, "41441234567", phone);
+    let mut a = Host::start(&db.url).await;
+    let mut b = Host::start_beside(&a).await;
+    let r = Receiver::start().await;
+    let t = sip_tenant(&a, &pbx, &r, "Fail", "044 123 45 67", "failpw-123").await;
+    let acc = t.telephony.clone();
+
+    // One owner, seen alike by both hosts, subscribed once.
+    let on_a = telephony_until(&a, "owned and subscribed", |s| {
+        s["owners"][&acc].is_string() && s["accounts"][&acc]["active"] == 1
+    })
+    .await;
+    let owner = on_a["owners"][&acc].as_str().unwrap().to_owned();
+    let on_b = telephony_until(&b, "owned by the same host", |s| {
+        s["owners"][&acc] == owner.as_str()
+    })
+    .await;
+    let (a_id, b_id) = (on_a["host_id"].clone(), on_b["host_id"].clone());
+    assert_ne!(a_id, b_id);
+    assert!(owner == a_id || owner == b_id, "{on_a}\n{on_b}");
+    let (dead, survivor) = if owner == a_id {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+
+    let started_in_full = |h: &Host| plain(&h.log()).contains("owner=true");
+    assert!(
+        !started_in_full(survivor),
+        "the host that does not own the connection ran it in full:\n{}",
+        survivor.log()
+    );
+    assert!(started_in_full(dead), "{}", dead.log());
+
+    dead.kill9();
+    let killed = Instant::now();
+    let took_over = telephony_until(survivor, "taken over", |s| {
+        s["owners"][&acc] == s["host_id"] && s["accounts"][&acc]["active"] == 1
+    })
+    .await;
+    let takeover = killed.elapsed();
+    eprintln!("SIP connection taken over {takeover:?} after SIGKILL");
+    assert_eq!(
+        took_over["accounts"][&acc]["connected"], true,
+        "{took_over}"
+    );
+
+    let (mut answer, mut call) =
+        answered_call(&pbx, "41441234567", phone, "+41791234567", 300).await;
+    let evs = call_states(&r, Some("+41791234567"), 3).await;
+    eprintln!(
+        "first event through the new owner {:?} after SIGKILL",
+        killed.elapsed()
+    );
+    assert_eq!(states(&evs), ["ringing", "answered", "ended"]);
+    assert!(answer.wait().unwrap().success() && call.wait().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        call_states(&r, Some("+41791234567"), 3).await.len(),
+        3,
+        "a state reached the app twice"
+    );
+    drop((a, b));
+    db.drop_db().await;
+}
+
+/// `text` without terminal colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -122,7 +122,8 @@ pub fn account_settings_problems(
 }
 
 /// `GET /api/v1/telephony`: the host's provider, and every telephony
-/// account's connection by account id.
+/// account's connection by account id, with the host owning each SIP
+/// connection when several hosts share the database.
 #[derive(Debug, Serialize)]
 pub struct HostStatus {
     /// The host's own provider (what readiness reports).
@@ -130,6 +131,11 @@ pub struct HostStatus {
     pub host: ProviderStatus,
     /// Connection of each telephony account.
     pub accounts: BTreeMap<String, ProviderStatus>,
+    /// The id of the host that answered.
+    pub host_id: String,
+    /// The owning host of each SIP connection (`host`: the host's own
+    /// provider; otherwise the telephony account id).
+    pub owners: BTreeMap<String, String>,
 }
 
 /// How the numbers of a `sip` telephony account are served.
@@ -143,10 +149,13 @@ enum Serving {
     Shared(String),
 }
 
-/// A `sip` telephony account's connection, with what it was started from.
+/// A `sip` telephony account's connection, with what it was started from
+/// and whether this host owns it (registers and subscribes) or keeps it
+/// for click-to-call only.
 struct Connection {
     line: Line,
     serving: Serving,
+    owner: bool,
 }
 
 #[derive(Default)]
@@ -158,9 +167,26 @@ struct State {
     connections: HashMap<String, Connection>,
     /// Monitored numbers per account that has no connection of its own.
     counts: HashMap<String, usize>,
+    /// Owners of the SIP connections (see [`super::ownership`]); `None`
+    /// until the first claim, and always on one host: everything is ours.
+    owners: Option<BTreeMap<String, super::ownership::Owner>>,
+    /// This host's id.
+    me: String,
 }
 
 impl State {
+    /// Whether this host runs `connection` in full.
+    fn owns(&self, connection: &str) -> bool {
+        match &self.owners {
+            None => true,
+            // The host's own provider takes part only when it is SIP.
+            Some(o) => match o.get(connection) {
+                Some(o) => o.host == self.me,
+                None => connection == super::ownership::HOST_CONNECTION,
+            },
+        }
+    }
+
     fn connection_of(&self, number: &E164) -> Option<(&String, &Serving)> {
         let account = self.lines.numbers.get(number)?;
         self.connections.get(account).map(|c| (account, &c.serving))
@@ -237,19 +263,26 @@ impl TelephonyHub {
         let (stop, start) = {
             let mut st = self.state.lock();
             let mut stop = Vec::new();
+            let owned: BTreeSet<String> = st
+                .connections
+                .keys()
+                .filter(|id| st.owns(id))
+                .cloned()
+                .collect();
             st.connections.retain(|id, c| {
                 let keep = lines.accounts.get(id) == Some(&c.line)
-                    && !matches!(c.serving, Serving::Failed(_));
+                    && !matches!(c.serving, Serving::Failed(_))
+                    && c.owner == owned.contains(id);
                 if !keep && let Serving::Own(p) = &c.serving {
                     stop.push(p.clone());
                 }
                 keep
             });
-            let start: Vec<(String, Line)> = lines
+            let start: Vec<(String, Line, bool)> = lines
                 .accounts
                 .iter()
                 .filter(|(id, l)| l.provider == "sip" && !st.connections.contains_key(*id))
-                .map(|(id, l)| (id.clone(), l.clone()))
+                .map(|(id, l)| (id.clone(), l.clone(), st.owns(id)))
                 .collect();
             (stop, start)
         };
@@ -257,9 +290,16 @@ impl TelephonyHub {
             p.stop();
         }
         let mut started = Vec::new();
-        for (id, line) in start {
-            let serving = self.connect(&id, &line).await;
-            started.push((id, Connection { line, serving }));
+        for (id, line, owner) in start {
+            let serving = self.connect(&id, &line, owner).await;
+            started.push((
+                id,
+                Connection {
+                    line,
+                    serving,
+                    owner,
+                },
+            ));
         }
         let mut st = self.state.lock();
         st.connections.extend(started);
@@ -267,13 +307,17 @@ impl TelephonyHub {
         self.distribute(&mut st);
     }
 
-    async fn connect(&self, id: &str, line: &Line) -> Serving {
+    async fn connect(&self, id: &str, line: &Line, owner: bool) -> Serving {
         let secret = match &line.secret {
             Ok(s) => s.as_deref(),
             Err(why) => return Serving::Failed(format!("telephony account '{id}': {why}")),
         };
         let cfg = match account_sip_config(id, &line.settings, secret) {
-            Ok(cfg) => cfg,
+            // Another host's connection: this one only places calls.
+            Ok(cfg) => SipConfig {
+                register: cfg.register && owner,
+                ..cfg
+            },
             Err(problems) => {
                 tracing::warn!(account = %id, problems = ?problems, "telephony account has no usable SIP settings; its numbers go through the host's provider");
                 return Serving::Shared(format!(
@@ -291,7 +335,7 @@ impl TelephonyHub {
         };
         match SipProvider::start(cfg, self.events.clone()).await {
             Ok(p) => {
-                tracing::info!(account = %id, "SIP connection of telephony account started");
+                tracing::info!(account = %id, owner, "SIP connection of telephony account started");
                 Serving::Own(p)
             }
             Err(e) => {
@@ -311,6 +355,12 @@ impl TelephonyHub {
             .iter()
             .filter(|(_, c)| matches!(c.serving, Serving::Own(_)))
             .map(|(id, _)| (id.as_str(), BTreeSet::new()))
+            .collect();
+        let owned: BTreeSet<String> = st
+            .connections
+            .iter()
+            .filter(|(_, c)| c.owner)
+            .map(|(id, _)| id.clone())
             .collect();
         let mut global = BTreeSet::new();
         let mut counts: HashMap<String, usize> = HashMap::new();
@@ -336,10 +386,18 @@ impl TelephonyHub {
                 ..
             }) = st.connections.get(id)
             {
-                p.set_monitored(numbers);
+                // Another host's connection monitors nothing here.
+                p.set_monitored(if owned.contains(id) {
+                    numbers
+                } else {
+                    BTreeSet::new()
+                });
             }
         }
-        self.global.set_monitored(global);
+        let host = st.owns(super::ownership::HOST_CONNECTION);
+        self.global.set_owner(host);
+        self.global
+            .set_monitored(if host { global } else { BTreeSet::new() });
         st.counts = counts;
     }
 
@@ -365,6 +423,31 @@ impl TelephonyHub {
                 registration: None,
             }
         };
+        if let Some(c) = st.connections.get(id)
+            && !c.owner
+            && matches!(c.serving, Serving::Own(_))
+        {
+            // The owning host's view, as it last reported it.
+            let reported = st
+                .owners
+                .as_ref()
+                .and_then(|o| o.get(id))
+                .and_then(|o| o.status.clone())
+                .and_then(|v| serde_json::from_value::<ReportedStatus>(v).ok());
+            return match reported {
+                Some(r) => r.into_status(),
+                None => ProviderStatus {
+                    kind: "sip",
+                    connected: false,
+                    monitored: 0,
+                    active: 0,
+                    last_error: Some(
+                        "the connection is being taken over by another host".to_owned(),
+                    ),
+                    registration: None,
+                },
+            };
+        }
         match st.connections.get(id).map(|c| &c.serving) {
             Some(Serving::Own(p)) => {
                 let mut s = p.status();
@@ -393,6 +476,63 @@ impl TelephonyHub {
         }
     }
 
+    /// Several hosts share the database: until this host claims a SIP
+    /// connection it runs none in full (see [`TelephonyHub::set_owners`]).
+    pub fn share_ownership(&self, me: &str) {
+        let mut st = self.state.lock();
+        st.me = me.to_owned();
+        st.owners.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// Applies the owners of the SIP connections (from
+    /// [`super::ownership::Ownership::claim`]): connections this host
+    /// gained are restarted in full (register, subscribe), those it lost
+    /// become dial-only.
+    pub async fn set_owners(&self, me: &str, owners: BTreeMap<String, super::ownership::Owner>) {
+        let lines = {
+            let mut st = self.state.lock();
+            st.me = me.to_owned();
+            st.owners = Some(owners);
+            st.lines.clone()
+        };
+        self.set_lines(lines).await;
+    }
+
+    /// The status of each SIP connection this host owns, for the other
+    /// hosts (JSON of its [`ProviderStatus`]).
+    pub fn owned_statuses(&self) -> BTreeMap<String, Value> {
+        let st = self.state.lock();
+        let mut out = BTreeMap::new();
+        for (id, c) in &st.connections {
+            if c.owner
+                && let Serving::Own(p) = &c.serving
+            {
+                let mut s = p.status();
+                s.last_error = s.last_error.map(unreachable_alike);
+                out.insert(id.clone(), serde_json::to_value(s).unwrap_or_default());
+            }
+        }
+        if st.owns(super::ownership::HOST_CONNECTION) {
+            out.insert(
+                super::ownership::HOST_CONNECTION.to_owned(),
+                serde_json::to_value(self.global.status()).unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    /// The owner of each SIP connection as last claimed; this host's id.
+    pub fn owners(&self) -> (String, BTreeMap<String, String>) {
+        let st = self.state.lock();
+        let owners = st
+            .owners
+            .iter()
+            .flatten()
+            .map(|(c, o)| (c.clone(), o.host.clone()))
+            .collect();
+        (st.me.clone(), owners)
+    }
+
     /// The connection status of every telephony account, by id.
     pub fn account_statuses(&self) -> BTreeMap<String, ProviderStatus> {
         let lines = self.state.lock().lines.clone();
@@ -401,6 +541,29 @@ impl TelephonyHub {
             .iter()
             .map(|(id, line)| (id.clone(), self.account_status(id, &line.provider)))
             .collect()
+    }
+}
+
+/// A [`ProviderStatus`] as another host reported it.
+#[derive(serde::Deserialize)]
+struct ReportedStatus {
+    connected: bool,
+    monitored: usize,
+    active: usize,
+    last_error: Option<String>,
+    registration: Option<super::sip::RegistrationStatus>,
+}
+
+impl ReportedStatus {
+    fn into_status(self) -> ProviderStatus {
+        ProviderStatus {
+            kind: "sip",
+            connected: self.connected,
+            monitored: self.monitored,
+            active: self.active,
+            last_error: self.last_error,
+            registration: self.registration,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod dialoginfo;
 pub mod hub;
+pub mod ownership;
 pub mod sim;
 pub mod sip;
 
@@ -68,6 +69,10 @@ pub trait Provider: Send + Sync + 'static {
     fn originate(&self, req: Originate) -> BoxFuture<'static, Result<String, TelephonyError>>;
     /// Current status.
     fn status(&self) -> ProviderStatus;
+    /// Whether this host owns the provider's connection (registers at
+    /// the PBX) or leaves that to another host of the database; only
+    /// providers with a registration care.
+    fn set_owner(&self, _owner: bool) {}
     /// Leaves the PBX cleanly before the host exits (e.g. unregisters).
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         Box::pin(async {})

@@ -339,7 +339,7 @@ struct Inner {
     /// The watcher account's registration, as last heard from the PBX.
     registration: Mutex<RegistrationStatus>,
     /// Ends the registration (it then unregisters).
-    registration_cancel: CancellationToken,
+    registration_cancel: Mutex<CancellationToken>,
     /// The registration task, awaited on shutdown.
     registration_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The local TCP address our Contact names (TCP only): when the
@@ -416,7 +416,7 @@ impl SipProvider {
             c2c_legs: Mutex::new(HashMap::new()),
             last_c2c_error: Mutex::new(None),
             registration: Mutex::new(RegistrationStatus::default()),
-            registration_cancel: cancel.child_token(),
+            registration_cancel: Mutex::new(cancel.child_token()),
             registration_task: Mutex::new(None),
             contact_addr: Mutex::new(None),
             cancel,
@@ -523,10 +523,30 @@ impl Provider for SipProvider {
         }
     }
 
+    fn set_owner(&self, owner: bool) {
+        if !self.inner.cfg.register || self.inner.cancel.is_cancelled() {
+            return;
+        }
+        let mut task = self.inner.registration_task.lock();
+        let running = task.as_ref().is_some_and(|t| !t.is_finished());
+        if owner && !running {
+            *self.inner.registration_cancel.lock() = self.inner.cancel.child_token();
+            *task = Some(tokio::spawn(register::registration_loop(
+                self.inner.clone(),
+            )));
+            tracing::info!(server = %self.inner.cfg.server, "this host owns the SIP connection now: registering");
+        } else if !owner && running {
+            // The loop unregisters, then ends.
+            self.inner.registration_cancel.lock().cancel();
+            *task = None;
+            tracing::info!(server = %self.inner.cfg.server, "another host owns the SIP connection: unregistering");
+        }
+    }
+
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            inner.registration_cancel.cancel();
+            inner.registration_cancel.lock().cancel();
             let task = inner.registration_task.lock().take();
             if let Some(task) = task {
                 // The unregister has its own deadline; this is a backstop.

@@ -21,7 +21,7 @@ use super::{
 };
 
 /// The watcher account's registration, as shown in the provider status.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct RegistrationStatus {
     /// Whether the PBX holds our Contact now.
     pub registered: bool,
@@ -39,7 +39,7 @@ const UNREGISTER_WAIT: Duration = Duration::from_secs(3);
 /// Keeps the watcher account registered until the provider shuts down,
 /// then unregisters it.
 pub(super) async fn registration_loop(inner: Arc<Inner>) {
-    let cancel = inner.registration_cancel.clone();
+    let cancel = inner.registration_cancel.lock().clone();
     let mut epoch = inner.epoch.subscribe();
     let mut backoff = Duration::from_secs(1);
     // One Call-ID for the registration's whole life (RFC 3261 10.2.4).
