@@ -1374,3 +1374,214 @@ fn plain(text: &str) -> String {
     }
     out
 }
+
+/// Registers `user`'s phone with its Contact on `contact_port` (several
+/// numbers ringing one SIPp phone).
+fn register_at(pbx: &Pbx, user: &str, contact_port: u16) -> bool {
+    Command::new("timeout")
+        .args(["20", "sipp", "-sf"])
+        .arg(scenario("register.xml"))
+        .args(["-s", user, "-au", user, "-ap", "pw", "-i", "127.0.0.1"])
+        .args(["-set", "contact_port", &contact_port.to_string()])
+        .args(["-p", &free_port().to_string(), "-m", "1", "-nostdin"])
+        .arg(pbx.addr())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Three hosts on one PostgreSQL database watch 100 numbers through the
+/// host's SIP account while SIPp calls them; the host owning the
+/// connection is killed mid-load. Another host takes over (takeover time
+/// printed), and every call that begins after the takeover reaches the app
+/// ringing, exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hosts_under_load_lose_no_call_when_the_owner_is_killed() {
+    use leansync_tests::db::{Backend, TestDb};
+    use std::time::Instant;
+
+    const NUMBERS: usize = 100;
+    let users: Vec<String> = (0..NUMBERS).map(|i| format!("414410{i:05}")).collect();
+    let mut all: Vec<String> = users.iter().map(|u| format!("{u}:pw")).collect();
+    all.push("leansync:monpw".into());
+    let pbx = Pbx::start(&all.join(" "));
+    let phone = free_port();
+    for batch in users.chunks(25) {
+        let done: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .iter()
+                .map(|u| s.spawn(|| (0..3).any(|_| register_at(&pbx, u, phone))))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(done.iter().all(|ok| *ok), "a phone could not register");
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let server = pbx.addr();
+    let env = [
+        ("LEANSYNC_TELEPHONY_PROVIDER", "sip"),
+        ("LEANSYNC_SIP_SERVER", server.as_str()),
+        ("LEANSYNC_SIP_USERNAME", "leansync"),
+        ("LEANSYNC_SIP_PASSWORD", "monpw"),
+    ];
+    let first = Host::start_with(&db.url, &env).await;
+    let second = Host::start_beside(&first).await;
+    let third = Host::start_beside(&first).await;
+    let mut hosts = [first, second, third];
+    let r = Receiver::start().await;
+    let numbers: Vec<String> = users.iter().map(|u| format!("+{u}")).collect();
+    let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
+    Tenant::create_licensed(&hosts[0], "Load AG", &refs, &r.url(), NUMBERS).await;
+
+    let watching = |s: &Value| s["owners"]["host"] == s["host_id"] && s["active"] == NUMBERS;
+    let mut owner = None;
+    for _ in 0..300 {
+        for (i, h) in hosts.iter().enumerate() {
+            if watching(&h.op("GET", "/api/v1/telephony", None).await) {
+                owner = Some(i);
+            }
+        }
+        if owner.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let owner = owner.unwrap_or_else(|| panic!("no host watches all {NUMBERS} numbers"));
+
+    // 10 calls/s for 30 s, round-robin over the numbers.
+    let callees = pbx.dir.path().join("callees.csv");
+    let mut csv = String::from("SEQUENTIAL\n");
+    for u in &users {
+        csv.push_str(&format!("{u};\n"));
+    }
+    std::fs::write(&callees, csv).unwrap();
+    let sent_log = pbx.dir.path().join("sent.log");
+    let mut answer = sipp_for(
+        &pbx,
+        120,
+        &[
+            "-sf",
+            scenario("uas_answer.xml").to_str().unwrap(),
+            "-p",
+            &phone.to_string(),
+            "-d",
+            "0",
+            "-timeout",
+            "120s",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut load = sipp_for(
+        &pbx,
+        90,
+        &[
+            "-sf",
+            scenario("load_call.xml").to_str().unwrap(),
+            "-inf",
+            callees.to_str().unwrap(),
+            "-p",
+            &free_port().to_string(),
+            "-d",
+            "100",
+            "-r",
+            "10",
+            "-m",
+            "300",
+            "-trace_logs",
+            "-log_file",
+            sent_log.to_str().unwrap(),
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    hosts[owner].kill9();
+    let killed = Instant::now();
+    let mut took_over = None;
+    'wait: for _ in 0..200 {
+        for (i, h) in hosts.iter().enumerate() {
+            if i != owner && watching(&h.op("GET", "/api/v1/telephony", None).await) {
+                took_over = Some((i, killed.elapsed()));
+                break 'wait;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (new_owner, takeover) =
+        took_over.unwrap_or_else(|| panic!("no host took the connection over within 10 s"));
+    let takeover_at_us = now_us();
+    eprintln!("host {new_owner} took the SIP connection over {takeover:?} after SIGKILL");
+    let load_status = load.wait().unwrap();
+
+    // Calls whose INVITE left after the takeover.
+    let sent = std::fs::read_to_string(&sent_log).unwrap();
+    eprintln!(
+        "SIPp sent {} calls ({load_status})",
+        sent.lines().filter(|l| l.starts_with("SENT ")).count()
+    );
+    let after: Vec<String> = sent
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("SENT ")?.split_whitespace();
+            let id = f.next()?.to_owned();
+            // SIPp prints its variables as decimals ("1796650000.000000").
+            let s: f64 = f.next()?.parse().ok()?;
+            let us: f64 = f.next()?.parse().ok()?;
+            (s as u64 * 1_000_000 + us as u64 > takeover_at_us).then(|| format!("sip-{id}"))
+        })
+        .collect();
+    assert!(
+        after.len() > 100,
+        "only {} calls after the takeover",
+        after.len()
+    );
+    let ringing = |id: &str| {
+        events_of(&r)
+            .iter()
+            .filter(|e| e["call_id"] == id && e["state"] == "ringing")
+            .count()
+    };
+    let missing = eventually(Duration::from_secs(20), || {
+        let missing: Vec<&String> = after.iter().filter(|id| ringing(id) == 0).collect();
+        missing.is_empty().then_some(())
+    })
+    .await;
+    let lost: Vec<&String> = after.iter().filter(|id| ringing(id) == 0).collect();
+    assert!(
+        missing.is_some(),
+        "{} of {} calls after the takeover never rang in the app, e.g. {:?}",
+        lost.len(),
+        after.len(),
+        lost.first()
+    );
+    let twice: Vec<&String> = after.iter().filter(|id| ringing(id) > 1).collect();
+    assert!(twice.is_empty(), "rang twice: {twice:?}");
+    eprintln!(
+        "{} calls after the takeover, each rang once in the app",
+        after.len()
+    );
+    let _ = answer.kill();
+    let _ = answer.wait();
+    drop(hosts);
+    db.drop_db().await;
+}
+
+/// Runs sipp with `args` for at most `secs` (no call limit of its own).
+fn sipp_for(pbx: &Pbx, secs: u32, args: &[&str]) -> Child {
+    Command::new("timeout")
+        .arg(secs.to_string())
+        .arg("sipp")
+        .args(args)
+        .args(["-i", "127.0.0.1", "-nostdin", &pbx.addr()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
