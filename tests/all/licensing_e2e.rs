@@ -10,14 +10,6 @@ use leansync_tests::host::{Host, Tenant, eventually};
 use leansync_tests::receiver::Receiver;
 use serde_json::{Value, json};
 
-fn webhook_events(r: &Receiver) -> Vec<Value> {
-    r.received()
-        .iter()
-        .filter_map(|x| serde_json::from_slice::<Value>(&x.body).ok())
-        .map(|v| v["event"].clone())
-        .collect()
-}
-
 async fn simulate(h: &Host, to: &str, from: &str, missed: bool) -> String {
     let v = h.op("POST", "/api/v1/sim/calls", Some(json!({ "to": to, "from": from, "answer_after": 0.2, "hangup_after": 0.3, "missed": missed }))).await;
     v["call_id"].as_str().unwrap().to_owned()
@@ -77,7 +69,8 @@ async fn journey(backend: Backend) {
     assert_eq!(ringing["caller"], "+41795551234");
     assert_eq!(ringing["call_id"], call.as_str());
     let states = eventually(Duration::from_secs(10), || {
-        let evs: Vec<String> = webhook_events(&receiver)
+        let evs: Vec<String> = receiver
+            .events()
             .iter()
             .filter(|e| e["call_id"] == call.as_str())
             .map(|e| e["state"].as_str().unwrap().to_owned())
@@ -87,7 +80,8 @@ async fn journey(backend: Backend) {
     .await
     .expect("three webhook deliveries");
     assert_eq!(states, ["ringing", "answered", "ended"]);
-    let ended = webhook_events(&receiver)
+    let ended = receiver
+        .events()
         .into_iter()
         .find(|e| e["call_id"] == call.as_str() && e["state"] == "ended")
         .unwrap();

@@ -30,14 +30,6 @@ async fn operator_password(h: &Host) {
     .await;
 }
 
-fn webhook_calls(r: &Receiver) -> Vec<Value> {
-    r.received()
-        .iter()
-        .filter_map(|x| serde_json::from_slice::<Value>(&x.body).ok())
-        .map(|v| v["event"].clone())
-        .collect()
-}
-
 // ---- browser ----------------------------------------------------------------
 
 /// chromedriver on a free port and a headless Chromium session.
@@ -429,7 +421,8 @@ async fn customer_journey_in_a_browser() {
         .unwrap()
         .to_owned();
     let states = eventually(Duration::from_secs(10), || {
-        let s: Vec<String> = webhook_calls(&receiver)
+        let s: Vec<String> = receiver
+            .events()
             .iter()
             .filter(|e| e["call_id"] == call.as_str())
             .map(|e| e["state"].as_str().unwrap_or_default().to_owned())

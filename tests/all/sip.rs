@@ -167,24 +167,17 @@ fn register(pbx: &Pbx, user: &str, port: u16) {
     assert!(status.success(), "phone {user} could not register");
 }
 
-fn events_of(r: &Receiver) -> Vec<Value> {
-    r.received()
-        .iter()
-        .filter_map(|x| serde_json::from_slice::<Value>(&x.body).ok())
-        .map(|v| v["event"].clone())
-        .collect()
-}
-
 async fn call_states(r: &Receiver, caller: Option<&str>, n: usize) -> Vec<Value> {
     eventually(Duration::from_secs(15), || {
-        let evs: Vec<Value> = events_of(r)
+        let evs: Vec<Value> = r
+            .events()
             .into_iter()
             .filter(|e| e["caller"].as_str() == caller)
             .collect();
         (evs.len() >= n).then_some(evs)
     })
     .await
-    .unwrap_or_else(|| panic!("fewer than {n} events from {caller:?}: {:?}", events_of(r)))
+    .unwrap_or_else(|| panic!("fewer than {n} events from {caller:?}: {:?}", r.events()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -416,7 +409,8 @@ impl Pbx {
 /// Events of one call id, waiting until `n` have arrived.
 async fn events_of_call(h: &Host, r: &Receiver, call_id: &str, n: usize) -> Vec<Value> {
     eventually(Duration::from_secs(20), || {
-        let evs: Vec<Value> = events_of(r)
+        let evs: Vec<Value> = r
+            .events()
             .into_iter()
             .filter(|e| e["call_id"] == call_id)
             .collect();
@@ -426,7 +420,7 @@ async fn events_of_call(h: &Host, r: &Receiver, call_id: &str, n: usize) -> Vec<
     .unwrap_or_else(|| {
         panic!(
             "fewer than {n} events of {call_id}: {:?}\n{}",
-            events_of(r),
+            r.events(),
             h.log()
         )
     })
@@ -1536,7 +1530,7 @@ async fn three_hosts_under_load_lose_no_call_when_the_owner_is_killed() {
         after.len()
     );
     let ringing = |id: &str| {
-        events_of(&r)
+        r.events()
             .iter()
             .filter(|e| e["call_id"] == id && e["state"] == "ringing")
             .count()

@@ -93,4 +93,14 @@ impl Receiver {
     pub fn received(&self) -> Vec<Received> {
         self.shared.lock().unwrap().received.clone()
     }
+
+    /// The call events the webhook connector delivered so far (the
+    /// `event` of each JSON body), in arrival order.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.received()
+            .iter()
+            .filter_map(|x| serde_json::from_slice::<serde_json::Value>(&x.body).ok())
+            .map(|v| v["event"].clone())
+            .collect()
+    }
 }
