@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use leansync_tests::host::{Host, Tenant, eventually};
+use leansync_tests::host::{Host, Tenant, eventually, free_port};
 use leansync_tests::plugins::repo_root;
 use leansync_tests::receiver::Receiver;
 use serde_json::{Value, json};
@@ -41,14 +41,6 @@ struct Browser {
     step: u32,
     /// Chromium's temporary files (it leaves scoped dirs behind in /tmp).
     _tmp: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Browser {
