@@ -408,3 +408,69 @@ async fn customer_journey_sqlite() {
 async fn customer_journey_postgres() {
     journey(Backend::Postgres).await;
 }
+
+/// A connector places a click-to-call only when its manifest asks for
+/// `place-calls`, only from a number its installation is licensed for, and
+/// through the same checks as the API (here: the simulated PBX rings).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_places_calls_only_with_the_capability_and_from_its_licensed_numbers() {
+    let plugins = tempfile::tempdir().unwrap();
+    let folder = leansync_tests::plugins::install("healthy", plugins.path());
+    let dir = plugins.path().display().to_string();
+    let h = Host::start_with("", &[("LEANSYNC_PLUGINS_DIR", &dir)]).await;
+    let t = Tenant::create_for(
+        &h,
+        "Dialer AG",
+        &["044 668 18 40", "044 668 18 41"],
+        json!({ "connector": "healthy", "config": {} }),
+    )
+    .await;
+    let dial = |from: &'static str| {
+        let (h, path) = (&h, format!("/api/v1/apps/{}/dial", t.installation));
+        async move {
+            let (status, body) = h
+                .call(
+                    "POST",
+                    &path,
+                    None,
+                    Some(json!({ "from": from, "to": "044 555 66 77" })),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let refused = dial("+41446681840").await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("add `place-calls = true` under [capabilities]")),
+        "{refused}"
+    );
+
+    // The operator's copy asks for it: the host reloads the folder.
+    let manifest = folder.join("plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("key-value = true", "key-value = true\nplace-calls = true"),
+    )
+    .unwrap();
+    let mut placed = Value::Null;
+    for _ in 0..100 {
+        placed = dial("+41446681840").await;
+        if placed["call_id"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(placed["call_id"].is_string(), "{placed}\n{}", h.log());
+    // Not from the customer's other, unlicensed number.
+    let other = dial("+41446681841").await;
+    assert!(
+        other["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("has no active license for this installation")),
+        "{other}"
+    );
+}

@@ -43,6 +43,10 @@ pub struct Capabilities {
     pub key_value: bool,
     /// Access to secret config fields.
     pub secrets: bool,
+    /// Whether the plugin may place click-to-calls (`place-call`), from
+    /// numbers its installation is licensed for, within the customer's
+    /// dial permissions and budgets.
+    pub place_calls: bool,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +74,8 @@ struct RawCapabilities {
     key_value: bool,
     #[serde(default)]
     secrets: bool,
+    #[serde(default)]
+    place_calls: bool,
 }
 
 /// A manifest problem, with the file and the fix in the message.
@@ -197,6 +203,7 @@ impl Manifest {
                 outbound_hosts,
                 key_value: raw.capabilities.key_value,
                 secrets: raw.capabilities.secrets,
+                place_calls: raw.capabilities.place_calls,
             },
             config_schema,
         })

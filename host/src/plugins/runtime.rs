@@ -737,6 +737,7 @@ impl PluginRuntime {
             installation,
             key_value: plugin.manifest.capabilities.key_value,
             secrets: plugin.manifest.capabilities.secrets,
+            place_calls: plugin.manifest.capabilities.place_calls,
             services: self.inner.services.read().clone(),
         }
     }

@@ -204,6 +204,8 @@ pub struct CallScope {
     pub key_value: bool,
     /// Whether the manifest asked for secrets.
     pub secrets: bool,
+    /// Whether the manifest asked to place calls.
+    pub place_calls: bool,
     /// Host services.
     pub services: Arc<dyn HostServices>,
 }

@@ -89,6 +89,12 @@ impl leansync::connector::host::Host for StoreState {
     }
 
     async fn place_call(&mut self, from: String, to: String) -> Result<String, String> {
+        if !self.scope.place_calls {
+            return Err(format!(
+                "placing calls is not enabled for plugin '{}': add `place-calls = true` under [capabilities] in plugin.toml",
+                self.scope.plugin
+            ));
+        }
         self.scope
             .services
             .place_call(&self.scope.installation, from, to)

@@ -22,6 +22,18 @@ impl Connector for Healthy {
     }
 
     fn handle_http(request: HttpRequest) -> HttpResponse {
+        // `POST …/dial {"from": …, "to": …}`: a click-to-call by the plugin.
+        if request.path.ends_with("/dial") {
+            let body: serde_json::Value =
+                serde_json::from_slice(&request.body).unwrap_or_default();
+            let from = body["from"].as_str().unwrap_or_default();
+            let to = body["to"].as_str().unwrap_or_default();
+            let answer = match place_call(from, to) {
+                Ok(id) => serde_json::json!({ "call_id": id }),
+                Err(e) => serde_json::json!({ "error": e }),
+            };
+            return json_response(200, &answer);
+        }
         json_response(
             200,
             &serde_json::json!({
