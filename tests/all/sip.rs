@@ -1477,8 +1477,10 @@ async fn three_hosts_under_load_lose_no_call_when_the_owner_is_killed() {
             callees.to_str().unwrap(),
             "-p",
             &free_port().to_string(),
+            // Half a second of talk: a busy machine may be late with a
+            // NOTIFY, never so late that a call's first one says ended.
             "-d",
-            "100",
+            "500",
             "-r",
             "10",
             "-m",
