@@ -367,6 +367,20 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
             Some(key),
         )
     };
+    // The password pool or the session store cannot take it now.
+    let busy = || {
+        let mut resp = login_render(
+            &s,
+            &parts,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &email,
+            &next,
+            Some("login_busy"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    };
     match s.throttle().check(&source, &email).await {
         Verdict::Check(delay) => {
             if !delay.is_zero() {
@@ -393,17 +407,7 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
             );
         }
         Err(_busy) => {
-            let mut resp = login_render(
-                &s,
-                &parts,
-                StatusCode::SERVICE_UNAVAILABLE,
-                &email,
-                &next,
-                Some("login_busy"),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return resp;
+            return busy();
         }
     };
     s.throttle().succeeded(&source, &email).await;
@@ -412,17 +416,7 @@ async fn login(State(s): State<PortalState>, req: Request) -> Response {
         Ok(sid) => sid,
         Err(e) => {
             tracing::error!(error = %e, "portal: cannot store the session");
-            let mut resp = login_render(
-                &s,
-                &parts,
-                StatusCode::SERVICE_UNAVAILABLE,
-                &email,
-                &next,
-                Some("login_busy"),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return resp;
+            return busy();
         }
     };
     let secure = session::is_tls(&parts.headers, &parts.uri);
