@@ -2,7 +2,10 @@
 //! (a) license lookup by LeanSync Key and by called number with 1,000,000
 //!     active licenses in the in-memory index, against a bare `HashMap` get
 //!     with the same number of entries as the baseline;
-//! (b) the monthly billing statement for 100,000 licenses, against a bare
+//! (b) one licensing change applied to that index (a key rotated, a
+//!     license revoked), as every host applies each change record, against
+//!     a bare `HashMap` remove and insert;
+//! (c) the monthly billing statement for 100,000 licenses, against a bare
 //!     decimal sum of 100,000 amounts.
 //!
 //! Run: `cargo bench -p leansync-host --bench licensing`.
@@ -129,6 +132,76 @@ fn main() {
         "  of which SHA-256 of the key  {:>9} {:>8} {:>10}",
         sha_only.0, sha_only.1, sha_only.2
     );
+
+    // One change at a time, as the change feed applies it: 10,000 key
+    // rotations (the license's part with a new key replaces it) and 10,000
+    // revocations (the license leaves the index), on distinct licenses.
+    const CHANGES: usize = 10_000;
+    let mut bare = baseline_map;
+    let bare_change = percentiles(time_each(CHANGES, |i| {
+        let k = &probes[i];
+        let v = bare.remove(k).unwrap_or_default();
+        bare.insert(k.clone(), v + 1);
+    }));
+    let mut rotated = std::collections::HashSet::new();
+    let picks: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|k| rotated.insert(*k))
+        .take(2 * CHANGES)
+        .collect();
+    let parts: Vec<Index> = picks[..CHANGES]
+        .iter()
+        .map(|&k| {
+            let mut part = Index::default();
+            let secret = format!("lsk_benchmark_rotated_{k:08}_padding_padding");
+            part.add(
+                &format!("lic_{k}"),
+                &format!("cus_{}", k / 100),
+                numbers[k].clone(),
+                installations[k % 1000].clone(),
+                false,
+                &[(format!("key_{k}_2"), keys::hash(&secret))],
+            );
+            part
+        })
+        .collect();
+    let mut parts = parts.into_iter();
+    let rotate = percentiles(time_each(CHANGES, |i| {
+        let k = picks[i];
+        black_box(idx.replace_license(&format!("lic_{k}"), parts.next()));
+    }));
+    let revoke = percentiles(time_each(CHANGES, |i| {
+        let k = picks[CHANGES + i];
+        black_box(idx.replace_license(&format!("lic_{k}"), None));
+    }));
+    assert!(
+        idx.key(&secrets[picks[0]]).is_none(),
+        "the old key still opens"
+    );
+    assert!(
+        idx.targets(&numbers[picks[CHANGES]]).is_empty(),
+        "revoked but routed"
+    );
+    println!(
+        "change applied to the index     median ns   p99 ns   p99.9 ns   p99 ratio to bare HashMap"
+    );
+    println!(
+        "bare HashMap remove + insert    {:>9} {:>8} {:>10}   1.00",
+        bare_change.0, bare_change.1, bare_change.2
+    );
+    for (what, r) in [
+        ("key rotated (replace)", rotate),
+        ("license revoked", revoke),
+    ] {
+        println!(
+            "{what:<31} {:>9} {:>8} {:>10}   {:.2}",
+            r.0,
+            r.1,
+            r.2,
+            r.1 as f64 / bare_change.1 as f64
+        );
+    }
 
     // Billing: 100,000 licenses over 5 connectors, a mid-month price change.
     let month = Month::parse("2028-02").unwrap();

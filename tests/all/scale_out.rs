@@ -1,7 +1,7 @@
 //! Several `leansync serve` processes on one PostgreSQL database act as one
 //! service: a license made through one host is honoured by the other, a
 //! live listener on one sees the calls the other handles, and a revocation
-//! through one host takes effect on the other within a second.
+//! or a block through one host takes effect on every other within a second.
 
 use std::time::{Duration, Instant};
 
@@ -31,21 +31,24 @@ async fn until_status(h: &Host, key: &str, want: u16, limit: Duration) -> Option
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_license_made_on_one_host_is_honoured_and_revoked_on_the_other() {
+async fn a_license_made_on_one_host_is_honoured_revoked_and_blocked_on_every_other() {
     let db = TestDb::new(Backend::Postgres).await;
     let a = Host::start(&db.url).await;
     let b = Host::start_beside(&a).await;
+    let c = Host::start_beside(&a).await;
     let receiver = Receiver::start().await;
     let t = Tenant::create(&a, "Scale AG", &["044 668 18 00"], &receiver.url()).await;
 
-    let took = until_status(&b, &t.key, 404, Duration::from_secs(5)).await;
-    assert!(
-        took.is_some(),
-        "host b never accepted a key made on host a (still {}):\n{}",
-        key_status(&b, &t.key).await,
-        b.log()
-    );
-    eprintln!("key made on a accepted by b after {took:?}");
+    for (name, h) in [("b", &b), ("c", &c)] {
+        let took = until_status(h, &t.key, 404, Duration::from_secs(1)).await;
+        assert!(
+            took.is_some(),
+            "host {name} did not accept a key made on host a within 1 s (still {}):\n{}",
+            key_status(h, &t.key).await,
+            h.log()
+        );
+        eprintln!("key made on a accepted by {name} after {took:?}");
+    }
 
     // A call host b sees for that number reaches the app, through b.
     b.op(
@@ -96,18 +99,47 @@ async fn a_license_made_on_one_host_is_honoured_and_revoked_on_the_other() {
         None,
     )
     .await;
-    let took = until_status(&b, &t.key, 401, Duration::from_secs(1)).await;
-    assert!(
-        took.is_some(),
-        "host b still accepts a key revoked through host a 1 s ago:\n{}",
-        b.log()
-    );
-    eprintln!("key revoked on a refused by b after {took:?}");
+    for (name, h) in [("b", &b), ("c", &c)] {
+        let took = until_status(h, &t.key, 401, Duration::from_secs(1)).await;
+        assert!(
+            took.is_some(),
+            "host {name} still accepts a key revoked through host a 1 s ago:\n{}",
+            h.log()
+        );
+        eprintln!("key revoked on a refused by {name} after {took:?}");
+    }
     assert!(
         live.closed_within(Duration::from_secs(2)).await.is_some(),
         "host b kept streaming to a key revoked through host a"
     );
-    drop((a, b));
+
+    // A customer licensed through c works on a and b; blocked through b,
+    // a and c refuse its key within a second.
+    let u = Tenant::create(&c, "Block AG", &["044 668 18 01"], &receiver.url()).await;
+    for (name, h) in [("a", &a), ("b", &b)] {
+        let took = until_status(h, &u.key, 404, Duration::from_secs(1)).await;
+        assert!(
+            took.is_some(),
+            "host {name} did not accept a key made on host c within 1 s:\n{}",
+            h.log()
+        );
+    }
+    b.op(
+        "POST",
+        &format!("/api/v1/customers/{}/block", u.customer),
+        Some(json!({ "reason": "unpaid invoices" })),
+    )
+    .await;
+    for (name, h) in [("a", &a), ("c", &c)] {
+        let took = until_status(h, &u.key, 401, Duration::from_secs(1)).await;
+        assert!(
+            took.is_some(),
+            "host {name} still accepts the key of a customer blocked through host b 1 s ago:\n{}",
+            h.log()
+        );
+        eprintln!("customer blocked on b refused by {name} after {took:?}");
+    }
+    drop((a, b, c));
     db.drop_db().await;
 }
 

@@ -385,11 +385,7 @@ impl Index {
 
     /// Replaces license `lid` with `part` (its [`Index::load_license`]);
     /// returns the monitored numbers that went away and those that came.
-    pub(super) fn replace_license(
-        &mut self,
-        lid: &str,
-        part: Option<Index>,
-    ) -> (Vec<E164>, Vec<E164>) {
+    pub fn replace_license(&mut self, lid: &str, part: Option<Index>) -> (Vec<E164>, Vec<E164>) {
         let mut numbers: Vec<E164> = self
             .licenses
             .get(lid)

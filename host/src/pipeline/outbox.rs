@@ -10,6 +10,7 @@ use std::sync::Arc;
 use sqlx::{AnyPool, Row};
 
 use crate::call::{CallEvent, Contact, now_ms};
+use crate::on_conn;
 use crate::store::{Backend, Db};
 
 /// State of one delivery.
@@ -42,8 +43,15 @@ impl DeliveryStatus {
     }
 }
 
+impl From<String> for DeliveryStatus {
+    fn from(s: String) -> Self {
+        Self::parse(&s)
+    }
+}
+
 /// One delivery to be made: where, what, and how often it was tried.
-#[derive(Debug, Clone, serde::Serialize)]
+/// Read from a row by column name (`SELECT` [`DELIVERY_COLUMNS`]).
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct DeliveryRow {
     /// Row id.
     pub id: i64,
@@ -60,6 +68,7 @@ pub struct DeliveryRow {
     /// Stable key handed to the plugin on every attempt.
     pub idempotency_key: String,
     /// Current state.
+    #[sqlx(try_from = "String")]
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: i32,
@@ -147,6 +156,9 @@ fn placeholders(backend: Backend, rows: usize, cols: usize, literals: &[&str]) -
     }
     out
 }
+
+/// The columns a [`DeliveryRow`] is read from.
+pub const DELIVERY_COLUMNS: &str = "id, event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, last_error, created_at_ms";
 
 /// Handle to the outbox tables.
 #[derive(Clone)]
@@ -254,7 +266,7 @@ impl Outbox {
         let lease = (now + self.lease_ms()).to_string();
         // Multi-row statements: a handful of round trips per batch instead
         // of one per row (what PostgreSQL throughput hinges on).
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.db.begin_typed().await?;
         let mut seqs: HashMap<String, i64> = HashMap::new();
         let mut fresh: HashSet<String> = HashSet::new();
         let mut unique: Vec<&CallEvent> = Vec::with_capacity(batch.len());
@@ -271,19 +283,25 @@ impl Outbox {
                 "INSERT INTO call_events (call_id, event_id, number, state, payload, created_at_ms) VALUES {} ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id",
                 placeholders(self.db.backend, chunk.len(), 6, &[])
             );
-            let mut q = sqlx::query(&sql);
-            for event in chunk {
-                q = q
-                    .bind(event.call_id.clone())
-                    .bind(event.event_id())
-                    .bind(event.monitored.as_str().to_owned())
-                    .bind(event.state.as_str())
-                    .bind(serde_json::to_string(event)?)
-                    .bind(now);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let event_id: String = row.try_get(1)?;
-                seqs.insert(event_id.clone(), row.try_get(0)?);
+            let payloads = chunk
+                .iter()
+                .map(|e| serde_json::to_string(e))
+                .collect::<Result<Vec<_>, _>>()?;
+            let stored: Vec<(i64, String)> = on_conn!(tx, c => {
+                let mut q = sqlx::query_as(&sql);
+                for (event, payload) in chunk.iter().zip(&payloads) {
+                    q = q
+                        .bind(event.call_id.clone())
+                        .bind(event.event_id())
+                        .bind(event.monitored.as_str().to_owned())
+                        .bind(event.state.as_str())
+                        .bind(payload.clone())
+                        .bind(now);
+                }
+                q.fetch_all(&mut *c).await?
+            });
+            for (seq, event_id) in stored {
+                seqs.insert(event_id.clone(), seq);
                 fresh.insert(event_id);
             }
             // Events already stored (a sender retrying after a lost ack).
@@ -297,12 +315,15 @@ impl Outbox {
                     "SELECT seq, event_id FROM call_events WHERE event_id IN ({})",
                     params(self.db.backend, 1, known.len())
                 );
-                let mut q = sqlx::query(&sql);
-                for id in &known {
-                    q = q.bind(id.clone());
-                }
-                for row in q.fetch_all(&mut *tx).await? {
-                    seqs.insert(row.try_get(1)?, row.try_get(0)?);
+                let found: Vec<(i64, String)> = on_conn!(tx, c => {
+                    let mut q = sqlx::query_as(&sql);
+                    for id in &known {
+                        q = q.bind(id.clone());
+                    }
+                    q.fetch_all(&mut *c).await?
+                });
+                for (seq, event_id) in found {
+                    seqs.insert(event_id, seq);
                 }
             }
         }
@@ -349,20 +370,23 @@ impl Outbox {
                     &["'pending'", "0", &owner, &lease]
                 )
             );
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q
-                    .bind(r.event_seq)
-                    .bind(r.installation_id.clone())
-                    .bind(r.license_id.clone())
-                    .bind(r.customer_id.clone())
-                    .bind(r.call_id.clone())
-                    .bind(r.idempotency_key.clone())
-                    .bind(now)
-                    .bind(now);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                ids.insert(row.try_get(1)?, row.try_get(0)?);
+            let made: Vec<(i64, String)> = on_conn!(tx, c => {
+                let mut q = sqlx::query_as(&sql);
+                for r in chunk {
+                    q = q
+                        .bind(r.event_seq)
+                        .bind(r.installation_id.clone())
+                        .bind(r.license_id.clone())
+                        .bind(r.customer_id.clone())
+                        .bind(r.call_id.clone())
+                        .bind(r.idempotency_key.clone())
+                        .bind(now)
+                        .bind(now);
+                }
+                q.fetch_all(&mut *c).await?
+            });
+            for (id, key) in made {
+                ids.insert(key, id);
             }
         }
         tx.commit().await?;
@@ -399,7 +423,7 @@ impl Outbox {
             }
         }
         let now = now_ms() as i64;
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.db.begin_typed().await?;
         for ((status, attempts, error), ids) in &groups {
             for chunk in chunks(ids) {
                 let b = self.db.backend;
@@ -411,15 +435,17 @@ impl Outbox {
                     params(b, 4, 1),
                     params(b, 5, chunk.len())
                 );
-                let mut q = sqlx::query(&sql)
-                    .bind(*status)
-                    .bind(*attempts)
-                    .bind(error.map(str::to_owned))
-                    .bind(now);
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.execute(&mut *tx).await?;
+                on_conn!(tx, c => {
+                    let mut q = sqlx::query(&sql)
+                        .bind(*status)
+                        .bind(*attempts)
+                        .bind(error.map(str::to_owned))
+                        .bind(now);
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    q.execute(&mut *c).await?;
+                });
             }
         }
         tx.commit().await?;
@@ -535,23 +561,21 @@ impl Outbox {
             ""
         };
         let sql = format!(
-            "UPDATE deliveries SET owner = $1, lease_until_ms = $2 WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND (lease_until_ms IS NULL OR lease_until_ms < $3 OR (owner = $5 AND $6 = 1)) ORDER BY id LIMIT $4{lock}) RETURNING id, event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, last_error, created_at_ms"
+            "UPDATE deliveries SET owner = $1, lease_until_ms = $2 WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND (lease_until_ms IS NULL OR lease_until_ms < $3 OR (owner = $5 AND $6 = 1)) ORDER BY id LIMIT $4{lock}) RETURNING {DELIVERY_COLUMNS}"
         );
-        let mut tx = self.db.begin_write().await?;
-        let rows = sqlx::query(&sql)
-            .bind(self.me.to_string())
-            .bind(now_ms() as i64 + self.lease_ms())
-            .bind(before_ms)
-            .bind(limit)
-            .bind(self.me.to_string())
-            .bind(own as i32)
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut tx = self.db.begin_typed().await?;
+        let mut out: Vec<DeliveryRow> = on_conn!(tx, c => {
+            sqlx::query_as(&sql)
+                .bind(self.me.to_string())
+                .bind(now_ms() as i64 + self.lease_ms())
+                .bind(before_ms)
+                .bind(limit)
+                .bind(self.me.to_string())
+                .bind(own as i32)
+                .fetch_all(&mut *c)
+                .await?
+        });
         tx.commit().await?;
-        let mut out: Vec<DeliveryRow> = rows
-            .iter()
-            .map(delivery_from_row)
-            .collect::<anyhow::Result<_>>()?;
         out.sort_by_key(|r| r.id);
         Ok(out)
     }
@@ -579,27 +603,24 @@ impl Outbox {
         customer_id: Option<&str>,
     ) -> anyhow::Result<Vec<DeliveryRow>> {
         let sql = format!(
-            "SELECT id, event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, last_error, created_at_ms
-             FROM deliveries WHERE {cond} AND ($1 = '' OR customer_id = $2) ORDER BY id"
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {cond} AND ($1 = '' OR customer_id = $2) ORDER BY id"
         );
         let c = customer_id.unwrap_or("");
-        let rows = sqlx::query(&sql)
+        Ok(sqlx::query_as(&sql)
             .bind(c)
             .bind(c)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(delivery_from_row).collect()
+            .await?)
     }
 
     /// One delivery by id.
     pub async fn delivery(&self, id: i64) -> anyhow::Result<Option<DeliveryRow>> {
-        let row = sqlx::query(
-            "SELECT id, event_seq, installation_id, license_id, customer_id, call_id, idempotency_key, status, attempts, last_error, created_at_ms FROM deliveries WHERE id = $1",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(delivery_from_row).transpose()
+        .await?)
     }
 
     /// Puts a dead letter back to pending with a fresh attempt budget.
@@ -699,22 +720,6 @@ impl Outbox {
         tx.commit().await?;
         Ok(r.rows_affected())
     }
-}
-
-fn delivery_from_row(r: &sqlx::any::AnyRow) -> anyhow::Result<DeliveryRow> {
-    Ok(DeliveryRow {
-        id: r.try_get(0)?,
-        event_seq: r.try_get(1)?,
-        installation_id: r.try_get(2)?,
-        license_id: r.try_get(3)?,
-        customer_id: r.try_get(4)?,
-        call_id: r.try_get(5)?,
-        idempotency_key: r.try_get(6)?,
-        status: DeliveryStatus::parse(&r.try_get::<String, _>(7)?),
-        attempts: r.try_get(8)?,
-        last_error: r.try_get(9)?,
-        created_at_ms: r.try_get(10)?,
-    })
 }
 
 fn event_from_row(r: &sqlx::any::AnyRow) -> anyhow::Result<StoredEvent> {
