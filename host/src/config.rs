@@ -68,7 +68,7 @@ impl Default for DeliveryConfig {
             max_attempts: 6,
             base_backoff_ms: 500,
             max_backoff_secs: 300,
-            lease_secs: 15,
+            lease_secs: 6,
         }
     }
 }

@@ -174,7 +174,7 @@ pub struct Outbox {
 
 /// How long a delivery stays its host's without a renewal: when a host
 /// dies, another takes its pending deliveries over after at most this.
-pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(6);
 
 impl Outbox {
     /// Connects to `url` (sqlite:… or postgres:…) and creates the tables.
