@@ -334,17 +334,17 @@ async fn run(name: &str, url: &str, dir: &std::path::Path, hosts: usize, any: bo
         senders[i % hosts].send(ev).await.unwrap();
     }
     wait_for(&stamps, EVENTS + PACED).await;
-    let seen = stamps.0.lock();
-    let mut lat: Vec<Duration> = sent
-        .iter()
-        .filter_map(|(id, t0)| {
-            seen.get(&format!("seen:{id}"))
-                .map(|t| t.duration_since(*t0))
-        })
-        .collect();
+    let mut lat: Vec<Duration> = {
+        let seen = stamps.0.lock();
+        sent.iter()
+            .filter_map(|(id, t0)| {
+                seen.get(&format!("seen:{id}"))
+                    .map(|t| t.duration_since(*t0))
+            })
+            .collect()
+    };
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    drop(seen);
     for p in pipelines {
         let _ = p.release().await;
         p.outbox().db().close().await;

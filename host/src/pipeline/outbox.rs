@@ -285,7 +285,7 @@ impl Outbox {
             );
             let payloads = chunk
                 .iter()
-                .map(|e| serde_json::to_string(e))
+                .map(serde_json::to_string)
                 .collect::<Result<Vec<_>, _>>()?;
             let stored: Vec<(i64, String)> = on_conn!(tx, c => {
                 let mut q = sqlx::query_as(&sql);
