@@ -114,14 +114,19 @@ fn main() {
     });
 }
 
-fn print_round(name: &str, r: &Round) {
-    println!(
-        "| {name} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
+/// `burst | median | p99 | p99.9 |` of a round, as table cells.
+fn cells(r: &Round) -> String {
+    format!(
+        "{:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
         r.burst,
         r.latency[0].as_secs_f64() * 1e3,
         r.latency[1].as_secs_f64() * 1e3,
         r.latency[2].as_secs_f64() * 1e3
-    );
+    )
+}
+
+fn print_round(name: &str, r: &Round) {
+    println!("| {name} | {}", cells(r));
 }
 
 /// Median and (min, max) of `xs`.
@@ -156,13 +161,10 @@ async fn typed_against_any(dir: &std::path::Path) {
             };
             let r = run(&format!("{backend}{round}"), &url, dir, 1, any).await;
             println!(
-                "| {backend} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
+                "| {backend} | {} | {} | {}",
                 if any { "Any" } else { "typed" },
                 round / 2 + 1,
-                r.burst,
-                r.latency[0].as_secs_f64() * 1e3,
-                r.latency[1].as_secs_f64() * 1e3,
-                r.latency[2].as_secs_f64() * 1e3
+                cells(&r)
             );
             by.entry(any).or_default().push(r);
         }
@@ -190,14 +192,7 @@ async fn hosts(dir: &std::path::Path) {
             return;
         };
         let r = run(&format!("h{round}"), &url, dir, n, false).await;
-        println!(
-            "| {n} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
-            round / 3 + 1,
-            r.burst,
-            r.latency[0].as_secs_f64() * 1e3,
-            r.latency[1].as_secs_f64() * 1e3,
-            r.latency[2].as_secs_f64() * 1e3
-        );
+        println!("| {n} | {} | {}", round / 3 + 1, cells(&r));
         by.entry(n).or_default().push(r);
     }
     summary("postgres", &by, |n| format!("{n} host(s)"), &1);
