@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run the host: HTTP API, portal, telephony, plugins.
     Serve(ServeArgs),
-    /// Plugin tooling: check, list.
+    /// Plugin tooling: check, list; for authors: new, build, event, call, test.
     #[command(subcommand)]
     Plugin(PluginCmd),
     /// Administration: create the first operator.
@@ -147,11 +147,103 @@ enum PluginCmd {
         #[arg(long)]
         plugins_dir: Option<PathBuf>,
     },
+    /// Write a new connector project that builds and passes its own tests.
+    New {
+        /// Connector name (a-z, 0-9, -), e.g. acme-crm.
+        name: String,
+        /// Language of the project.
+        #[arg(long, default_value = "rust", value_parser = ["rust", "python", "js"])]
+        lang: String,
+        /// Folder to create (default ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A local leansync-plugin-api folder to build against offline
+        /// (default: the checkout this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a connector folder, place its component, and check it.
+    Build {
+        /// Connector folder (default .).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print a call event as JSON (input for `plugin call --event`).
+    Event {
+        /// ringing, answered, ended or missed.
+        state: String,
+        /// Calling number (E.164); omit for a withheld number.
+        #[arg(long)]
+        from: Option<String>,
+        /// Called number (E.164).
+        #[arg(long)]
+        to: String,
+        /// inbound, outbound or internal.
+        #[arg(long, default_value = "inbound")]
+        direction: String,
+        /// Talk time in seconds (for ended).
+        #[arg(long)]
+        duration: Option<u32>,
+    },
+    /// Run one export of a connector alone, in the real sandbox, with no
+    /// database, PBX or licensing; prints the result, its log lines and
+    /// every outbound request.
+    Call {
+        /// Connector folder.
+        dir: PathBuf,
+        /// on-call-event, lookup-contact, validate-config or handle-http.
+        export: String,
+        /// Call event JSON file, or - for stdin (for on-call-event).
+        #[arg(long)]
+        event: Option<String>,
+        /// Number to look up (for lookup-contact).
+        #[arg(long)]
+        number: Option<String>,
+        /// Webhook request JSON {method, path, query, headers, body} (for handle-http).
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// The installation's config, a JSON file.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        /// A secret config field, NAME=VALUE (repeatable).
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// Grant an outbound host, as an admin would (repeatable).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Let this run reach a non-public range, e.g. 127.0.0.1/32 (repeatable).
+        #[arg(long = "allow-network")]
+        allow_networks: Vec<String>,
+        /// Key-value state, a JSON object file: read before, written after.
+        #[arg(long)]
+        kv: Option<PathBuf>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the declarative test cases in DIR/tests against a fake app.
+    Test {
+        /// Connector folder (default .).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The author commands print the guest's log and every request
+    // themselves; the host's own log would repeat them on stderr.
+    let quiet = matches!(
+        &cli.command,
+        Command::Plugin(
+            PluginCmd::New { .. }
+                | PluginCmd::Build { .. }
+                | PluginCmd::Event { .. }
+                | PluginCmd::Call { .. }
+                | PluginCmd::Test { .. }
+        )
+    );
+    init_tracing(if quiet { "off" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -230,13 +322,72 @@ impl PluginCmd {
                 plugins_dir: plugins_dir.unwrap_or_else(|| config.plugins_dir.clone()),
                 limits: config.plugins.clone(),
             },
+            PluginCmd::New {
+                name,
+                lang,
+                dir,
+                sdk,
+            } => Action::New {
+                name,
+                lang,
+                dir,
+                sdk,
+            },
+            PluginCmd::Build { dir } => Action::Build {
+                dir,
+                limits: config.plugins.clone(),
+            },
+            PluginCmd::Event {
+                state,
+                from,
+                to,
+                direction,
+                duration,
+            } => Action::Event {
+                state,
+                from,
+                to,
+                direction,
+                duration,
+            },
+            PluginCmd::Call {
+                dir,
+                export,
+                event,
+                number,
+                request,
+                settings,
+                secrets,
+                grants,
+                allow_networks,
+                kv,
+                json,
+            } => Action::Call(Box::new(leansync_host::plugins::cli::CallArgs {
+                dir,
+                export,
+                event,
+                number,
+                request,
+                settings,
+                secrets,
+                grants,
+                allow_networks,
+                kv,
+                json,
+                limits: config.plugins.clone(),
+            })),
+            PluginCmd::Test { dir } => Action::Test {
+                dir,
+                limits: config.plugins.clone(),
+            },
         }
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LEANSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("LEANSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -32,6 +32,20 @@ pub struct Manifest {
     pub capabilities: Capabilities,
     /// JSON Schema of an installation's configuration.
     pub config_schema: serde_json::Value,
+    /// How `leansync plugin build` builds the component (the host ignores it).
+    pub build: BuildSpec,
+}
+
+/// The `[build]` table: the command that builds the component, run in the
+/// plugin folder, and where it leaves it. Both default per language.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// Shell command, e.g. `componentize-py -w plugin componentize app -o app.wasm`.
+    pub command: Option<String>,
+    /// File the command writes, relative to the folder; copied to `component`
+    /// when it differs.
+    pub output: Option<String>,
 }
 
 /// Capabilities a plugin asks for; each takes effect only when granted.
@@ -63,6 +77,8 @@ struct RawManifest {
     #[serde(default)]
     capabilities: RawCapabilities,
     config_schema: Option<toml::Value>,
+    #[serde(default)]
+    build: BuildSpec,
 }
 
 #[derive(Deserialize, Default)]
@@ -206,6 +222,7 @@ impl Manifest {
                 place_calls: raw.capabilities.place_calls,
             },
             config_schema,
+            build: raw.build,
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod capabilities;
 pub mod cli;
+pub mod dev;
 pub mod egress;
 pub mod engine;
 pub mod kv;

@@ -387,6 +387,18 @@ impl PluginRuntime {
         })
     }
 
+    /// Loads one plugin folder from any path and serves it beside the
+    /// others (replacing a plugin of the same name): the development harness
+    /// and dev installs.
+    pub fn install(&self, dir: &Path) -> Result<Arc<LoadedPlugin>, String> {
+        let p = Arc::new(self.load(dir)?);
+        let mut next = (**self.inner.plugins.read()).clone();
+        next.insert(p.manifest.name.clone(), p.clone());
+        *self.inner.plugins.write() = Arc::new(next);
+        self.refill(&p);
+        Ok(p)
+    }
+
     fn bind(&self, component: &Component, version: &Version) -> anyhow::Result<Bindings> {
         let pre = self.inner.linker.instantiate_pre(component)?;
         match (version.major, version.minor) {

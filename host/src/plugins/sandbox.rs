@@ -62,6 +62,53 @@ pub trait HostServices: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<String, String>>;
     /// Shows a call on the installation's live screens.
     fn push_to_screen(&self, installation: &Installation, event: CallEvent);
+    /// Sees every line a guest logs (the host already writes it to its log).
+    fn guest_log(&self, _installation: &Installation, _level: &'static str, _message: &str) {}
+    /// A tap that sees (and may answer) every outbound request; only the
+    /// development harness has one.
+    fn http_tap(&self) -> Option<Arc<dyn HttpTap>> {
+        None
+    }
+}
+
+/// One outbound request a guest made, as the development harness shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RequestRecord {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The absolute URL.
+    pub url: String,
+    /// Request headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// The request body as text (lossy).
+    pub body: String,
+    /// Response status, or why there was none (denied, refused, timed out).
+    pub status: Option<u16>,
+    /// Why the request got no response.
+    pub error: Option<String>,
+    /// Answered by a declared fake response rather than the network.
+    pub faked: bool,
+    /// Time until the response headers, milliseconds.
+    pub elapsed_ms: f64,
+}
+
+/// A canned answer to an outbound request.
+#[derive(Debug, Clone, Default)]
+pub struct CannedResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+/// Sees a guest's outbound requests after the policy check.
+pub trait HttpTap: Send + Sync {
+    /// A canned answer for this request, or `None` to send it for real.
+    fn answer(&self, method: &str, url: &http::Uri) -> Option<CannedResponse>;
+    /// Records a request and what became of it.
+    fn record(&self, record: RequestRecord);
 }
 
 /// In-memory key-value store with TTLs, for one process that keeps nothing
@@ -124,6 +171,20 @@ impl MemoryServices {
         let exp = ttl_secs.map(|s| Instant::now() + std::time::Duration::from_secs(s.into()));
         kv.insert(k, (value, exp));
         Ok(())
+    }
+
+    /// Live keys of an installation, sorted.
+    pub fn keys(&self, installation: &str) -> Vec<String> {
+        let now = Instant::now();
+        let mut keys: Vec<String> = self
+            .kv
+            .lock()
+            .iter()
+            .filter(|((i, _), (_, exp))| i == installation && exp.is_none_or(|e| e > now))
+            .map(|((_, k), _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// Deletes an entry.
@@ -239,12 +300,17 @@ impl StoreState {
             requested,
             granted: scope.installation.granted_hosts.clone(),
         };
+        let tap = scope.services.http_tap();
         Self {
             scope,
             wasi: b.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: HttpPolicyHooks { policy, outbound },
+            hooks: HttpPolicyHooks {
+                policy,
+                outbound,
+                tap,
+            },
             limiter: MemoryLimiter {
                 cap: memory_cap,
                 hit: false,
@@ -259,6 +325,7 @@ impl StoreState {
     pub fn bind(&mut self, scope: CallScope, outbound: super::outbound::Outbound) {
         self.hooks.policy.granted = scope.installation.granted_hosts.clone();
         self.hooks.outbound = outbound;
+        self.hooks.tap = scope.services.http_tap();
         self.scope = scope;
     }
 }
@@ -286,6 +353,7 @@ impl WasiHttpView for StoreState {
 struct HttpPolicyHooks {
     policy: OutboundPolicy,
     outbound: super::outbound::Outbound,
+    tap: Option<Arc<dyn HttpTap>>,
 }
 
 type SendFuture = Box<
@@ -315,19 +383,101 @@ impl WasiHttpHooks for HttpPolicyHooks {
             });
         if let Err(msg) = self.policy.check(&host, port) {
             tracing::warn!(plugin = %self.policy.plugin, "{msg}");
+            if let Some(tap) = &self.tap {
+                tap.record(RequestRecord {
+                    method: request.method().to_string(),
+                    url: uri.to_string(),
+                    headers: header_pairs(request.headers()),
+                    body: String::new(),
+                    status: None,
+                    error: Some(msg.clone()),
+                    faked: false,
+                    elapsed_ms: 0.0,
+                });
+            }
             return Box::new(
                 async move { Err(wasmtime_wasi_http::Error::InternalError(Some(msg))) },
             );
         }
         let outbound = self.outbound.clone();
+        let tap = self.tap.clone();
         Box::new(async move {
-            let res = super::outbound::send(&outbound, request, options).await?;
+            let res = match tap {
+                None => super::outbound::send(&outbound, request, options).await?,
+                Some(tap) => tapped(&*tap, &outbound, request, options).await?,
+            };
             Ok((
                 res,
                 Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
             ))
         })
     }
+}
+
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn full_body(bytes: bytes::Bytes) -> wasmtime_wasi_http::WasiBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Sends (or answers from the tap) a request of the development harness,
+/// recording it with its body and outcome.
+async fn tapped(
+    tap: &dyn HttpTap,
+    outbound: &super::outbound::Outbound,
+    request: http::Request<wasmtime_wasi_http::WasiBody>,
+    options: Option<wasmtime_wasi_http::RequestOptions>,
+) -> wasmtime_wasi_http::Result<http::Response<wasmtime_wasi_http::WasiBody>> {
+    use http_body_util::BodyExt;
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let mut record = RequestRecord {
+        method: parts.method.to_string(),
+        url: parts.uri.to_string(),
+        headers: header_pairs(&parts.headers),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        status: None,
+        error: None,
+        faked: false,
+        elapsed_ms: 0.0,
+    };
+    if let Some(canned) = tap.answer(parts.method.as_str(), &parts.uri) {
+        let mut res = http::Response::builder().status(canned.status);
+        for (k, v) in &canned.headers {
+            res = res.header(k, v);
+        }
+        let res = res
+            .body(full_body(canned.body.into()))
+            .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))?;
+        record.status = Some(canned.status);
+        record.faked = true;
+        record.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        tap.record(record);
+        return Ok(res);
+    }
+    let request = http::Request::from_parts(parts, full_body(bytes));
+    let result = super::outbound::send(outbound, request, options).await;
+    record.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    match &result {
+        Ok(res) => record.status = Some(res.status().as_u16()),
+        Err(e) => record.error = Some(e.to_string()),
+    }
+    tap.record(record);
+    result
 }
 
 /// Caps linear memory and remembers whether the cap was hit.

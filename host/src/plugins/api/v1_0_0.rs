@@ -30,6 +30,16 @@ impl leansync::connector::host::Host for StoreState {
         let plugin = &*self.scope.plugin;
         let installation = &self.scope.installation.id;
         let message: String = message.chars().take(4096).collect();
+        let name = match level {
+            types::LogLevel::Trace => "trace",
+            types::LogLevel::Debug => "debug",
+            types::LogLevel::Info => "info",
+            types::LogLevel::Warn => "warn",
+            types::LogLevel::Error => "error",
+        };
+        self.scope
+            .services
+            .guest_log(&self.scope.installation, name, &message);
         match level {
             types::LogLevel::Trace => tracing::trace!(plugin, installation, "{message}"),
             types::LogLevel::Debug => tracing::debug!(plugin, installation, "{message}"),

@@ -1,0 +1,214 @@
+//! The connector author kit as a newcomer uses it: `plugin new` in a folder
+//! outside the repository, `plugin build` offline, `plugin test` against the
+//! fake app, and `plugin call` against a real local app — no host, database
+//! or PBX.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use leansync_tests::host::leansync_bin;
+use leansync_tests::plugins::repo_root;
+use leansync_tests::receiver::Receiver;
+
+/// Runs `leansync ARGS` in `cwd` off the async runtime (a local app may be
+/// serving on it), offline, with the guests' shared target directory so the
+/// SDK's dependencies are not rebuilt.
+async fn leansync(cwd: &Path, args: &[&str]) -> (bool, String) {
+    let cwd = cwd.to_owned();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out: Output = tokio::task::spawn_blocking(move || {
+        Command::new(leansync_bin())
+            .args(&args)
+            .current_dir(&cwd)
+            .env("CARGO_TARGET_DIR", repo_root().join("target/guests"))
+            .env("CARGO_NET_OFFLINE", "true")
+            .env_remove("LEANSYNC_LOG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn a_new_rust_connector_builds_passes_its_tests_and_runs_alone() {
+    // Outside the repository, as an author's own project would be.
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(!tmp.path().starts_with(repo_root()));
+    let sdk = repo_root().join("plugin-api");
+    let (ok, out) = leansync(
+        tmp.path(),
+        &["plugin", "new", "acme-crm", "--sdk", sdk.to_str().unwrap()],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let dir = tmp.path().join("acme-crm");
+    assert!(dir.join("src/lib.rs").is_file(), "{out}");
+
+    let (ok, out) = leansync(&dir, &["plugin", "build", "."]).await;
+    assert!(ok, "plugin build failed:\n{out}");
+    assert!(
+        out.contains("ok: acme-crm 0.1.0 (connector API 1.0.0)"),
+        "{out}"
+    );
+    assert!(dir.join("acme_crm.wasm").is_file());
+
+    let (ok, out) = leansync(&dir, &["plugin", "test", "."]).await;
+    assert!(ok, "the scaffold's own cases fail:\n{out}");
+    assert!(out.contains("3 passed, 0 failed"), "{out}");
+
+    // A case whose expectation the connector does not meet fails, saying so.
+    let case = dir.join("tests/lookup.toml");
+    let text = std::fs::read_to_string(&case).unwrap();
+    std::fs::write(
+        &case,
+        text.replace(
+            "contact = { name = \"Anna Muster\"",
+            "contact = { name = \"Bert Beispiel\"",
+        ),
+    )
+    .unwrap();
+    let (ok, out) = leansync(&dir, &["plugin", "test", "."]).await;
+    assert!(!ok, "a wrong expectation passed:\n{out}");
+    assert!(out.contains("FAIL  lookup"), "{out}");
+    assert!(
+        out.contains("Bert Beispiel") && out.contains("Anna Muster"),
+        "{out}"
+    );
+    assert!(out.contains("2 passed, 1 failed"), "{out}");
+
+    // One export against a real local app: the author points base_url at
+    // it and lets the manifest ask for the host.
+    let app = Receiver::start().await;
+    let manifest = dir.join("plugin.toml");
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        m.replace(
+            "outbound-hosts = [\"api.example.com\"]",
+            "outbound-hosts = [\"api.example.com\", \"127.0.0.1:*\"]",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("settings.json"),
+        serde_json::json!({ "base_url": app.url() }).to_string(),
+    )
+    .unwrap();
+    let (ok, event) = leansync(
+        &dir,
+        &[
+            "plugin",
+            "event",
+            "missed",
+            "--from",
+            "+4930123456",
+            "--to",
+            "+4989123456",
+        ],
+    )
+    .await;
+    assert!(ok, "{event}");
+    std::fs::write(dir.join("missed.json"), &event).unwrap();
+    let grant = format!("127.0.0.1:{}", app.addr.port());
+    let call = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "plugin",
+            "call",
+            ".",
+            "on-call-event",
+            "--event",
+            "missed.json",
+            "--settings",
+            "settings.json",
+            "--secret",
+            "api_token=t0k",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+
+    // Not granted: denied, naming the fix; nothing reaches the app.
+    let (ok, out) = leansync(&dir, &call(&[])).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("has not granted") && out.contains("--grant"),
+        "{out}"
+    );
+    assert!(app.received().is_empty());
+
+    // Granted, but loopback is not public: the operator's egress rule holds.
+    let mut args = call(&[]);
+    args.extend(["--grant", grant.as_str()]);
+    let (ok, out) = leansync(&dir, &args).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("127.0.0.1"), "{out}");
+    assert!(app.received().is_empty(), "loopback reached by default");
+
+    // With the range allowed for this run the app gets the journal entry.
+    args.extend(["--allow-network", "127.0.0.1/32"]);
+    let (ok, out) = leansync(&dir, &args).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("result: ok"), "{out}");
+    assert!(
+        out.contains(&format!("POST {}/calls -> 200", app.url())),
+        "{out}"
+    );
+    assert!(out.contains("journaled missed call"), "{out}");
+    let got = app.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].uri.path(), "/calls");
+    assert_eq!(got[0].headers["authorization"], "Bearer t0k");
+    let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["state"], "missed");
+    assert_eq!(body["number"], "+4930123456");
+
+    // The app failing makes the call retryable, and the exit code says so.
+    app.script(&[(503, &[("retry-after", "7")])]);
+    args.push("--json");
+    let (ok, out) = leansync(&dir, &args).await;
+    assert!(!ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["result"], "retryable", "{v}");
+    assert_eq!(v["retry_after_ms"], 7000, "{v}");
+    assert_eq!(v["requests"][0]["status"], 503, "{v}");
+}
+
+#[tokio::test]
+async fn plugin_call_reports_bad_input_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let probe = leansync_tests::plugins::built("http-probe");
+    let (ok, out) = leansync(
+        tmp.path(),
+        &["plugin", "call", probe.to_str().unwrap(), "on-call-event"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        out.contains("--event") && out.contains("plugin event"),
+        "{out}"
+    );
+    let (ok, out) = leansync(
+        tmp.path(),
+        &["plugin", "event", "rung", "--to", "+4989123456"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(out.contains("\"rung\"") && out.contains("ringing"), "{out}");
+    let (ok, out) = leansync(
+        tmp.path(),
+        &["plugin", "event", "ringing", "--to", "0891234"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(out.contains("--to 0891234"), "{out}");
+    let (ok, out) = leansync(tmp.path(), &["plugin", "new", "Acme CRM"]).await;
+    assert!(!ok);
+    assert!(out.contains("a-z, 0-9"), "{out}");
+}
