@@ -305,6 +305,7 @@ async fn run(name: &str, url: &str, dir: &std::path::Path, hosts: usize, any: bo
             answered_at_ms: None,
             ended_at_ms: None,
             duration_secs: None,
+            answered_by: None,
         }
     };
     // Phase 1: a burst of EVENTS as fast as they can be sent: sustained
@@ -405,6 +406,7 @@ async fn baseline(dir: &std::path::Path) {
                     answered_at_ms: None,
                     ended_at_ms: None,
                     duration_secs: None,
+                    answered_by: None,
                 };
                 let d = leansync_host::plugins::Delivery {
                     idempotency_key: format!("k{i}"),

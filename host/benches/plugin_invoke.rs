@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use leansync_host::call::{CallEvent, CallState, Direction, now_ms};
 use leansync_host::config::PluginLimits;
 use leansync_host::number::E164;
-use leansync_host::plugins::api::v1_0_0;
+use leansync_host::plugins::api::v1_1_0;
 use leansync_host::plugins::engine::build_engine;
 use leansync_host::plugins::{Delivery, Installation, PluginRuntime};
 use wasmtime::Store;
@@ -98,6 +98,7 @@ fn main() {
         answered_at_ms: None,
         ended_at_ms: None,
         duration_secs: None,
+        answered_by: None,
     };
     let delivery = Delivery {
         idempotency_key: "bench".into(),
@@ -109,9 +110,9 @@ fn main() {
     let component = Component::from_file(&engine, &wasm).unwrap();
     let mut linker = Linker::<()>::new(&engine);
     linker.define_unknown_imports_as_traps(&component).unwrap();
-    let pre = v1_0_0::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-    let wit_event = v1_0_0::to_wit(&event, "bench", None);
-    let wit_delivery = v1_0_0::types::Delivery {
+    let pre = v1_1_0::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let wit_event = v1_1_0::to_wit(&event, "bench", None);
+    let wit_delivery = v1_1_0::types::Delivery {
         idempotency_key: "bench".into(),
         attempt: 1,
     };

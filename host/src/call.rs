@@ -125,6 +125,10 @@ pub struct CallEvent {
     pub ended_at_ms: Option<u64>,
     /// Talk time in whole seconds for `Ended`.
     pub duration_secs: Option<u32>,
+    /// Who picked the call up (`Answered`, `Ended`), when the telephony
+    /// reports it: the device contact or extension, e.g. `sip:201@pbx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
 }
 
 impl CallEvent {

@@ -84,6 +84,9 @@ enum CallCmd {
         /// Nobody answers: the call ends as missed.
         #[arg(long)]
         missed: bool,
+        /// The device or extension that picks up, e.g. 201 (shown to 1.1.0 connectors).
+        #[arg(long, conflicts_with = "missed")]
+        answered_by: Option<String>,
         /// Base URL of the running host.
         #[arg(long, default_value = "http://127.0.0.1:8080", env = "LEANSYNC_URL")]
         host: String,
@@ -184,6 +187,9 @@ enum PluginCmd {
         /// Talk time in seconds (for ended).
         #[arg(long)]
         duration: Option<u32>,
+        /// Who picked up, e.g. 201 (connector API 1.1.0).
+        #[arg(long)]
+        answered_by: Option<String>,
     },
     /// Run one export of a connector alone, in the real sandbox, with no
     /// database, PBX or licensing; prints the result, its log lines and
@@ -286,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             answer_after,
             hangup_after,
             missed,
+            answered_by,
             host,
             token,
         }) => {
@@ -295,6 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 answer_after,
                 hangup_after,
                 missed,
+                answered_by,
             };
             leansync_host::telephony::cli::simulate(&host, token.as_deref(), call).await
         }
@@ -343,12 +351,14 @@ impl PluginCmd {
                 to,
                 direction,
                 duration,
+                answered_by,
             } => Action::Event {
                 state,
                 from,
                 to,
                 direction,
                 duration,
+                answered_by,
             },
             PluginCmd::Call {
                 dir,

@@ -30,7 +30,7 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "wit/v1.0.0",
+        path: "wit/v1.1.0",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_plugin",

@@ -124,6 +124,7 @@ mod tests {
             ended_at_ms: None,
             duration_secs: None,
             contact: None,
+            answered_by: None,
         }
     }
 

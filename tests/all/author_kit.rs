@@ -54,7 +54,7 @@ async fn a_new_rust_connector_builds_passes_its_tests_and_runs_alone() {
     let (ok, out) = leansync(&dir, &["plugin", "build", "."]).await;
     assert!(ok, "plugin build failed:\n{out}");
     assert!(
-        out.contains("ok: acme-crm 0.1.0 (connector API 1.0.0)"),
+        out.contains("ok: acme-crm 0.1.0 (connector API 1.1.0)"),
         "{out}"
     );
     assert!(dir.join("acme_crm.wasm").is_file());

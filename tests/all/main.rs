@@ -1,6 +1,7 @@
 //! End-to-end tests, compiled into one binary; one file per behaviour.
 
 mod admin_api;
+mod api_versions;
 mod author_kit;
 mod carddav;
 mod crash;

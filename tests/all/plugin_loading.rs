@@ -18,7 +18,7 @@ async fn a_valid_plugin_loads_lists_and_answers() {
     let info = rt.list();
     assert_eq!(info.len(), 1);
     assert_eq!(info[0].status, Status::Active);
-    assert_eq!(info[0].api_version.as_deref(), Some("1.0.0"));
+    assert_eq!(info[0].api_version.as_deref(), Some("1.1.0"));
     let inst = installation("healthy", json!({}), &[]);
     let d = Delivery {
         idempotency_key: "k1".into(),
@@ -195,6 +195,6 @@ fn the_example_connector_passes_plugin_check() {
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .starts_with("ok: hello-connector 0.1.0 (connector API 1.0.0)")
+            .starts_with("ok: hello-connector 0.1.0 (connector API 1.1.0)")
     );
 }

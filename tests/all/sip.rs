@@ -839,6 +839,12 @@ async fn answered_and_missed_calls_are_reported(
         evs.iter()
             .all(|e| e["call_id"] == evs[0]["call_id"] && e["licensed_number"] == "+41441234567")
     );
+    // Who picked up: the answering phone's contact, as Kamailio reports it
+    // while the call rings (connector API 1.1.0 `answered-by`).
+    let device = format!("sip:41441234567@127.0.0.1:{phone}");
+    assert_eq!(evs[0].get("answered_by"), None, "{evs:?}");
+    assert_eq!(evs[1]["answered_by"], device.as_str(), "{evs:?}");
+    assert_eq!(evs[2]["answered_by"], device.as_str(), "{evs:?}");
     let duration = evs[2]["duration_secs"].as_u64().unwrap();
     assert!(
         (1..=4).contains(&duration),

@@ -72,6 +72,7 @@ fn finished(call: &str, caller: &str, state: CallState, direction: Direction) ->
         answered_at_ms: (state == CallState::Ended).then_some(start + 5_000),
         ended_at_ms: Some(start + 50_000),
         duration_secs: (state == CallState::Ended).then_some(45),
+        answered_by: None,
     }
 }
 
@@ -315,7 +316,7 @@ async fn a_call_pops_the_party_and_leaves_a_note_in_tryton() {
         .op(
             "POST",
             "/api/v1/sim/calls",
-            Some(json!({ "to": "044 123 45 67", "from": "+41 79 555 12 34", "answer_after": 0.2, "hangup_after": 1.0 })),
+            Some(json!({ "to": "044 123 45 67", "from": "+41 79 555 12 34", "answer_after": 0.2, "hangup_after": 1.0, "answered_by": "201" })),
         )
         .await;
     let call = v["call_id"].as_str().unwrap().to_owned();
@@ -363,4 +364,6 @@ async fn a_call_pops_the_party_and_leaves_a_note_in_tryton() {
         "{}",
         notes[0]
     );
+    // Who picked up travels from the telephony to the note (connector API 1.1.0).
+    assert!(notes[0].contains(", answered by 201, "), "{}", notes[0]);
 }

@@ -140,6 +140,7 @@ pub fn ringing(call_id: &str) -> CallEvent {
         answered_at_ms: None,
         ended_at_ms: None,
         duration_secs: None,
+        answered_by: None,
     }
 }
 

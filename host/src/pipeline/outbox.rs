@@ -761,6 +761,7 @@ pub(crate) mod testing {
             answered_at_ms: None,
             ended_at_ms: None,
             duration_secs: None,
+            answered_by: None,
         }
     }
 

@@ -55,6 +55,8 @@ pub enum Action {
         direction: String,
         /// Talk time for `ended`.
         duration: Option<u32>,
+        /// Who picked up (answered, ended).
+        answered_by: Option<String>,
     },
     /// Run one export of one connector folder alone.
     Call(Box<CallArgs>),
@@ -146,6 +148,7 @@ async fn run_dev(action: Action) -> Result<ExitCode, String> {
             to,
             direction,
             duration,
+            answered_by,
         } => {
             let state =
                 serde_json::from_value(serde_json::Value::String(state.clone())).map_err(|_| {
@@ -155,7 +158,8 @@ async fn run_dev(action: Action) -> Result<ExitCode, String> {
                 .map_err(|_| {
                     format!("--direction {direction:?}: choose inbound, outbound or internal")
                 })?;
-            let ev = dev::EventFile::make(state, from.as_deref(), &to, direction, duration)?;
+            let mut ev = dev::EventFile::make(state, from.as_deref(), &to, direction, duration)?;
+            ev.answered_by = answered_by;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&ev).map_err(|e| e.to_string())?

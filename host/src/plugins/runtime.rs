@@ -14,7 +14,7 @@ use serde::Serialize;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use super::api::{self, Bindings, v1_0_0};
+use super::api::{self, Bindings, Instance, Reply, Request};
 use super::engine::{ArtifactCache, EpochTicker, Origin, build_engine};
 use super::manifest::{Capabilities, MANIFEST_FILE, Manifest};
 use super::sandbox::{CallScope, HostServices, Installation, MemoryServices, StoreState};
@@ -194,11 +194,6 @@ pub struct LoadedPlugin {
 struct Warm {
     store: Store<StoreState>,
     instance: Instance,
-}
-
-/// An instantiated component of one API version.
-enum Instance {
-    V1_0(v1_0_0::Plugin),
 }
 
 /// Health of a plugin: counters for the catalogue, and one circuit breaker
@@ -400,11 +395,7 @@ impl PluginRuntime {
     }
 
     fn bind(&self, component: &Component, version: &Version) -> anyhow::Result<Bindings> {
-        let pre = self.inner.linker.instantiate_pre(component)?;
-        match (version.major, version.minor) {
-            (1, 0) => Ok(Bindings::V1_0(v1_0_0::PluginPre::new(pre)?)),
-            _ => anyhow::bail!("no bindings for connector API {version}"),
-        }
+        Bindings::new(&self.inner.linker, component, version)
     }
 
     /// Scans `dir` and atomically swaps in the result: unchanged plugins stay,
@@ -555,16 +546,14 @@ impl PluginRuntime {
         contact: Option<&Contact>,
         delivery: &Delivery,
     ) -> Result<(), InvokeError> {
-        let ev = v1_0_0::to_wit(event, &installation.id, contact);
-        let delivery = v1_0_0::types::Delivery {
-            idempotency_key: delivery.idempotency_key.clone(),
-            attempt: delivery.attempt,
+        let request = Request::Event {
+            event: Box::new(event.clone()),
+            installation: installation.id.clone(),
+            contact: contact.cloned(),
+            delivery: delivery.clone(),
         };
-        match self
-            .invoke(installation, Request::Event(Box::new(ev), delivery))
-            .await?
-        {
-            Reply::Event(r) => r.map_err(connector_error),
+        match self.invoke(installation, request).await? {
+            Reply::Event(r) => r,
             _ => unreachable!("reply matches request"),
         }
     }
@@ -579,17 +568,14 @@ impl PluginRuntime {
             .invoke(installation, Request::Lookup(number.to_owned()))
             .await?
         {
-            Reply::Lookup(r) => r
-                .map(|c| {
-                    c.map(|c| {
-                        let mut c = v1_0_0::contact_from_wit(c);
-                        if let Some(why) = c.drop_unsafe_link() {
-                            tracing::warn!(installation = %installation.id, "{why}");
-                        }
-                        c
-                    })
+            Reply::Lookup(r) => r.map(|c| {
+                c.map(|mut c| {
+                    if let Some(why) = c.drop_unsafe_link() {
+                        tracing::warn!(installation = %installation.id, "{why}");
+                    }
+                    c
                 })
-                .map_err(connector_error),
+            }),
             _ => unreachable!("reply matches request"),
         }
     }
@@ -600,19 +586,8 @@ impl PluginRuntime {
         installation: &Arc<Installation>,
         req: HttpRequest,
     ) -> Result<HttpResponse, InvokeError> {
-        let req = v1_0_0::types::HttpRequest {
-            method: req.method,
-            path: req.path,
-            query: req.query,
-            headers: req.headers,
-            body: req.body,
-        };
         match self.invoke(installation, Request::Http(req)).await? {
-            Reply::Http(r) => Ok(HttpResponse {
-                status: r.status,
-                headers: r.headers,
-                body: r.body,
-            }),
+            Reply::Http(r) => Ok(r),
             _ => unreachable!("reply matches request"),
         }
     }
@@ -653,13 +628,7 @@ impl PluginRuntime {
             .await?
         {
             Reply::Validate(Ok(())) => Ok(Vec::new()),
-            Reply::Validate(Err(list)) => Ok(list
-                .into_iter()
-                .map(|i| ConfigIssue {
-                    field: i.field,
-                    message: i.message,
-                })
-                .collect()),
+            Reply::Validate(Err(list)) => Ok(list),
             _ => unreachable!("reply matches request"),
         }
     }
@@ -687,11 +656,9 @@ impl PluginRuntime {
         };
         arm_deadline(&mut store, timeout);
         plugin.health.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(
-            timeout,
-            call(&plugin.bindings, &mut store, instance, request),
-        )
-        .await;
+        let outcome =
+            tokio::time::timeout(timeout, plugin.bindings.call(&mut store, instance, request))
+                .await;
         let result = match outcome {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(explain_fault(&e, store.data(), limits)),
@@ -809,9 +776,7 @@ impl PluginRuntime {
                 let placeholder = this.scope(&plugin, Arc::new(Installation::default()));
                 let mut store = this.new_store(&plugin, placeholder);
                 arm_deadline(&mut store, timeout);
-                let made = match &plugin.bindings {
-                    Bindings::V1_0(pre) => pre.instantiate_async(&mut store).await.map(Instance::V1_0),
-                };
+                let made = plugin.bindings.instantiate(&mut store).await;
                 match made {
                     Ok(instance) => plugin.warm.lock().push(Warm { store, instance }),
                     Err(e) => {
@@ -873,20 +838,6 @@ impl PluginRuntime {
     }
 }
 
-enum Request {
-    Event(Box<v1_0_0::types::CallEvent>, v1_0_0::types::Delivery),
-    Lookup(String),
-    Http(v1_0_0::types::HttpRequest),
-    Validate(String),
-}
-
-enum Reply {
-    Event(Result<(), v1_0_0::ConnectorError>),
-    Lookup(Result<Option<v1_0_0::types::Contact>, v1_0_0::ConnectorError>),
-    Http(v1_0_0::types::HttpResponse),
-    Validate(Result<(), Vec<v1_0_0::types::ConfigIssue>>),
-}
-
 /// Stops the guest once `timeout` has passed (checked at every epoch tick).
 fn arm_deadline(store: &mut Store<StoreState>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -898,46 +849,6 @@ fn arm_deadline(store: &mut Store<StoreState>, timeout: Duration) {
         }
         Ok(UpdateDeadline::Yield(1))
     });
-}
-
-/// Runs one export on `instance`, or on a fresh instance when none is warm.
-async fn call(
-    bindings: &Bindings,
-    store: &mut Store<StoreState>,
-    instance: Option<Instance>,
-    request: Request,
-) -> wasmtime::Result<Reply> {
-    match bindings {
-        Bindings::V1_0(pre) => {
-            let instance = match instance {
-                Some(Instance::V1_0(i)) => i,
-                None => pre.instantiate_async(&mut *store).await?,
-            };
-            let guest = instance.leansync_connector_connector();
-            Ok(match request {
-                Request::Event(ev, d) => {
-                    Reply::Event(guest.call_on_call_event(&mut *store, &ev, &d).await?)
-                }
-                Request::Lookup(n) => {
-                    Reply::Lookup(guest.call_lookup_contact(&mut *store, &n).await?)
-                }
-                Request::Http(r) => Reply::Http(guest.call_handle_http(&mut *store, &r).await?),
-                Request::Validate(c) => {
-                    Reply::Validate(guest.call_validate_config(&mut *store, &c).await?)
-                }
-            })
-        }
-    }
-}
-
-fn connector_error(e: v1_0_0::ConnectorError) -> InvokeError {
-    match e {
-        v1_0_0::ConnectorError::Retryable(r) => InvokeError::Retryable {
-            message: r.message,
-            retry_after_ms: r.retry_after_ms,
-        },
-        v1_0_0::ConnectorError::Permanent(m) => InvokeError::Permanent(m),
-    }
 }
 
 /// Turns a trap into a sentence an admin can act on.

@@ -644,6 +644,11 @@ pub enum Transition {
         dialog_id: String,
         /// The dialog's `call-id`.
         call_id: Option<String>,
+        /// The device that picked up: the last local `<target>` the PBX
+        /// reported for this dialog that is not just the monitored address
+        /// (Kamailio sends the answering phone's contact while it rings,
+        /// then the address of record again), without URI parameters.
+        device: Option<String>,
     },
     /// An answered call ended.
     Ended {
@@ -678,6 +683,8 @@ struct Tracked {
     finished_at: Option<u64>,
     /// Last time a document mentioned it.
     last_seen: u64,
+    /// The last device contact seen on the local side.
+    device: Option<String>,
 }
 
 /// Turns successive [`DialogInfo`] documents about one monitored number into
@@ -786,6 +793,9 @@ impl Tracker {
             if t.finished_at.is_some() {
                 return; // already reported (or stale): nothing more
             }
+            if let Some(dev) = device_of(d) {
+                t.device = Some(dev);
+            }
             match d.state {
                 s if s.is_ringing() => {}
                 DialogState::Confirmed => {
@@ -794,6 +804,7 @@ impl Tracker {
                         out.push(Transition::Answered {
                             dialog_id: d.id.clone(),
                             call_id: t.call_id.clone(),
+                            device: t.device.clone(),
                         });
                     }
                 }
@@ -808,6 +819,7 @@ impl Tracker {
             answered_at: None,
             finished_at: None,
             last_seen: now_ms,
+            device: device_of(d),
         };
         if d.state == DialogState::Terminated {
             // a call that ended before we watched: remember, report nothing
@@ -826,6 +838,7 @@ impl Tracker {
             out.push(Transition::Answered {
                 dialog_id: d.id.clone(),
                 call_id: d.call_id.clone(),
+                device: t.device.clone(),
             });
         }
         self.dialogs.insert(d.id.clone(), t);
@@ -873,6 +886,17 @@ fn finish(id: &str, t: &mut Tracked, event: Option<String>, now_ms: u64) -> Tran
             event,
         },
     }
+}
+
+/// The local side's device contact, when the PBX names one beyond the
+/// monitored address itself (URI parameters dropped).
+fn device_of(d: &Dialog) -> Option<String> {
+    let p = d.local.as_ref()?;
+    let target = bare_uri(p.target.as_deref()?);
+    let target = target.split(';').next().unwrap_or(target).trim();
+    let identity = p.identity.as_deref().map(bare_uri).unwrap_or_default();
+    let identity = identity.split(';').next().unwrap_or(identity).trim();
+    (!target.is_empty() && !target.eq_ignore_ascii_case(identity)).then(|| target.to_string())
 }
 
 /// The caller as a bare URI, `None` when anonymous or unknown.
@@ -1243,6 +1267,8 @@ mod tests {
                 Transition::Answered {
                     dialog_id: "padi-6b073eab-18af-1".into(),
                     call_id: Some("1-6350@127.0.0.1".into()),
+                    // The answering phone (SIPp's uas on 5071), from the early report.
+                    device: Some("sip:service@127.0.0.1:5071".into()),
                 },
                 Transition::Ended {
                     dialog_id: "padi-6b073eab-18af-1".into(),
@@ -1751,7 +1777,8 @@ mod tests {
             out,
             [Transition::Answered {
                 dialog_id: "a".into(),
-                call_id: Some("c-a".into())
+                call_id: Some("c-a".into()),
+                device: None,
             }]
         );
         assert_eq!(t.live().count(), 2);

@@ -41,6 +41,10 @@ pub struct SimulatedCall {
     /// Nobody answers: ringing, then missed.
     #[serde(default)]
     pub missed: bool,
+    /// The device or extension that picks up (reported on the answered and
+    /// ended events, connector API 1.1.0), e.g. `201`.
+    #[serde(default)]
+    pub answered_by: Option<String>,
 }
 
 fn default_ring() -> f64 {
@@ -62,8 +66,11 @@ pub struct SimProvider {
 }
 
 /// The states a call goes through after ringing, each after its delay in
-/// seconds from the one before.
-type Script = Vec<(f64, CallState)>;
+/// seconds from the one before, and who answers.
+struct Script {
+    steps: Vec<(f64, CallState)>,
+    answered_by: Option<String>,
+}
 
 impl SimProvider {
     /// A simulated PBX sending events on `events`.
@@ -126,14 +133,26 @@ impl SimProvider {
             answered_at_ms: None,
             ended_at_ms: None,
             duration_secs: None,
+            answered_by: None,
         };
-        let script = if call.missed {
+        if let Some(dev) = &call.answered_by
+            && (dev.trim().is_empty() || dev.len() > 256)
+        {
+            return Err(format!(
+                "answered_by = {dev:?}: give the answering device or extension (1-256 characters), or leave it out"
+            ));
+        }
+        let steps = if call.missed {
             vec![(call.answer_after, CallState::Missed)]
         } else {
             vec![
                 (call.answer_after, CallState::Answered),
                 (call.hangup_after, CallState::Ended),
             ]
+        };
+        let script = Script {
+            steps,
+            answered_by: call.answered_by.clone().filter(|_| !call.missed),
         };
         self.play(ringing, script);
         Ok(id)
@@ -146,6 +165,7 @@ struct Call {
     event: CallEvent,
     answered: Option<Instant>,
     script: std::vec::IntoIter<(f64, CallState)>,
+    answered_by: Option<String>,
 }
 
 /// A call waiting for its next state; small, so the heap moves little.
@@ -162,6 +182,7 @@ impl Step {
         mut event: CallEvent,
         answered: Option<Instant>,
         mut script: std::vec::IntoIter<(f64, CallState)>,
+        answered_by: Option<String>,
         from: Instant,
         seq: &mut u64,
     ) -> Option<Self> {
@@ -175,6 +196,7 @@ impl Step {
                 event,
                 answered,
                 script,
+                answered_by,
             }),
         })
     }
@@ -222,12 +244,14 @@ async fn player(
                 event: mut ev,
                 mut answered,
                 script,
+                answered_by,
             } = *call;
             // Talk time from the schedule; timestamps from the wall clock.
             let wall = now_ms();
             match ev.state {
                 CallState::Answered => {
                     ev.answered_at_ms = Some(wall);
+                    ev.answered_by = answered_by.clone();
                     answered = Some(at);
                 }
                 CallState::Ended | CallState::Missed => {
@@ -239,7 +263,7 @@ async fn player(
             if events.send(ev.clone()).await.is_err() {
                 return;
             }
-            due.extend(Step::next(ev, answered, script, at, &mut seq));
+            due.extend(Step::next(ev, answered, script, answered_by, at, &mut seq));
         }
         for (ringing, script) in arrived.drain(..) {
             if events.send(ringing.clone()).await.is_err() {
@@ -248,7 +272,8 @@ async fn player(
             due.extend(Step::next(
                 ringing,
                 None,
-                script.into_iter(),
+                script.steps.into_iter(),
+                script.answered_by,
                 Instant::now(),
                 &mut seq,
             ));
@@ -289,8 +314,12 @@ impl Provider for SimProvider {
             answered_at_ms: None,
             ended_at_ms: None,
             duration_secs: None,
+            answered_by: None,
         };
-        let script = vec![(3.0, CallState::Answered), (10.0, CallState::Ended)];
+        let script = Script {
+            steps: vec![(3.0, CallState::Answered), (10.0, CallState::Ended)],
+            answered_by: None,
+        };
         self.play(ringing, script);
         Box::pin(async move { Ok(id) })
     }
@@ -351,6 +380,7 @@ mod tests {
                 answer_after: 1.0,
                 hangup_after: 3.0,
                 missed: false,
+                answered_by: None,
             })
             .unwrap();
         let states: Vec<CallEvent> = vec![
@@ -383,6 +413,7 @@ mod tests {
                     answer_after,
                     hangup_after: 2.0,
                     missed: false,
+                    answered_by: None,
                 })
                 .unwrap();
             answer_at.insert(id, answer_after);
@@ -424,6 +455,7 @@ mod tests {
             answer_after: 1.0,
             hangup_after: 1.0,
             missed: true,
+            answered_by: None,
         })
         .unwrap();
         let a = rx.recv().await.unwrap();
@@ -444,6 +476,7 @@ mod tests {
                 answer_after: 1.0,
                 hangup_after: 1.0,
                 missed: false,
+                answered_by: None,
             })
             .unwrap_err();
         assert!(err.contains("'garbage'"), "{err}");

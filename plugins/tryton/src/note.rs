@@ -29,6 +29,13 @@ pub fn text(event: &CallEvent) -> String {
     {
         s.push_str(&format!(", duration {}", time::duration(d)));
     }
+    if let Some(who) = event
+        .answered_by
+        .as_deref()
+        .filter(|_| event.state != CallState::Missed)
+    {
+        s.push_str(&format!(", answered by {who}"));
+    }
     s.push_str(&format!(
         ", {} {}",
         time::readable_utc(event.started_at_ms),
@@ -65,6 +72,7 @@ mod tests {
             ended_at_ms: None,
             duration_secs: Some(125),
             contact: None,
+            answered_by: None,
         }
     }
 
@@ -77,6 +85,13 @@ mod tests {
         assert_eq!(
             text(&event(CallState::Missed, Direction::Inbound)),
             "Missed inbound call from +41791234567 to +41441234567, 2025-11-25 22:48 UTC [leansync sim-1]"
+        );
+        let mut by = event(CallState::Ended, Direction::Inbound);
+        by.answered_by = Some("201".into());
+        assert!(
+            text(&by).contains("duration 2:05, answered by 201, "),
+            "{}",
+            text(&by)
         );
     }
 

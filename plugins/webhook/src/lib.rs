@@ -53,7 +53,7 @@ impl Connector for Webhook {
         if !cfg.states.is_empty() && !cfg.states.iter().any(|s| s == state) {
             return Ok(());
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "idempotency_key": delivery.idempotency_key,
             "attempt": delivery.attempt,
             "event": {
@@ -76,8 +76,12 @@ impl Connector for Webhook {
                     "source": c.source,
                 })),
             }
-        })
-        .to_string();
+        });
+        // Since connector API 1.1.0; absent when the telephony did not say.
+        if let Some(dev) = &event.answered_by {
+            body["event"]["answered_by"] = dev.as_str().into();
+        }
+        let body = body.to_string();
         let mut request = http::Request::post(&cfg.url)
             .header("content-type", "application/json")
             .header("idempotency-key", &delivery.idempotency_key)

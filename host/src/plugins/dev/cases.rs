@@ -93,6 +93,8 @@ pub struct CaseEvent {
     pub duration: Option<u32>,
     /// Call id (default: generated).
     pub call_id: Option<String>,
+    /// Who picked up (connector API 1.1.0; answered and ended events).
+    pub answered_by: Option<String>,
 }
 
 fn inbound() -> Direction {
@@ -219,6 +221,7 @@ pub fn prepare(case: &Case, harness: &Harness) -> Result<(Setup, Input), String>
             if let Some(id) = &e.call_id {
                 ev.call_id = id.clone();
             }
+            ev.answered_by = e.answered_by.clone();
             Input::Event(Box::new(ev))
         }
         "lookup-contact" => Input::Lookup(

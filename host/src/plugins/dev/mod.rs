@@ -61,6 +61,9 @@ pub struct EventFile {
     /// Talk time for `ended`.
     #[serde(default)]
     pub duration_secs: Option<u32>,
+    /// Who picked up (connector API 1.1.0), e.g. `sip:201@pbx.example`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
 }
 
 impl EventFile {
@@ -103,6 +106,7 @@ impl EventFile {
             answered_at_ms: answered,
             ended_at_ms: ended,
             duration_secs: duration,
+            answered_by: None,
         })
     }
 
@@ -126,6 +130,7 @@ impl EventFile {
             answered_at_ms: self.answered_at_ms,
             ended_at_ms: self.ended_at_ms,
             duration_secs: self.duration_secs,
+            answered_by: self.answered_by.clone(),
         })
     }
 }

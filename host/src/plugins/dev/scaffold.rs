@@ -130,7 +130,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-leansync-plugin-api = "1.0"
+leansync-plugin-api = "1.1"
 serde = { version = "1", features = ["derive"] }
 serde_json = "1"
 
@@ -142,7 +142,7 @@ strip = true
 
 const PLUGIN_TOML: &str = r#"name = "{{name}}"
 version = "0.1.0"
-api = "^1.0"
+api = "^1.1"
 description = "{{title}}: shows who calls and journals every call"
 component = "{{crate}}.wasm"
 # This connector resolves numbers to contacts (lookup-contact).
@@ -218,6 +218,8 @@ impl Connector for App {
             "direction": format!("{:?}", event.direction).to_lowercase(),
             "state": outcome,
             "duration_secs": event.duration_secs,
+            // Who picked up (connector API 1.1), when the telephony says.
+            "answered_by": event.answered_by,
         });
         http::Request::post(&format!("{}/calls", s.base_url.trim_end_matches('/')))
             .bearer_auth(&token()?)
@@ -303,7 +305,7 @@ headers = { authorization = "Bearer test-token" }
 
 const CASE_DOWN: &str = r#"description = "an app that is down makes the delivery retry later"
 export = "on-call-event"
-event = { state = "ended", from = "+4930123456", to = "+4989123456", duration = 65 }
+event = { state = "ended", from = "+4930123456", to = "+4989123456", duration = 65, answered-by = "201" }
 config = { base_url = "https://api.example.com" }
 secrets = { api_token = "test-token" }
 
@@ -319,7 +321,7 @@ result = "retryable"
 [[expect.requests]]
 method = "POST"
 path = "/calls"
-json = { state = "answered", duration_secs = 65 }
+json = { state = "answered", duration_secs = 65, answered_by = "201" }
 "#;
 
 const README: &str = r#"# {{title}} — a LeanSync Voice connector
@@ -341,7 +343,7 @@ leansync plugin call . on-call-event --event missed.json \
 - `tests/*.toml` — one case each: an event or a number, the config, what
   the fake app answers, and the requests the connector must make.
 
-The SDK is the crate `leansync-plugin-api` (connector API 1.0). Built
+The SDK is the crate `leansync-plugin-api` (connector API 1.1). Built
 offline beside a LeanSync checkout, `.cargo/config.toml` points cargo at the
 checkout's `plugin-api` folder; delete that file to use the published crate.
 

@@ -92,6 +92,7 @@ impl Bridge {
                         .map(|t| ((now.saturating_sub(t) + 500) / 1000) as u32)
                 })
                 .flatten(),
+            answered_by: None,
         }
     }
 }

@@ -241,6 +241,8 @@ struct CallCtx {
     caller: Option<E164>,
     started_at_ms: u64,
     answered_at_ms: Option<u64>,
+    /// The device that picked up, when the PBX said.
+    answered_by: Option<String>,
 }
 
 #[derive(Default)]
@@ -1090,13 +1092,17 @@ fn on_notify(inner: &Inner, number: &E164, body: &str) {
                         caller,
                         started_at_ms: now,
                         answered_at_ms: None,
+                        answered_by: None,
                     };
                     events.push(event(&ctx, number, CallState::Ringing, None));
                     w.calls.insert(dialog_id, ctx);
                 }
-                Transition::Answered { dialog_id, .. } => {
+                Transition::Answered {
+                    dialog_id, device, ..
+                } => {
                     if let Some(ctx) = w.calls.get_mut(&dialog_id) {
                         ctx.answered_at_ms = Some(now);
+                        ctx.answered_by = device;
                         events.push(event(ctx, number, CallState::Answered, None));
                     }
                 }
@@ -1142,6 +1148,7 @@ fn event(ctx: &CallCtx, number: &E164, state: CallState, duration_secs: Option<u
         answered_at_ms: ctx.answered_at_ms,
         ended_at_ms: matches!(state, CallState::Ended | CallState::Missed).then_some(now),
         duration_secs,
+        answered_by: ctx.answered_by.clone(),
     }
 }
 
