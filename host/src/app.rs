@@ -308,6 +308,9 @@ impl App {
                 self.clone(),
             )))
             .merge(operator(api::flow::operator_router(self.pipeline.clone())))
+            .merge(operator(
+                api::plugins::operator_router().with_state(self.clone()),
+            ))
             .merge(api::flow::metrics_router(self.pipeline.clone()));
         let telephony = self.telephony.clone();
         router = router.merge(operator(Router::new().route(

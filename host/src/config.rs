@@ -128,6 +128,10 @@ pub struct PluginLimits {
     /// for an app in the operator's own network). Empty, the default:
     /// public addresses only. The host's own listener is never reachable.
     pub allow_networks: Vec<String>,
+    /// Whether operators may load a connector from any folder on this host
+    /// (`POST /api/v1/plugins/dev`, what `leansync plugin watch` uses).
+    /// Off by default: a production host loads only its plugins directory.
+    pub dev_installs: bool,
 }
 
 /// Which telephony provider the host uses.
@@ -181,6 +185,7 @@ impl Default for PluginLimits {
             max_instances: 1_000,
             warm_instances: 0,
             allow_networks: Vec::new(),
+            dev_installs: false,
         }
     }
 }
@@ -304,6 +309,11 @@ impl Config {
                 anyhow::anyhow!(
                     "LEANSYNC_ADMIN_TOKEN_TTL_DAYS='{v}' is not a number of days like 90 (0: tokens never expire)"
                 )
+            })?;
+        }
+        if let Some(v) = get("LEANSYNC_PLUGINS_DEV_INSTALLS") {
+            self.plugins.dev_installs = v.parse().map_err(|_| {
+                anyhow::anyhow!("LEANSYNC_PLUGINS_DEV_INSTALLS='{v}' is neither true nor false")
             })?;
         }
         if let Some(v) = get("LEANSYNC_TELEPHONY_SIM_ACCOUNTS") {

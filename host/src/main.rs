@@ -227,6 +227,20 @@ enum PluginCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a connector on every change and load it into a running
+    /// host from its folder (the host needs plugins.dev_installs = true);
+    /// prints the plugin's log lines as the host streams them.
+    Watch {
+        /// Connector folder (default .).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Base URL of the running host.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "LEANSYNC_URL")]
+        host: String,
+        /// Operator API token.
+        #[arg(long, env = "LEANSYNC_TOKEN")]
+        token: Option<String>,
+    },
     /// Run the declarative test cases in DIR/tests against a fake app.
     Test {
         /// Connector folder (default .).
@@ -247,6 +261,7 @@ fn main() -> ExitCode {
                 | PluginCmd::Event { .. }
                 | PluginCmd::Call { .. }
                 | PluginCmd::Test { .. }
+                | PluginCmd::Watch { .. }
         )
     );
     init_tracing(if quiet { "off" } else { "info" });
@@ -386,6 +401,12 @@ impl PluginCmd {
                 json,
                 limits: config.plugins.clone(),
             })),
+            PluginCmd::Watch { dir, host, token } => Action::Watch {
+                dir,
+                host,
+                token,
+                limits: config.plugins.clone(),
+            },
             PluginCmd::Test { dir } => Action::Test {
                 dir,
                 limits: config.plugins.clone(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use leansync_tests::host::leansync_bin;
-use leansync_tests::plugins::repo_root;
+use leansync_tests::plugins::{built, repo_root};
 use leansync_tests::receiver::Receiver;
 
 /// Runs `leansync ARGS` in `cwd` off the async runtime (a local app may be
@@ -183,7 +183,7 @@ async fn a_new_rust_connector_builds_passes_its_tests_and_runs_alone() {
 #[tokio::test]
 async fn plugin_call_reports_bad_input_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let probe = leansync_tests::plugins::built("http-probe");
+    let probe = built("http-probe");
     let (ok, out) = leansync(
         tmp.path(),
         &["plugin", "call", probe.to_str().unwrap(), "on-call-event"],
@@ -211,4 +211,190 @@ async fn plugin_call_reports_bad_input_by_name() {
     let (ok, out) = leansync(tmp.path(), &["plugin", "new", "Acme CRM"]).await;
     assert!(!ok);
     assert!(out.contains("a-z, 0-9"), "{out}");
+}
+
+/// Lines a child process printed so far, read by a thread.
+struct Printed(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Printed {
+    fn of(child: &mut std::process::Child) -> Self {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let t = text.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let mut g = t.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        Self(text)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, needle: &str, after: usize) -> usize {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let t = self.text();
+            if let Some(i) = t[after.min(t.len())..].find(needle) {
+                return after + i + needle.len();
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "no {needle:?} from plugin watch in 120 s:\n{t}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_watch_loads_into_a_running_host_streams_logs_and_reloads_on_change() {
+    use leansync_tests::host::{Host, Tenant};
+    let tmp = tempfile::tempdir().unwrap();
+    let sdk = repo_root().join("plugin-api");
+    let (ok, out) = leansync(
+        tmp.path(),
+        &[
+            "plugin",
+            "new",
+            "watched-crm",
+            "--sdk",
+            sdk.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let dir = tmp.path().join("watched-crm");
+    let manifest = dir.join("plugin.toml");
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        m.replace(
+            "outbound-hosts = [\"api.example.com\"]",
+            "outbound-hosts = [\"api.example.com\", \"127.0.0.1:*\"]",
+        ),
+    )
+    .unwrap();
+
+    let h = Host::start_with("", &[("LEANSYNC_PLUGINS_DEV_INSTALLS", "true")]).await;
+    let mut child = Command::new(leansync_bin())
+        .args([
+            "plugin", "watch", ".", "--host", &h.url, "--token", &h.token,
+        ])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", repo_root().join("target/guests"))
+        .env("CARGO_NET_OFFLINE", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = Printed::of(&mut child);
+    let pos = out.wait_for("==> loaded watched-crm 0.1.0", 0).await;
+    let (status, info) = h
+        .call("GET", "/api/v1/plugins/watched-crm", None, None)
+        .await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["status"], "active", "{info}");
+
+    // A customer's app gets the connector's journal entry, and the
+    // connector's log line reaches the author's terminal.
+    let app = Receiver::start().await;
+    let tenant = Tenant::create_for(
+        &h,
+        "Watch AG",
+        &["044 123 45 67"],
+        serde_json::json!({
+            "connector": "watched-crm",
+            "config": { "base_url": app.url(), "api_token": "t0k" },
+            "granted_hosts": ["127.0.0.1"],
+        }),
+    )
+    .await;
+    let missed = serde_json::json!({ "to": "044 123 45 67", "from": "+41 79 555 12 34", "answer_after": 0.1, "missed": true });
+    h.op("POST", "/api/v1/sim/calls", Some(missed.clone()))
+        .await;
+    let pos = out.wait_for("journaled missed call", pos).await;
+    assert!(
+        out.text()
+            .contains(&format!("[{}] info", tenant.installation)),
+        "{}",
+        out.text()
+    );
+    // The ringing call was looked up (GET /contacts), the missed one journaled.
+    let got = app.received();
+    assert!(
+        got.iter()
+            .any(|r| r.method == "GET" && r.uri.path() == "/contacts"),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|r| r.method == "POST" && r.uri.path() == "/calls")
+            .count(),
+        1,
+        "{got:?}"
+    );
+
+    // Changing the source rebuilds and reloads it in the running host.
+    let lib = dir.join("src/lib.rs");
+    let src = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(
+        &lib,
+        src.replace("journaled {outcome} call", "noted {outcome} call"),
+    )
+    .unwrap();
+    let pos = out.wait_for("--- change detected", pos).await;
+    let pos = out.wait_for("==> loaded watched-crm", pos).await;
+    h.op("POST", "/api/v1/sim/calls", Some(missed)).await;
+    out.wait_for("noted missed call", pos).await;
+
+    // Loading from a folder is for operators only.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/v1/plugins/dev",
+            Some(&tenant.admin),
+            Some(serde_json::json!({ "path": dir.display().to_string() })),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = h
+        .call(
+            "GET",
+            "/api/v1/plugins/watched-crm/logs",
+            Some(&tenant.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn a_host_loads_connectors_from_other_folders_only_when_configured() {
+    use leansync_tests::host::Host;
+    let h = Host::start("").await;
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/v1/plugins/dev",
+            Some(&h.token),
+            Some(serde_json::json!({ "path": built("noop").display().to_string() })),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "dev_installs_off", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("plugins.dev_installs"),
+        "{body}"
+    );
 }

@@ -23,6 +23,7 @@ fn roomy_limits() -> PluginLimits {
         degraded_after: 3,
         max_instances: 64,
         allow_networks: leansync_tests::plugins::local_peers(),
+        dev_installs: false,
         ..PluginLimits::default()
     }
 }

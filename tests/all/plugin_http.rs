@@ -103,6 +103,7 @@ fn open_probe(
     edit_manifest(&folder, "outbound-hosts", r#"["*"]"#);
     let limits = leansync_host::config::PluginLimits {
         allow_networks: Vec::new(),
+        dev_installs: false,
         ..test_limits()
     };
     let rt = runtime(scratch, limits);

@@ -96,6 +96,7 @@ pub fn test_limits() -> PluginLimits {
         // Exercise the warm-instance path in every plugin test.
         warm_instances: 2,
         allow_networks: local_peers(),
+        dev_installs: false,
     }
 }
 

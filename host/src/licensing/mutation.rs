@@ -170,6 +170,24 @@ impl<'a> Record<'a> {
 }
 
 impl Licensing {
+    /// Audits an operator action outside licensing data (e.g. loading a
+    /// connector from a development folder), through the same path.
+    pub async fn audit_operator_action(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        after: &impl Serialize,
+    ) -> Result<()> {
+        actor.require_operator()?;
+        let m = self.begin().await?;
+        self.commit(
+            m,
+            Record::created(actor, None, action, target, after).no_index(),
+        )
+        .await
+    }
+
     /// Starts a mutation (waits for the one before it to commit).
     pub(super) async fn begin(&self) -> Result<Mutation> {
         let mut tx = self.db.begin_write().await?;

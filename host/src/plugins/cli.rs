@@ -60,6 +60,17 @@ pub enum Action {
     },
     /// Run one export of one connector folder alone.
     Call(Box<CallArgs>),
+    /// Rebuild on change and load into a running host.
+    Watch {
+        /// The folder.
+        dir: PathBuf,
+        /// Base URL of the host.
+        host: String,
+        /// Operator token.
+        token: Option<String>,
+        /// Sandbox limits to check builds with.
+        limits: PluginLimits,
+    },
     /// Run the declarative cases in `DIR/tests`.
     Test {
         /// The folder.
@@ -140,6 +151,15 @@ async fn run_dev(action: Action) -> Result<ExitCode, String> {
         }
         Action::Build { dir, limits } => {
             build::build(&dir, &limits)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Watch {
+            dir,
+            host,
+            token,
+            limits,
+        } => {
+            dev::watch::watch(&dir, &host, token.as_deref(), &limits).await?;
             Ok(ExitCode::SUCCESS)
         }
         Action::Event {

@@ -17,7 +17,7 @@ pub mod watcher;
 pub use egress::Egress;
 pub use kv::DbKv;
 pub use runtime::{
-    ConfigIssue, Delivery, HttpRequest, HttpResponse, InvokeError, PluginInfo, PluginRuntime,
-    ReloadReport, Status,
+    ConfigIssue, Delivery, GuestLog, HttpRequest, HttpResponse, InvokeError, PluginInfo,
+    PluginRuntime, ReloadReport, Status,
 };
 pub use sandbox::{HostServices, Installation, MemoryServices};

@@ -257,7 +257,29 @@ struct Inner {
     plugins: RwLock<Arc<BTreeMap<String, Arc<LoadedPlugin>>>>,
     /// Load problems by plugin folder name.
     problems: RwLock<BTreeMap<String, String>>,
+    /// Plugins loaded from a folder outside the plugins directory (dev
+    /// installs), by name: directory reloads keep them.
+    dev_dirs: RwLock<BTreeMap<String, PathBuf>>,
+    /// Every line a guest logs, for live viewers (`/api/v1/plugins/{name}/logs`).
+    log_bus: tokio::sync::broadcast::Sender<GuestLog>,
     _ticker: EpochTicker,
+}
+
+/// One line a guest logged, as live viewers see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestLog {
+    /// Unix epoch milliseconds.
+    pub at_ms: u64,
+    /// Plugin name.
+    pub plugin: String,
+    /// Installation the call ran for.
+    pub installation: String,
+    /// Its customer.
+    pub customer_id: String,
+    /// `trace` to `error`.
+    pub level: &'static str,
+    /// The text (at most 4096 characters).
+    pub message: String,
 }
 
 /// The connector runtime: one engine, all loaded plugins, and invocation.
@@ -299,6 +321,8 @@ impl PluginRuntime {
                 services: RwLock::new(Arc::new(MemoryServices::default())),
                 plugins: RwLock::new(Arc::new(BTreeMap::new())),
                 problems: RwLock::new(BTreeMap::new()),
+                dev_dirs: RwLock::new(BTreeMap::new()),
+                log_bus: tokio::sync::broadcast::channel(1024).0,
                 _ticker: ticker,
             }),
         })
@@ -394,6 +418,28 @@ impl PluginRuntime {
         Ok(p)
     }
 
+    /// [`Self::install`] from a folder outside the plugins directory, kept
+    /// across directory reloads (and taking precedence over a plugins-dir
+    /// folder of the same name) until this process ends. Calling it again
+    /// reloads the folder.
+    pub fn dev_install(&self, dir: &Path) -> Result<Arc<LoadedPlugin>, String> {
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let p = self.install(&dir)?;
+        tracing::info!(plugin = %p.manifest.name, dir = %dir.display(), version = %p.manifest.version, "plugin dev-installed");
+        self.inner
+            .dev_dirs
+            .write()
+            .insert(p.manifest.name.clone(), dir);
+        Ok(p)
+    }
+
+    /// Receives every line any guest logs from now on.
+    pub fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<GuestLog> {
+        self.inner.log_bus.subscribe()
+    }
+
     fn bind(&self, component: &Component, version: &Version) -> anyhow::Result<Bindings> {
         Bindings::new(&self.inner.linker, component, version)
     }
@@ -457,6 +503,12 @@ impl PluginRuntime {
                     problems.insert(folder_name.clone(), msg.clone());
                     report.failed.push((folder_name, msg));
                 }
+            }
+        }
+        // Dev installs live outside the directory and stay as installed.
+        for (name, dir) in self.inner.dev_dirs.read().iter() {
+            if let Some(p) = current.get(name).filter(|p| &p.dir == dir) {
+                next.insert(name.clone(), p.clone());
             }
         }
         for name in current.keys() {
@@ -718,6 +770,7 @@ impl PluginRuntime {
             secrets: plugin.manifest.capabilities.secrets,
             place_calls: plugin.manifest.capabilities.place_calls,
             services: self.inner.services.read().clone(),
+            log_bus: self.inner.log_bus.clone(),
         }
     }
 

@@ -269,6 +269,8 @@ pub struct CallScope {
     pub place_calls: bool,
     /// Host services.
     pub services: Arc<dyn HostServices>,
+    /// Live viewers of guest log lines.
+    pub log_bus: tokio::sync::broadcast::Sender<super::runtime::GuestLog>,
 }
 
 /// `T` of every plugin `Store<T>`.

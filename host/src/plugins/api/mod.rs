@@ -154,6 +154,16 @@ impl StoreState {
         self.scope
             .services
             .guest_log(&self.scope.installation, level, &message);
+        if self.scope.log_bus.receiver_count() > 0 {
+            let _ = self.scope.log_bus.send(super::runtime::GuestLog {
+                at_ms: crate::call::now_ms(),
+                plugin: plugin.to_owned(),
+                installation: installation.clone(),
+                customer_id: self.scope.installation.customer_id.clone(),
+                level,
+                message: message.clone(),
+            });
+        }
         match level {
             "trace" => tracing::trace!(plugin, installation, "{message}"),
             "debug" => tracing::debug!(plugin, installation, "{message}"),

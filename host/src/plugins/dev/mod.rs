@@ -10,6 +10,7 @@
 pub mod build;
 pub mod cases;
 pub mod scaffold;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
