@@ -40,3 +40,21 @@ if [ ! -x "$TRYTON_VENV/bin/trytond" ]; then
   python3 -m venv "$TRYTON_VENV"
   "$TRYTON_VENV/bin/pip" install --quiet "trytond==7.0.59" "trytond-party==7.0.8" "trytond-country==7.0.1"
 fi
+
+# The guest toolchains of Python and JavaScript connectors (`leansync plugin
+# new --lang python|js`), pinned: componentize-py (one self-contained wheel
+# with its own CPython) into a venv, componentize-js (with jco) from npm.
+# The tests put both bin folders on PATH; nothing is installed globally.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY_GUEST="$ROOT/target/guest-tools/py"
+if [ ! -x "$PY_GUEST/bin/componentize-py" ]; then
+  echo "==> python3 -m venv $PY_GUEST; pip install componentize-py==0.25.1"
+  python3 -m venv "$PY_GUEST"
+  "$PY_GUEST/bin/pip" install --quiet "componentize-py==0.25.1"
+fi
+JS_GUEST="$ROOT/target/guest-tools/js"
+if [ ! -x "$JS_GUEST/node_modules/.bin/componentize-js" ]; then
+  echo "==> npm install --prefix $JS_GUEST @bytecodealliance/componentize-js@0.23.0"
+  mkdir -p "$JS_GUEST"
+  npm install --silent --no-audit --no-fund --prefix "$JS_GUEST" "@bytecodealliance/componentize-js@0.23.0" >/dev/null
+fi

@@ -22,6 +22,11 @@ async fn leansync(cwd: &Path, args: &[&str]) -> (bool, String) {
             .current_dir(&cwd)
             .env("CARGO_TARGET_DIR", repo_root().join("target/guests"))
             .env("CARGO_NET_OFFLINE", "true")
+            .env("PATH", tool_path())
+            .env(
+                "LEANSYNC_CACHE_DIR",
+                repo_root().join("target/test-plugin-cache"),
+            )
             .env_remove("LEANSYNC_LOG")
             .output()
             .unwrap()
@@ -36,28 +41,53 @@ async fn leansync(cwd: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[tokio::test]
-async fn a_new_rust_connector_builds_passes_its_tests_and_runs_alone() {
+/// PATH with the guest toolchains `scripts/test-deps.sh` installs first.
+fn tool_path() -> std::ffi::OsString {
+    let tools = repo_root().join("target/guest-tools");
+    let mut dirs = vec![tools.join("py/bin"), tools.join("js/node_modules/.bin")];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap()
+}
+
+/// What a newcomer does in `lang`: `plugin new NAME` outside the
+/// repository, `build`, `test` (and a failing case), then `call` against a
+/// real local app: denied until granted, loopback refused until allowed,
+/// then the journal entry arrives; a 503 is retryable. Returns the project
+/// folder (inside the returned temp dir).
+async fn author_flow(lang: &str, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     // Outside the repository, as an author's own project would be.
     let tmp = tempfile::tempdir().unwrap();
     assert!(!tmp.path().starts_with(repo_root()));
     let sdk = repo_root().join("plugin-api");
     let (ok, out) = leansync(
         tmp.path(),
-        &["plugin", "new", "acme-crm", "--sdk", sdk.to_str().unwrap()],
+        &[
+            "plugin",
+            "new",
+            name,
+            "--lang",
+            lang,
+            "--sdk",
+            sdk.to_str().unwrap(),
+        ],
     )
     .await;
     assert!(ok, "{out}");
-    let dir = tmp.path().join("acme-crm");
-    assert!(dir.join("src/lib.rs").is_file(), "{out}");
+    let dir = tmp.path().join(name);
+    assert!(dir.join("plugin.toml").is_file(), "{out}");
 
     let (ok, out) = leansync(&dir, &["plugin", "build", "."]).await;
     assert!(ok, "plugin build failed:\n{out}");
     assert!(
-        out.contains("ok: acme-crm 0.1.0 (connector API 1.1.0)"),
+        out.contains(&format!("ok: {name} 0.1.0 (connector API 1.1.0)")),
         "{out}"
     );
-    assert!(dir.join("acme_crm.wasm").is_file());
+    assert!(
+        dir.join(format!("{}.wasm", name.replace('-', "_")))
+            .is_file()
+    );
 
     let (ok, out) = leansync(&dir, &["plugin", "test", "."]).await;
     assert!(ok, "the scaffold's own cases fail:\n{out}");
@@ -82,6 +112,7 @@ async fn a_new_rust_connector_builds_passes_its_tests_and_runs_alone() {
         "{out}"
     );
     assert!(out.contains("2 passed, 1 failed"), "{out}");
+    std::fs::write(&case, text).unwrap();
 
     // One export against a real local app: the author points base_url at
     // it and lets the manifest ask for the host.
@@ -134,9 +165,11 @@ async fn a_new_rust_connector_builds_passes_its_tests_and_runs_alone() {
         args
     };
 
-    // Not granted: denied, naming the fix; nothing reaches the app.
+    // Not granted: denied, naming the fix; nothing reaches the app (and the
+    // guest sees an error it can return, not a trap).
     let (ok, out) = leansync(&dir, &call(&[])).await;
     assert!(!ok, "{out}");
+    assert!(!out.contains("result: fault"), "{out}");
     assert!(
         out.contains("has not granted") && out.contains("--grant"),
         "{out}"
@@ -178,6 +211,87 @@ async fn a_new_rust_connector_builds_passes_its_tests_and_runs_alone() {
     assert_eq!(v["result"], "retryable", "{v}");
     assert_eq!(v["retry_after_ms"], 7000, "{v}");
     assert_eq!(v["requests"][0]["status"], 503, "{v}");
+    (tmp, dir)
+}
+
+#[tokio::test]
+async fn a_new_rust_connector_builds_passes_its_tests_and_runs_alone() {
+    author_flow("rust", "acme-crm").await;
+}
+
+/// A Python or JavaScript connector written with `plugin new`, loaded into
+/// a host, delivers a simulated call to the app through the whole pipeline.
+async fn delivered_through_the_pipeline(lang: &str, name: &str) {
+    use leansync_tests::host::{Host, Tenant};
+    let (_tmp, dir) = author_flow(lang, name).await;
+    let h = Host::start_with("", &[("LEANSYNC_PLUGINS_DEV_INSTALLS", "true")]).await;
+    let v = h
+        .op(
+            "POST",
+            "/api/v1/plugins/dev",
+            Some(serde_json::json!({ "path": dir.display().to_string() })),
+        )
+        .await;
+    assert_eq!(v["name"], name, "{v}");
+    assert_eq!(v["api_version"], "1.1.0", "{v}");
+    let app = Receiver::start().await;
+    Tenant::create_for(
+        &h,
+        "Pipeline AG",
+        &["044 123 45 67"],
+        serde_json::json!({
+            "connector": name,
+            "config": { "base_url": app.url(), "api_token": "t0k" },
+            "granted_hosts": ["127.0.0.1"],
+        }),
+    )
+    .await;
+    h.op(
+        "POST",
+        "/api/v1/sim/calls",
+        Some(serde_json::json!({ "to": "044 123 45 67", "from": "+41 79 555 12 34", "answer_after": 0.1, "hangup_after": 0.2, "answered_by": "201" })),
+    )
+    .await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let journal = loop {
+        let got = app.received();
+        if let Some(r) = got
+            .iter()
+            .find(|r| r.method == "POST" && r.uri.path() == "/calls")
+        {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no journal entry in 60 s: {got:?}\n{}",
+            h.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(journal.headers["authorization"], "Bearer t0k");
+    let body: serde_json::Value = serde_json::from_slice(&journal.body).unwrap();
+    assert_eq!(body["state"], "answered", "{body}");
+    assert_eq!(body["number"], "+41795551234", "{body}");
+    assert_eq!(body["line"], "+41441234567", "{body}");
+    assert_eq!(body["answered_by"], "201", "{body}");
+    // The ringing call was looked up in the app first.
+    assert!(
+        app.received()
+            .iter()
+            .any(|r| r.method == "GET" && r.uri.path() == "/contacts"),
+        "{:?}",
+        app.received()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_python_connector_builds_passes_its_tests_and_serves_calls() {
+    delivered_through_the_pipeline("python", "py-crm").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_javascript_connector_builds_passes_its_tests_and_serves_calls() {
+    delivered_through_the_pipeline("js", "js-crm").await;
 }
 
 #[tokio::test]
@@ -289,6 +403,10 @@ async fn plugin_watch_loads_into_a_running_host_streams_logs_and_reloads_on_chan
         .current_dir(&dir)
         .env("CARGO_TARGET_DIR", repo_root().join("target/guests"))
         .env("CARGO_NET_OFFLINE", "true")
+        .env(
+            "LEANSYNC_CACHE_DIR",
+            repo_root().join("target/test-plugin-cache"),
+        )
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -28,10 +28,12 @@ const KEEP_RESIDENT_STACK: usize = 256 << 10;
 pub fn build_engine(limits: &PluginLimits) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     let instances = limits.max_instances.max(1);
-    // A Rust component holds a few core instances (its module plus shims).
+    // A Rust component holds a few core instances (its module plus shims);
+    // a componentize-py one 14 (libc, libpython and other shared libraries
+    // linked dynamically), componentize-js about 4.
     pool.total_component_instances(instances)
         .total_core_instances(instances * 4)
-        .max_core_instances_per_component(8)
+        .max_core_instances_per_component(16)
         .total_memories(instances * 2)
         .max_memories_per_component(2)
         .total_tables(instances * 4)

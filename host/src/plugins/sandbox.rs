@@ -351,6 +351,9 @@ impl WasiHttpView for StoreState {
     }
 }
 
+/// Most of a denied request's body read (and dropped) before it fails.
+const DENIED_BODY_DRAIN: usize = 1 << 20;
+
 /// Checks every outbound request against the installation's policy.
 struct HttpPolicyHooks {
     policy: OutboundPolicy,
@@ -397,9 +400,16 @@ impl WasiHttpHooks for HttpPolicyHooks {
                     elapsed_ms: 0.0,
                 });
             }
-            return Box::new(
-                async move { Err(wasmtime_wasi_http::Error::InternalError(Some(msg))) },
-            );
+            // Read what the guest is writing before failing: a guest whose
+            // body is still being streamed (componentize-js's fetch) traps
+            // instead of seeing the error when the body is dropped unread.
+            let body = request.into_body();
+            return Box::new(async move {
+                use http_body_util::BodyExt;
+                let drain = http_body_util::Limited::new(body, DENIED_BODY_DRAIN).collect();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+                Err(wasmtime_wasi_http::Error::InternalError(Some(msg)))
+            });
         }
         let outbound = self.outbound.clone();
         let tap = self.tap.clone();

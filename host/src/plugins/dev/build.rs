@@ -116,6 +116,11 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     if status.success() {
         Ok(())
+    } else if status.code() == Some(127) {
+        Err(format!(
+            "`{}`: a command was not found; install the language's component tool (Python: `pip install componentize-py==0.25.1`; JavaScript: `npm install -g @bytecodealliance/componentize-js@0.23.0`) or fix `[build] command` in {MANIFEST_FILE}",
+            args.join(" ")
+        ))
     } else {
         Err(format!(
             "`{program} {}` failed ({status}); the messages above say why",
@@ -204,12 +209,10 @@ fn place(from: &Path, to: &Path) -> Result<(), String> {
 
 /// Loads the folder as the host would.
 pub fn check(dir: &Path, limits: &PluginLimits) -> Result<(), String> {
-    let cache = std::env::temp_dir().join(format!("leansync-check-{}", std::process::id()));
-    std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
+    let cache = super::cache_dir();
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
     let rt = PluginRuntime::new(limits.clone(), &cache).map_err(|e| format!("{e:#}"))?;
-    let result = rt.load(dir);
-    let _ = std::fs::remove_dir_all(&cache);
-    let p = result?;
+    let p = rt.load(dir)?;
     let size = std::fs::metadata(dir.join(&p.manifest.component))
         .map(|m| m.len())
         .unwrap_or(0);

@@ -30,6 +30,24 @@ use crate::call::{CallEvent, CallState, Contact, Direction, now_ms};
 use crate::config::PluginLimits;
 use crate::number::E164;
 
+/// Where the author commands keep compiled components between runs (a
+/// Python or JavaScript component takes seconds to compile): the host's
+/// `LEANSYNC_CACHE_DIR` when set, else `$XDG_CACHE_HOME/leansync` or
+/// `~/.cache/leansync`, else a folder in the temp dir. Entries are keyed by
+/// the engine's settings and the component's digest.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LEANSYNC_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("leansync");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(h).join(".cache/leansync");
+    }
+    std::env::temp_dir().join(format!("leansync-cache-{}", std::process::id()))
+}
+
 /// Installation id the harness runs with.
 pub const DEV_INSTALLATION: &str = "dev-installation";
 
@@ -409,15 +427,13 @@ impl HostServices for DevServices {
 pub struct Harness {
     runtime: PluginRuntime,
     plugin: Arc<LoadedPlugin>,
-    cache: PathBuf,
     limits: PluginLimits,
 }
 
 impl Harness {
     /// Loads `dir` (manifest and component) with the host's `limits`.
     pub fn open(dir: &Path, limits: PluginLimits) -> Result<Self, String> {
-        let cache =
-            std::env::temp_dir().join(format!("leansync-dev-{}-{}", std::process::id(), now_ms()));
+        let cache = cache_dir();
         std::fs::create_dir_all(&cache)
             .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
         let mut limits = limits;
@@ -428,7 +444,6 @@ impl Harness {
         Ok(Self {
             runtime,
             plugin,
-            cache,
             limits,
         })
     }
@@ -548,12 +563,6 @@ impl Harness {
     /// The limits calls run under.
     pub fn limits(&self) -> &PluginLimits {
         &self.limits
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.cache);
     }
 }
 

@@ -46,12 +46,7 @@ pub fn new_connector(
     }
     let files = match lang {
         Lang::Rust => rust_files(name, sdk)?,
-        Lang::Python | Lang::Js => {
-            return Err(format!(
-                "--lang {}: not available yet in this version; Python (componentize-py) and JavaScript (jco) templates are planned. Use --lang rust",
-                if lang == Lang::Js { "js" } else { "python" }
-            ));
-        }
+        Lang::Python | Lang::Js => guest_files(name, lang),
     };
     let mut written = Vec::new();
     for (rel, text) in files {
@@ -66,7 +61,8 @@ pub fn new_connector(
     Ok(written)
 }
 
-fn rust_files(name: &str, sdk: Option<&Path>) -> Result<Vec<(&'static str, String)>, String> {
+/// `{{name}}`, `{{crate}}` (the name with `_`) and `{{title}}` filled in.
+fn filler(name: &str) -> impl Fn(&str) -> String + '_ {
     let crate_name = name.replace('-', "_");
     let title = name
         .split('-')
@@ -78,11 +74,98 @@ fn rust_files(name: &str, sdk: Option<&Path>) -> Result<Vec<(&'static str, Strin
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let fill = |t: &str| {
+    move |t: &str| {
         t.replace("{{name}}", name)
             .replace("{{crate}}", &crate_name)
             .replace("{{title}}", &title)
+    }
+}
+
+/// The WIT a Python or JavaScript project binds: the guest world, the
+/// connector API and the WASI packages, as `wit/` of the project.
+const GUEST_WIT: &[(&str, &str)] = &[
+    (
+        "wit/world.wit",
+        include_str!("../../../../plugin-api/wit/guest/world.wit"),
+    ),
+    (
+        "wit/deps/connector.wit",
+        include_str!("../../../../plugin-api/wit/v1.1.0/connector.wit"),
+    ),
+    (
+        "wit/deps/cli.wit",
+        include_str!("../../../../plugin-api/wit/wasi-0.2.12/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks.wit",
+        include_str!("../../../../plugin-api/wit/wasi-0.2.12/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem.wit",
+        include_str!("../../../../plugin-api/wit/wasi-0.2.12/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http.wit",
+        include_str!("../../../../plugin-api/wit/wasi-0.2.12/http.wit"),
+    ),
+    (
+        "wit/deps/io.wit",
+        include_str!("../../../../plugin-api/wit/wasi-0.2.12/io.wit"),
+    ),
+    (
+        "wit/deps/random.wit",
+        include_str!("../../../../plugin-api/wit/wasi-0.2.12/random.wit"),
+    ),
+    (
+        "wit/deps/sockets.wit",
+        include_str!("../../../../plugin-api/wit/wasi-0.2.12/sockets.wit"),
+    ),
+];
+
+fn guest_files(name: &str, lang: Lang) -> Vec<(&'static str, String)> {
+    let fill = filler(name);
+    let (source, text, build) = if lang == Lang::Python {
+        (
+            "app.py",
+            PY_APP,
+            "componentize-py -d wit -w leansync:guest/connector-guest componentize app -o {{crate}}.wasm",
+        )
+    } else {
+        (
+            "app.js",
+            JS_APP,
+            "componentize-js app.js --wit wit -n leansync:guest/connector-guest -o {{crate}}.wasm",
+        )
     };
+    let manifest = PLUGIN_TOML.to_string()
+        + "\n# How `leansync plugin build` makes the component.\n[build]\ncommand = \""
+        + build
+        + "\"\n";
+    let mut files = vec![
+        ("plugin.toml", fill(&manifest)),
+        (source, fill(text)),
+        ("tests/missed_call.toml", fill(CASE_MISSED)),
+        ("tests/lookup.toml", fill(CASE_LOOKUP)),
+        ("tests/app_down.toml", fill(CASE_DOWN)),
+        (
+            "README.md",
+            fill(if lang == Lang::Python {
+                PY_README
+            } else {
+                JS_README
+            }),
+        ),
+        (
+            ".gitignore",
+            "*.wasm\n__pycache__/\nnode_modules/\n".to_string(),
+        ),
+    ];
+    files.extend(GUEST_WIT.iter().map(|(p, t)| (*p, t.to_string())));
+    files
+}
+
+fn rust_files(name: &str, sdk: Option<&Path>) -> Result<Vec<(&'static str, String)>, String> {
+    let fill = filler(name);
     let mut files = vec![
         ("Cargo.toml", fill(CARGO_TOML)),
         ("plugin.toml", fill(PLUGIN_TOML)),
@@ -256,6 +339,301 @@ impl Connector for App {
 }
 
 export!(App);
+"#;
+
+const PY_APP: &str = r#""""{{title}} connector (Python, componentize-py): resolves callers through
+GET {base_url}/contacts and journals answered and missed calls with
+POST {base_url}/calls. Replace the placeholder API with your app's.
+
+Exports are the methods of `Connector`; a WIT `result` error is raised as
+`Err(...)`, anything else raised is a fault of the call.
+"""
+
+import json
+from urllib.parse import quote, urlsplit
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import host, outgoing_handler
+from wit_world.imports.leansync_connector_types import (
+    CallState,
+    ConnectorError_Permanent,
+    ConnectorError_Retryable,
+    Contact,
+    HttpResponse,
+    LogLevel,
+    RetryableError,
+)
+from wit_world.imports.streams import StreamError_Closed
+from wit_world.imports.wasi_http_types import (
+    Fields,
+    Method_Get,
+    Method_Post,
+    OutgoingBody,
+    OutgoingRequest,
+    Scheme_Http,
+    Scheme_Https,
+)
+
+
+def permanent(message):
+    return Err(ConnectorError_Permanent(message))
+
+
+def retryable(message, retry_after_ms=None):
+    return Err(ConnectorError_Retryable(RetryableError(message=message, retry_after_ms=retry_after_ms)))
+
+
+def http(method, url, headers, body=b""):
+    """One request over wasi:http: (status, headers, body). A transport
+    failure (host not granted, connection refused) is retryable."""
+    u = urlsplit(url)
+    fields = [(k.lower(), v.encode()) for k, v in headers.items()]
+    if body:
+        fields.append(("content-length", str(len(body)).encode()))
+    req = OutgoingRequest(Fields.from_list(fields))
+    req.set_method(Method_Post() if method == "POST" else Method_Get())
+    req.set_scheme(Scheme_Https() if u.scheme == "https" else Scheme_Http())
+    req.set_authority(u.netloc)
+    req.set_path_with_query((u.path or "/") + ("?" + u.query if u.query else ""))
+    out = req.body()
+    with out.write() as stream:
+        for i in range(0, len(body), 4096):
+            stream.blocking_write_and_flush(body[i : i + 4096])
+    try:
+        future = outgoing_handler.handle(req, None)
+    except Err as e:
+        raise retryable(f"{method} {url} failed: {e.value}")
+    OutgoingBody.finish(out, None)
+    with future.subscribe() as ready:
+        ready.block()
+    result = future.get()
+    if result is None or isinstance(result, Err) or isinstance(result.value, Err):
+        why = result.value.value if result is not None and not isinstance(result, Err) else "no response"
+        raise retryable(f"{method} {url} failed: {why}")
+    resp = result.value.value
+    with resp.headers() as h:
+        got_headers = {k.lower(): v.decode() for k, v in h.entries()}
+    data = b""
+    incoming = resp.consume()
+    with incoming.stream() as s:
+        while True:
+            try:
+                data += s.blocking_read(65536)
+            except Err as e:
+                if isinstance(e.value, StreamError_Closed):
+                    break
+                raise
+    return resp.status(), got_headers, data
+
+
+def check(url, status, headers):
+    """2xx passes; 408, 429 and 5xx are retryable (with Retry-After), other errors permanent."""
+    if 200 <= status < 300:
+        return
+    if status in (408, 429) or status >= 500:
+        after = headers.get("retry-after", "")
+        raise retryable(f"{url} answered {status}", int(after) * 1000 if after.isdigit() else None)
+    raise permanent(f"{url} answered {status}")
+
+
+def base_url():
+    return json.loads(host.config())["base_url"].rstrip("/")
+
+
+def token():
+    t = host.secret("api_token")
+    if t is None:
+        raise permanent("no api_token: set it in the connector's settings")
+    return t
+
+
+class Connector(exports.Connector):
+    def validate_config(self, config: str) -> None:
+        return None
+
+    def on_call_event(self, event, delivery) -> None:
+        if event.state == CallState.ENDED:
+            outcome = "answered"
+        elif event.state == CallState.MISSED:
+            outcome = "missed"
+        else:
+            return  # ringing and answered are shown live; only finished calls are journaled
+        url = f"{base_url()}/calls"
+        body = json.dumps(
+            {
+                "call_id": event.call_id,
+                "number": event.caller,
+                "line": event.licensed_number,
+                "direction": event.direction.name.lower(),
+                "state": outcome,
+                "duration_secs": event.duration_secs,
+                # Who picked up (connector API 1.1), when the telephony says.
+                "answered_by": event.answered_by,
+            }
+        ).encode()
+        headers = {
+            "authorization": f"Bearer {token()}",
+            "idempotency-key": delivery.idempotency_key,
+            "content-type": "application/json",
+        }
+        status, got, _ = http("POST", url, headers, body)
+        check(url, status, got)
+        host.log(LogLevel.INFO, f"journaled {outcome} call {event.call_id}")
+
+    def lookup_contact(self, number: str):
+        url = f"{base_url()}/contacts?phone={quote(number)}"
+        status, got, data = http("GET", url, {"authorization": f"Bearer {token()}"})
+        check(url, status, got)
+        try:
+            found = json.loads(data)
+        except ValueError as e:
+            raise permanent(f"unexpected answer from {url}: {e}")
+        if not found:
+            return None
+        c = found[0]
+        return Contact(name=c["name"], organisation=c.get("company"), deep_link=c.get("url"), source="{{name}}")
+
+    def handle_http(self, request) -> HttpResponse:
+        body = json.dumps({"error": "this connector has no webhook routes"}).encode()
+        return HttpResponse(status=404, headers=[("content-type", "application/json")], body=body)
+"#;
+
+const JS_APP: &str = r#"// {{title}} connector (JavaScript, componentize-js): resolves callers
+// through GET {base_url}/contacts and journals answered and missed calls with
+// POST {base_url}/calls. Replace the placeholder API with your app's.
+//
+// Exports are the methods of `connector` (camelCase); a WIT `result` error
+// is thrown as its value ({ tag, val }); anything else thrown traps the call.
+// fetch() is the host's wasi:http client.
+import { log, config, secret } from 'leansync:connector/host@1.1.0';
+
+const permanent = (message) => ({ tag: 'permanent', val: message });
+const retryable = (message, retryAfterMs) => ({ tag: 'retryable', val: { message, retryAfterMs } });
+
+const baseUrl = () => JSON.parse(config()).base_url.replace(/\/+$/, '');
+
+function token() {
+  const t = secret('api_token');
+  if (t === undefined) throw permanent("no api_token: set it in the connector's settings");
+  return t;
+}
+
+// One request; 2xx gives the body text, 408/429/5xx are retryable (with
+// Retry-After), other errors permanent, transport failures retryable.
+async function call(method, url, headers, body) {
+  let res;
+  try {
+    res = await fetch(url, { method, headers, body });
+  } catch (e) {
+    throw retryable(`${method} ${url} failed: ${e}`);
+  }
+  const text = await res.text();
+  if (res.ok) return text;
+  if (res.status === 408 || res.status === 429 || res.status >= 500) {
+    const after = Number(res.headers.get('retry-after'));
+    throw retryable(`${url} answered ${res.status}`, after > 0 ? BigInt(after * 1000) : undefined);
+  }
+  throw permanent(`${url} answered ${res.status}`);
+}
+
+export const connector = {
+  validateConfig(_config) {},
+
+  async onCallEvent(event, delivery) {
+    const outcome = { ended: 'answered', missed: 'missed' }[event.state];
+    if (!outcome) return; // ringing and answered are shown live; only finished calls are journaled
+    const body = JSON.stringify({
+      call_id: event.callId,
+      number: event.caller ?? null,
+      line: event.licensedNumber,
+      direction: event.direction,
+      state: outcome,
+      duration_secs: event.durationSecs ?? null,
+      // Who picked up (connector API 1.1), when the telephony says.
+      answered_by: event.answeredBy ?? null,
+    });
+    await call('POST', `${baseUrl()}/calls`, {
+      authorization: `Bearer ${token()}`,
+      'idempotency-key': delivery.idempotencyKey,
+      'content-type': 'application/json',
+    }, body);
+    log('info', `journaled ${outcome} call ${event.callId}`);
+  },
+
+  async lookupContact(number) {
+    const url = `${baseUrl()}/contacts?phone=${encodeURIComponent(number)}`;
+    const text = await call('GET', url, { authorization: `Bearer ${token()}` });
+    let found;
+    try {
+      found = JSON.parse(text);
+    } catch (e) {
+      throw permanent(`unexpected answer from ${url}: ${e}`);
+    }
+    if (!found.length) return undefined;
+    const c = found[0];
+    return { name: c.name, organisation: c.company ?? undefined, deepLink: c.url ?? undefined, source: '{{name}}' };
+  },
+
+  handleHttp(_request) {
+    const body = new TextEncoder().encode(JSON.stringify({ error: 'this connector has no webhook routes' }));
+    return { status: 404, headers: [['content-type', 'application/json']], body };
+  },
+};
+"#;
+
+const PY_README: &str = r#"# {{title}} — a LeanSync Voice connector in Python
+
+Shows who calls (`lookup_contact`) and journals answered and missed calls
+(`on_call_event`) against a placeholder REST API; replace it with your app's.
+Built with componentize-py, which bundles its own CPython (3.14) into the
+component: only the standard library is available.
+
+```sh
+pip install componentize-py==0.25.1     # once (a venv is fine)
+leansync plugin build .                 # componentize-py (see [build] in plugin.toml), then the host's checks
+leansync plugin test .                  # runs every case in tests/ against a fake app
+leansync plugin event missed --from +4930123456 --to +4989123456 > missed.json
+leansync plugin call . on-call-event --event missed.json     --settings settings.json --secret api_token=… --grant api.example.com
+```
+
+- `app.py` — the connector: the methods of `class Connector`.
+- `wit/` — the connector API (`leansync:connector@1.1.0`) and the WASI
+  packages it binds; regenerate with `leansync plugin new` when you move to
+  a newer API.
+- `plugin.toml`, `tests/*.toml` — as for every connector (see the author
+  guide, docs/connectors/README.md).
+
+Ship it: copy `plugin.toml` and `{{crate}}.wasm` into the host's
+`plugins/{{name}}/`. The component is about 19 MB and takes a few seconds to
+compile once; the host caches it compiled.
+"#;
+
+const JS_README: &str = r#"# {{title}} — a LeanSync Voice connector in JavaScript
+
+Shows who calls (`lookupContact`) and journals answered and missed calls
+(`onCallEvent`) against a placeholder REST API; replace it with your app's.
+Built with componentize-js (SpiderMonkey); `fetch()` is the host's HTTP
+client, and only what the engine has built in is available (no npm
+packages without bundling them into `app.js` first).
+
+```sh
+npm install -g @bytecodealliance/componentize-js@0.23.0   # once
+leansync plugin build .                 # componentize-js (see [build] in plugin.toml), then the host's checks
+leansync plugin test .                  # runs every case in tests/ against a fake app
+leansync plugin event missed --from +4930123456 --to +4989123456 > missed.json
+leansync plugin call . on-call-event --event missed.json     --settings settings.json --secret api_token=… --grant api.example.com
+```
+
+- `app.js` — the connector: the methods of `connector`.
+- `wit/` — the connector API (`leansync:connector@1.1.0`) and the WASI
+  packages it binds.
+- `plugin.toml`, `tests/*.toml` — as for every connector (see the author
+  guide, docs/connectors/README.md).
+
+Ship it: copy `plugin.toml` and `{{crate}}.wasm` into the host's
+`plugins/{{name}}/`. The component is about 13 MB and takes a few seconds to
+compile once; the host caches it compiled.
 "#;
 
 const CASE_MISSED: &str = r#"description = "a missed call is journaled with the caller's number"
