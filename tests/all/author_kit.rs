@@ -41,6 +41,19 @@ async fn leansync(cwd: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Lets a scaffolded connector's manifest ask for apps on this machine, as
+/// an author trying it against a local app would.
+fn ask_for_loopback(dir: &Path) {
+    let manifest = dir.join("plugin.toml");
+    let m = std::fs::read_to_string(&manifest).unwrap();
+    let asked = m.replace(
+        "outbound-hosts = [\"api.example.com\"]",
+        "outbound-hosts = [\"api.example.com\", \"127.0.0.1:*\"]",
+    );
+    assert_ne!(asked, m, "the scaffold's outbound-hosts line changed");
+    std::fs::write(&manifest, asked).unwrap();
+}
+
 /// PATH with the guest toolchains `scripts/test-deps.sh` installs first.
 fn tool_path() -> std::ffi::OsString {
     let tools = repo_root().join("target/guest-tools");
@@ -117,16 +130,7 @@ async fn author_flow(lang: &str, name: &str) -> (tempfile::TempDir, std::path::P
     // One export against a real local app: the author points base_url at
     // it and lets the manifest ask for the host.
     let app = Receiver::start().await;
-    let manifest = dir.join("plugin.toml");
-    let m = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(
-        &manifest,
-        m.replace(
-            "outbound-hosts = [\"api.example.com\"]",
-            "outbound-hosts = [\"api.example.com\", \"127.0.0.1:*\"]",
-        ),
-    )
-    .unwrap();
+    ask_for_loopback(&dir);
     std::fs::write(
         dir.join("settings.json"),
         serde_json::json!({ "base_url": app.url() }).to_string(),
@@ -384,16 +388,7 @@ async fn plugin_watch_loads_into_a_running_host_streams_logs_and_reloads_on_chan
     .await;
     assert!(ok, "{out}");
     let dir = tmp.path().join("watched-crm");
-    let manifest = dir.join("plugin.toml");
-    let m = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(
-        &manifest,
-        m.replace(
-            "outbound-hosts = [\"api.example.com\"]",
-            "outbound-hosts = [\"api.example.com\", \"127.0.0.1:*\"]",
-        ),
-    )
-    .unwrap();
+    ask_for_loopback(&dir);
 
     let h = Host::start_with("", &[("LEANSYNC_PLUGINS_DEV_INSTALLS", "true")]).await;
     let mut child = Command::new(leansync_bin())
