@@ -1,9 +1,13 @@
 //! Outbound HTTP over the standard `wasi:http/outgoing-handler`. The host
 //! only lets requests through to hosts the manifest asks for and the admin
-//! granted; a denied request returns an error naming the host.
+//! granted; a denied request returns an error naming the host. In a native
+//! `cargo test`, [`crate::testing::TestHost`] answers instead.
 
+#[cfg(target_family = "wasm")]
 use wasi::http::outgoing_handler;
+#[cfg(target_family = "wasm")]
 use wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+#[cfg(target_family = "wasm")]
 use wasi::io::streams::StreamError;
 
 use crate::{ConnectorError, permanent, retryable};
@@ -141,6 +145,12 @@ pub fn transport_error(e: String) -> ConnectorError {
     }
 }
 
+#[cfg(not(target_family = "wasm"))]
+fn send(req: &Request) -> Result<Response, String> {
+    crate::testing::send(req)
+}
+
+#[cfg(target_family = "wasm")]
 fn send(req: &Request) -> Result<Response, String> {
     let (scheme, rest) = if let Some(r) = req.url.strip_prefix("https://") {
         (Scheme::Https, r)
@@ -248,6 +258,7 @@ fn send(req: &Request) -> Result<Response, String> {
     })
 }
 
+#[cfg(target_family = "wasm")]
 fn describe(e: ErrorCode) -> String {
     match e {
         ErrorCode::InternalError(Some(m)) => m,

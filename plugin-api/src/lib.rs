@@ -39,11 +39,21 @@ pub mod bindings {
 }
 
 pub mod cache;
-#[cfg(target_family = "wasm")]
 pub mod http;
 pub mod phone;
 pub mod policy;
+#[cfg(not(target_family = "wasm"))]
+pub mod testing;
 pub mod time;
+
+/// The `host` import: the host's in a component, [`testing::TestHost`]'s
+/// in a native `cargo test`.
+#[cfg(target_family = "wasm")]
+mod imports {
+    pub use super::bindings::leansync::connector::host::*;
+}
+#[cfg(not(target_family = "wasm"))]
+use testing::imports;
 
 pub use bindings::leansync::connector::types::{
     CallEvent, CallState, ConfigIssue, ConnectorError, Contact, Delivery, Direction, HttpRequest,
@@ -136,7 +146,7 @@ pub fn permanent(message: impl Into<String>) -> ConnectorError {
 /// Logging into the host's log, tagged with plugin and installation.
 pub mod log {
     use super::LogLevel;
-    use super::bindings::leansync::connector::host;
+    use super::imports as host;
 
     /// Logs at debug level.
     pub fn debug(message: &str) {
@@ -158,7 +168,7 @@ pub mod log {
 
 /// The installation's configuration (secrets removed), deserialized.
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, ConnectorError> {
-    let raw = bindings::leansync::connector::host::config();
+    let raw = imports::config();
     serde_json::from_str(&raw).map_err(|e| {
         permanent(format!(
             "installation config does not fit this connector: {e}"
@@ -168,12 +178,12 @@ pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, ConnectorError> {
 
 /// A secret config field (marked `"x-secret": true` in the schema).
 pub fn secret(name: &str) -> Option<String> {
-    bindings::leansync::connector::host::secret(name)
+    imports::secret(name)
 }
 
 /// Per-installation key-value state (needs `key-value = true`).
 pub mod kv {
-    use super::bindings::leansync::connector::host;
+    use super::imports as host;
 
     /// Reads a value.
     pub fn get(key: &str) -> Option<Vec<u8>> {
@@ -191,10 +201,10 @@ pub mod kv {
 
 /// Places a click-to-call from a number licensed to this installation.
 pub fn place_call(from: &str, to: &str) -> Result<String, String> {
-    bindings::leansync::connector::host::place_call(from, to)
+    imports::place_call(from, to)
 }
 
 /// Shows a call on the live screens of the installation's users.
 pub fn push_to_screen(event: &CallEvent) {
-    bindings::leansync::connector::host::push_to_screen(event)
+    imports::push_to_screen(event)
 }

@@ -102,6 +102,28 @@ async fn author_flow(lang: &str, name: &str) -> (tempfile::TempDir, std::path::P
             .is_file()
     );
 
+    if lang == "rust" {
+        // The native unit tests the template carries, on the SDK's test host.
+        let d = dir.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("cargo")
+                .args(["test", "--quiet"])
+                .current_dir(&d)
+                .env("CARGO_TARGET_DIR", repo_root().join("target/guests"))
+                .env("CARGO_NET_OFFLINE", "true")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "cargo test of the new project:\n{text}"
+        );
+        assert!(text.contains("3 passed"), "{text}");
+    }
     let (ok, out) = leansync(&dir, &["plugin", "test", "."]).await;
     assert!(ok, "the scaffold's own cases fail:\n{out}");
     assert!(out.contains("3 passed, 0 failed"), "{out}");

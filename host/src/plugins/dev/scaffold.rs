@@ -339,6 +339,50 @@ impl Connector for App {
 }
 
 export!(App);
+
+/// Native unit tests (`cargo test`): the SDK's test host plays the host and
+/// the app. `leansync plugin test .` runs tests/*.toml in the real sandbox.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leansync_plugin_api::testing::{TestHost, delivery, event};
+
+    fn host() -> TestHost {
+        TestHost::new()
+            .config(json!({ "base_url": "https://api.example.com" }))
+            .secret("api_token", "test-token")
+    }
+
+    #[test]
+    fn a_missed_call_is_journaled() {
+        let ev = event(CallState::Missed, Some("+4930123456"), "+4989123456");
+        let (result, host) = host()
+            .respond("POST", "/calls", 201, "")
+            .run(|| App::on_call_event(ev, delivery()));
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(host.requests.len(), 1);
+        let sent: serde_json::Value = serde_json::from_slice(&host.requests[0].body).unwrap();
+        assert_eq!(sent["state"], "missed");
+        assert_eq!(sent["number"], "+4930123456");
+    }
+
+    #[test]
+    fn ringing_is_not_journaled() {
+        let ev = event(CallState::Ringing, Some("+4930123456"), "+4989123456");
+        let (result, host) = host().run(|| App::on_call_event(ev, delivery()));
+        assert!(result.is_ok());
+        assert!(host.requests.is_empty());
+    }
+
+    #[test]
+    fn a_known_number_resolves() {
+        let found = json!([{ "name": "Anna Muster", "company": "Muster GmbH" }]);
+        let (result, _) = host()
+            .respond_json("GET", "/contacts?phone=%2B4930123456", 200, &found)
+            .run(|| App::lookup_contact("+4930123456".into()));
+        assert_eq!(result.unwrap().unwrap().name, "Anna Muster");
+    }
+}
 "#;
 
 const PY_APP: &str = r#""""{{title}} connector (Python, componentize-py): resolves callers through
@@ -709,7 +753,8 @@ Shows who calls (`lookup-contact`) and journals answered and missed calls
 
 ```sh
 leansync plugin build .                 # cargo build for wasm32-wasip2, then the host's checks
-leansync plugin test .                  # runs every case in tests/ against a fake app
+leansync plugin test .                  # runs every case in tests/ against a fake app, in the sandbox
+cargo test                              # the native unit tests in src/lib.rs (the SDK's testing::TestHost)
 leansync plugin event missed --from +4930123456 --to +4989123456 > missed.json
 leansync plugin call . on-call-event --event missed.json \
     --settings settings.json --secret api_token=… --grant api.example.com
