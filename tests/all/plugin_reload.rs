@@ -118,3 +118,25 @@ async fn adding_and_removing_a_folder_takes_effect() {
     std::fs::remove_dir_all(dir.join("healthy")).unwrap();
     wait_for("the plugin to disappear", || rt.get("healthy").is_none()).await;
 }
+
+#[test]
+fn a_dev_install_survives_reloads_of_the_plugins_directory() {
+    let scratch = tempfile::tempdir().unwrap();
+    let plugins = scratch.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    install("healthy", &plugins);
+    let elsewhere = install("noop", &scratch.path().join("elsewhere"));
+    let rt = runtime(scratch.path(), test_limits());
+    rt.reload_dir(&plugins);
+    rt.dev_install(&elsewhere).unwrap();
+    let report = rt.reload_dir(&plugins);
+    assert!(report.removed.is_empty(), "{report:?}");
+    let names: Vec<String> = rt.list().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["healthy", "noop"]);
+    // Removing a directory plugin still removes it; the dev install stays.
+    std::fs::remove_dir_all(plugins.join("healthy")).unwrap();
+    let report = rt.reload_dir(&plugins);
+    assert_eq!(report.removed, ["healthy"]);
+    assert_eq!(rt.list().len(), 1);
+    assert_eq!(rt.list()[0].name, "noop");
+}

@@ -411,9 +411,12 @@ impl PluginRuntime {
     /// and dev installs.
     pub fn install(&self, dir: &Path) -> Result<Arc<LoadedPlugin>, String> {
         let p = Arc::new(self.load(dir)?);
-        let mut next = (**self.inner.plugins.read()).clone();
-        next.insert(p.manifest.name.clone(), p.clone());
-        *self.inner.plugins.write() = Arc::new(next);
+        {
+            let mut plugins = self.inner.plugins.write();
+            let mut next = (**plugins).clone();
+            next.insert(p.manifest.name.clone(), p.clone());
+            *plugins = Arc::new(next);
+        }
         self.refill(&p);
         Ok(p)
     }
@@ -426,12 +429,22 @@ impl PluginRuntime {
         let dir = dir
             .canonicalize()
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let p = self.install(&dir)?;
-        tracing::info!(plugin = %p.manifest.name, dir = %dir.display(), version = %p.manifest.version, "plugin dev-installed");
+        // Registered before it is swapped in, so a directory reload running
+        // meanwhile keeps it (it keeps the dev plugin it finds loaded).
+        let p = Arc::new(self.load(&dir)?);
+        let name = p.manifest.name.clone();
         self.inner
             .dev_dirs
             .write()
-            .insert(p.manifest.name.clone(), dir);
+            .insert(name.clone(), dir.clone());
+        {
+            let mut plugins = self.inner.plugins.write();
+            let mut next = (**plugins).clone();
+            next.insert(name.clone(), p.clone());
+            *plugins = Arc::new(next);
+        }
+        self.refill(&p);
+        tracing::info!(plugin = %name, dir = %dir.display(), version = %p.manifest.version, "plugin dev-installed");
         Ok(p)
     }
 
@@ -505,9 +518,11 @@ impl PluginRuntime {
                 }
             }
         }
-        // Dev installs live outside the directory and stay as installed.
+        let mut plugins = self.inner.plugins.write();
+        // Dev installs live outside the directory and stay as installed,
+        // including one made while this scan ran.
         for (name, dir) in self.inner.dev_dirs.read().iter() {
-            if let Some(p) = current.get(name).filter(|p| &p.dir == dir) {
+            if let Some(p) = plugins.get(name).filter(|p| &p.dir == dir) {
                 next.insert(name.clone(), p.clone());
             }
         }
@@ -517,7 +532,8 @@ impl PluginRuntime {
                 report.removed.push(name.clone());
             }
         }
-        *self.inner.plugins.write() = Arc::new(next);
+        *plugins = Arc::new(next);
+        drop(plugins);
         *self.inner.problems.write() = problems;
         report
     }
