@@ -91,6 +91,16 @@ async fn author_flow(lang: &str, name: &str) -> (tempfile::TempDir, std::path::P
     let dir = tmp.path().join(name);
     assert!(dir.join("plugin.toml").is_file(), "{out}");
 
+    if lang == "js" {
+        // Without `[build] command` the language's default runs (the
+        // Python project keeps the one the template writes).
+        let manifest = dir.join("plugin.toml");
+        let m = std::fs::read_to_string(&manifest).unwrap();
+        let cut = m
+            .find("\n# How `leansync plugin build`")
+            .expect("a [build] table");
+        std::fs::write(&manifest, &m[..cut]).unwrap();
+    }
     let (ok, out) = leansync(&dir, &["plugin", "build", "."]).await;
     assert!(ok, "plugin build failed:\n{out}");
     assert!(

@@ -36,13 +36,28 @@ impl Lang {
     pub fn detect(dir: &Path) -> Option<Self> {
         if dir.join("Cargo.toml").is_file() {
             Some(Lang::Rust)
-        } else if dir.join("package.json").is_file() {
+        } else if dir.join("package.json").is_file() || dir.join("app.js").is_file() {
             Some(Lang::Js)
         } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
             Some(Lang::Python)
         } else {
             None
         }
+    }
+}
+
+/// The build command of a language without a `[build] command`, writing
+/// `component`: Python and JavaScript projects as `plugin new` lays them out
+/// (`app.py` / `app.js` and `wit/`); Rust builds with cargo instead.
+pub fn default_command(lang: Lang, component: &str) -> Option<String> {
+    match lang {
+        Lang::Rust => None,
+        Lang::Python => Some(format!(
+            "componentize-py -d wit -w leansync:guest/connector-guest componentize app -o {component}"
+        )),
+        Lang::Js => Some(format!(
+            "componentize-js app.js --wit wit -n leansync:guest/connector-guest -o {component}"
+        )),
     }
 }
 
@@ -70,11 +85,9 @@ pub fn build(dir: &Path, limits: &PluginLimits) -> Result<PathBuf, String> {
                 place(&built, &target)?;
             }
             Some(lang) => {
-                return Err(format!(
-                    "{}: no `[build] command` for this {lang:?} connector; add one, e.g. the command `leansync plugin new --lang {}` writes",
-                    dir.join(MANIFEST_FILE).display(),
-                    if lang == Lang::Js { "js" } else { "python" }
-                ));
+                let cmd = default_command(lang, &manifest.component.display().to_string())
+                    .unwrap_or_default();
+                step(&format!("sh -c {cmd:?}"), || run(dir, "sh", &["-c", &cmd]))?;
             }
             None => {
                 return Err(format!(

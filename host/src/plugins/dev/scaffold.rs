@@ -124,22 +124,15 @@ const GUEST_WIT: &[(&str, &str)] = &[
 
 fn guest_files(name: &str, lang: Lang) -> Vec<(&'static str, String)> {
     let fill = filler(name);
-    let (source, text, build) = if lang == Lang::Python {
-        (
-            "app.py",
-            PY_APP,
-            "componentize-py -d wit -w leansync:guest/connector-guest componentize app -o {{crate}}.wasm",
-        )
+    let (source, text) = if lang == Lang::Python {
+        ("app.py", PY_APP)
     } else {
-        (
-            "app.js",
-            JS_APP,
-            "componentize-js app.js --wit wit -n leansync:guest/connector-guest -o {{crate}}.wasm",
-        )
+        ("app.js", JS_APP)
     };
+    let build = super::build::default_command(lang, "{{crate}}.wasm").unwrap_or_default();
     let manifest = PLUGIN_TOML.to_string()
         + "\n# How `leansync plugin build` makes the component.\n[build]\ncommand = \""
-        + build
+        + &build
         + "\"\n";
     let mut files = vec![
         ("plugin.toml", fill(&manifest)),
