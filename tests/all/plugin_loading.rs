@@ -159,6 +159,54 @@ fn a_restart_reuses_the_compiled_component() {
 }
 
 #[test]
+fn a_tampered_or_foreign_cached_component_is_not_loaded() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = install("healthy", scratch.path());
+    let first = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .ok()
+        .unwrap();
+    let cached: Vec<std::path::PathBuf> = std::fs::read_dir(scratch.path().join("cache"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .filter(|p| {
+            p.to_string_lossy()
+                .ends_with(&format!("{}.cwasm", first.digest))
+        })
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    // Someone who can write into the cache changes one byte of the artifact.
+    let mut bytes = std::fs::read(&cached[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&cached[0], &bytes).unwrap();
+    let again = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .ok()
+        .unwrap();
+    assert_eq!(
+        again.origin,
+        Origin::Compiled,
+        "a tampered artifact was deserialised"
+    );
+    // Healed: the next start reads the fresh artifact from the cache.
+    let healed = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .ok()
+        .unwrap();
+    assert_eq!(healed.origin, Origin::Cache);
+    // An artifact made under another key (another host's, or a copied
+    // cache folder) is not trusted either.
+    std::fs::write(scratch.path().join("cache.key"), [0u8; 32]).unwrap();
+    let foreign = runtime(scratch.path(), test_limits())
+        .load(&dir)
+        .ok()
+        .unwrap();
+    assert_eq!(foreign.origin, Origin::Compiled);
+}
+
+#[test]
 fn plugin_check_exits_non_zero_with_the_problem() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = install("healthy", scratch.path());

@@ -33,13 +33,54 @@ async fn schema_version(url: &str) -> i64 {
         .unwrap()
 }
 
+/// `key` written to `dir/secret.key` with mode 0600; its path.
+fn private_copy(dir: &tempfile::TempDir, key: &[u8]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join("secret.key");
+    std::fs::write(&path, key).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_host_refuses_a_secret_key_others_can_read_and_never_replaces_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secret.key");
+    std::fs::write(&key, [3u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(leansync_tests::host::leansync_bin())
+        .arg("serve")
+        .env("LEANSYNC_DATA_DIR", dir.path().join("data"))
+        .env("LEANSYNC_SECRET_KEY_FILE", &key)
+        .env(
+            "LEANSYNC_LISTEN",
+            format!("127.0.0.1:{}", leansync_tests::host::free_port()),
+        )
+        .env("LEANSYNC_PLUGINS_DIR", dir.path().join("plugins"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started with a world-readable key:\n{err}"
+    );
+    assert!(
+        err.contains("mode 644") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        [3u8; 32],
+        "the key was replaced"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_hosts_start_at_once_on_an_empty_database() {
     let db = TestDb::new(Backend::Postgres).await;
     let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("secret.key");
-    std::fs::write(&key, [7u8; 32]).unwrap();
-    let key = key.display().to_string();
+    let key = private_copy(&keys, &[7u8; 32]);
     let env = [("LEANSYNC_SECRET_KEY_FILE", key.as_str())];
     let hosts = futures::future::join_all((0..10).map(|_| Host::serve_only(&db.url, &env))).await;
     for (i, h) in hosts.iter().enumerate() {
@@ -81,7 +122,9 @@ async fn a_database_of_the_previous_release_is_upgraded_in_place(backend: Backen
     let db = TestDb::new(backend).await;
     load_fixture(&db, backend).await;
     let f = facts(backend);
-    let key_file = fixture("secret.key").display().to_string();
+    // The fixture's key, as an operator would install it (a checkout gives 0644).
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = private_copy(&keys, &std::fs::read(fixture("secret.key")).unwrap());
     let mut h = Host::serve_only(&db.url, &[("LEANSYNC_SECRET_KEY_FILE", &key_file)]).await;
     h.token = f["operator_token"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -162,6 +205,7 @@ async fn make_schema_v1_fixture() {
     use leansync_tests::host::Tenant;
     let dir = fixture("");
     std::fs::create_dir_all(&dir).unwrap();
+    // The previous release's binary makes the key there if it is missing.
     let key_file = fixture("secret.key").display().to_string();
     let env = [("LEANSYNC_SECRET_KEY_FILE", key_file.as_str())];
     let mut facts = serde_json::Map::new();

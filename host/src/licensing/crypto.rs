@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
@@ -16,31 +15,10 @@ pub struct Sealer {
 
 impl Sealer {
     /// Loads `path` (32 raw bytes), creating it with a random key (mode 0600)
-    /// if it does not exist.
+    /// if it does not exist; refuses a file others can read or that cannot
+    /// be read, and never replaces one.
     pub fn from_key_file(path: &Path) -> anyhow::Result<Self> {
-        let key = match std::fs::read(path) {
-            Ok(k) if k.len() == 32 => k,
-            Ok(_) => anyhow::bail!(
-                "{} must hold exactly 32 bytes; delete it to generate a new key (stored secrets become unreadable)",
-                path.display()
-            ),
-            Err(_) => {
-                let mut k = vec![0u8; 32];
-                getrandom::fill(&mut k[..])
-                    .context("the OS random number generator is unavailable")?;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::write(path, &k)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-                }
-                k
-            }
-        };
+        let key = crate::store::keyfile::load_or_create(path, "secret key")?;
         Ok(Self::from_key(&key))
     }
 

@@ -332,10 +332,8 @@ async fn run_dev(action: Action) -> Result<ExitCode, String> {
 async fn run_host(action: Action) -> anyhow::Result<ExitCode> {
     match action {
         Action::Check { path, limits } => {
-            let cache = tempfile_dir()?;
-            let rt = PluginRuntime::new(limits, &cache)?;
+            let rt = PluginRuntime::new(limits, &super::dev::cache_dir())?;
             let result = rt.load(&path);
-            let _ = std::fs::remove_dir_all(&cache);
             match result {
                 Ok(p) => {
                     println!(
@@ -377,10 +375,8 @@ async fn run_host(action: Action) -> anyhow::Result<ExitCode> {
                         "no host answers at {host}; showing plugins found in {}",
                         plugins_dir.display()
                     );
-                    let cache = tempfile_dir()?;
-                    let rt = PluginRuntime::new(limits, &cache)?;
+                    let rt = PluginRuntime::new(limits, &super::dev::cache_dir())?;
                     rt.reload_dir(&plugins_dir);
-                    let _ = std::fs::remove_dir_all(&cache);
                     rt.list().iter().map(row).collect()
                 }
             };
@@ -434,10 +430,4 @@ fn print_table(rows: &[[String; 5]]) {
             w3 = widths[3]
         );
     }
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("leansync-plugin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -93,8 +94,15 @@ impl Drop for EpochTicker {
 
 /// Precompiled components on disk, keyed by the engine's compatibility hash
 /// and the component's SHA-256, so an unchanged plugin is never recompiled.
+///
+/// Deserialising an artifact runs its native code, so each carries an
+/// HMAC-SHA256 under a key only this host holds (`<cache dir>.key`, mode
+/// 0600, beside the cache folder); one that fails the check is discarded
+/// and compiled again, so someone who can write into the cache cannot get
+/// code run by the host.
 pub struct ArtifactCache {
     dir: PathBuf,
+    key: [u8; 32],
 }
 
 /// Where a loaded component came from.
@@ -107,14 +115,27 @@ pub enum Origin {
     Cache,
 }
 
+/// Length of the HMAC-SHA256 tag after each artifact.
+const MAC_LEN: usize = 32;
+
 impl ArtifactCache {
-    /// A cache under `dir/<engine compatibility hash>/`.
-    pub fn new(engine: &Engine, dir: &Path) -> Self {
+    /// A cache under `dir/<engine compatibility hash>/`, its key in
+    /// `dir.key` (created when missing).
+    pub fn new(engine: &Engine, dir: &Path) -> anyhow::Result<Self> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        Self {
+        let key_path = dir.with_extension("key");
+        let key = crate::store::keyfile::load_or_create(&key_path, "compile-cache key")?;
+        Ok(Self {
             dir: dir.join(format!("{:016x}", h.finish())),
-        }
+            key,
+        })
+    }
+
+    fn mac(&self, bytes: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key length");
+        mac.update(bytes);
+        mac
     }
 
     /// Loads `wasm` from the cache or compiles and caches it.
@@ -125,17 +146,27 @@ impl ArtifactCache {
     ) -> anyhow::Result<(Component, Origin, String)> {
         let digest = hex::encode(Sha256::digest(wasm));
         let path = self.dir.join(format!("{digest}.cwasm"));
-        if path.exists() {
-            // SAFETY: only this host writes into the cache directory, with the
-            // same engine settings (the directory is keyed by the engine's
-            // compatibility hash), and files are renamed into place whole.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, Origin::Cache, digest)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unreadable cached component");
-                    let _ = std::fs::remove_file(&path);
+        if let Ok(stored) = std::fs::read(&path) {
+            let verified = stored.len() > MAC_LEN && {
+                let (art, tag) = stored.split_at(stored.len() - MAC_LEN);
+                self.mac(art).verify_slice(tag).is_ok()
+            };
+            if verified {
+                let art = &stored[..stored.len() - MAC_LEN];
+                // SAFETY: the bytes carry this host's HMAC, so this host
+                // wrote them with the same engine settings (the directory is
+                // keyed by the engine's compatibility hash), and they are
+                // checked and deserialised from the same memory.
+                match unsafe { Component::deserialize(engine, art) } {
+                    Ok(c) => return Ok((c, Origin::Cache, digest)),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "discarding unreadable cached component");
+                    }
                 }
+            } else {
+                tracing::warn!(path = %path.display(), "cached component fails its integrity check (not written by this host, or altered); compiling it again");
             }
+            let _ = std::fs::remove_file(&path);
         }
         let component = Component::new(engine, wasm)?;
         if let Err(e) = self.store(&path, &component) {
@@ -147,7 +178,10 @@ impl ArtifactCache {
     fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, component.serialize()?)?;
+        let mut bytes = component.serialize()?;
+        let tag = self.mac(&bytes).finalize().into_bytes();
+        bytes.extend_from_slice(&tag);
+        std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
     }

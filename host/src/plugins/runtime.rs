@@ -307,7 +307,7 @@ impl PluginRuntime {
         let engine = build_engine(&limits)?;
         let mut linker = Linker::new(&engine);
         api::add_to_linker(&mut linker)?;
-        let cache = ArtifactCache::new(&engine, cache_dir);
+        let cache = ArtifactCache::new(&engine, cache_dir)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             inner: Arc::new(Inner {

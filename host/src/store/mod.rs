@@ -10,6 +10,7 @@
 //! [`on_conn!`] runs one statement body on whichever connection a
 //! [`TypedTx`] holds, so that code is written once.
 
+pub mod keyfile;
 pub mod shared;
 
 use std::str::FromStr;
