@@ -411,13 +411,7 @@ impl PluginRuntime {
     /// and dev installs.
     pub fn install(&self, dir: &Path) -> Result<Arc<LoadedPlugin>, String> {
         let p = Arc::new(self.load(dir)?);
-        {
-            let mut plugins = self.inner.plugins.write();
-            let mut next = (**plugins).clone();
-            next.insert(p.manifest.name.clone(), p.clone());
-            *plugins = Arc::new(next);
-        }
-        self.refill(&p);
+        self.swap_in(&p);
         Ok(p)
     }
 
@@ -437,15 +431,20 @@ impl PluginRuntime {
             .dev_dirs
             .write()
             .insert(name.clone(), dir.clone());
+        self.swap_in(&p);
+        tracing::info!(plugin = %name, dir = %dir.display(), version = %p.manifest.version, "plugin dev-installed");
+        Ok(p)
+    }
+
+    /// Serves `p` beside the loaded plugins, replacing one of its name.
+    fn swap_in(&self, p: &Arc<LoadedPlugin>) {
         {
             let mut plugins = self.inner.plugins.write();
             let mut next = (**plugins).clone();
-            next.insert(name.clone(), p.clone());
+            next.insert(p.manifest.name.clone(), p.clone());
             *plugins = Arc::new(next);
         }
-        self.refill(&p);
-        tracing::info!(plugin = %name, dir = %dir.display(), version = %p.manifest.version, "plugin dev-installed");
-        Ok(p)
+        self.refill(p);
     }
 
     /// Receives every line any guest logs from now on.

@@ -342,13 +342,12 @@ struct Recorder {
     requests: Mutex<Vec<RequestRecord>>,
     placed: Mutex<Vec<(String, String)>>,
     screens: Mutex<Vec<CallEvent>>,
-    fake: Mutex<Option<Vec<FakeRoute>>>,
+    fake: Option<Vec<FakeRoute>>,
 }
 
 impl HttpTap for Recorder {
     fn answer(&self, method: &str, uri: &http::Uri) -> Option<CannedResponse> {
-        let fake = self.fake.lock();
-        let routes = fake.as_ref()?;
+        let routes = self.fake.as_ref()?;
         Some(match routes.iter().find(|r| r.matches(method, uri)) {
             Some(r) => r.response(),
             None => CannedResponse {
@@ -427,7 +426,6 @@ impl HostServices for DevServices {
 pub struct Harness {
     runtime: PluginRuntime,
     plugin: Arc<LoadedPlugin>,
-    limits: PluginLimits,
 }
 
 impl Harness {
@@ -439,13 +437,9 @@ impl Harness {
         let mut limits = limits;
         // The harness makes one fresh instance per call, as a cold host does.
         limits.warm_instances = 0;
-        let runtime = PluginRuntime::new(limits.clone(), &cache).map_err(|e| format!("{e:#}"))?;
+        let runtime = PluginRuntime::new(limits, &cache).map_err(|e| format!("{e:#}"))?;
         let plugin = runtime.install(dir)?;
-        Ok(Self {
-            runtime,
-            plugin,
-            limits,
-        })
+        Ok(Self { runtime, plugin })
     }
 
     /// The loaded plugin.
@@ -455,8 +449,10 @@ impl Harness {
 
     /// Runs one export with `setup`.
     pub async fn run(&self, setup: &Setup, input: Input) -> Result<Outcome, String> {
-        let rec = Arc::new(Recorder::default());
-        *rec.fake.lock() = setup.fake.clone();
+        let rec = Arc::new(Recorder {
+            fake: setup.fake.clone(),
+            ..Default::default()
+        });
         let services = Arc::new(DevServices {
             kv: MemoryServices::default(),
             rec: rec.clone(),
@@ -558,11 +554,6 @@ impl Harness {
             placed_calls: std::mem::take(&mut *rec.placed.lock()),
             screens: std::mem::take(&mut *rec.screens.lock()),
         })
-    }
-
-    /// The limits calls run under.
-    pub fn limits(&self) -> &PluginLimits {
-        &self.limits
     }
 }
 
